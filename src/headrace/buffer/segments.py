@@ -1,0 +1,379 @@
+"""Segment files of the local buffer: writing with group commit, recovery after a crash, listing.
+
+Layout: ``<data>/buffer/<created µs, 16 hex digits>-<writer>.seg``; names sort by creation time.
+Each writer (an ingest worker slot ``w0``, ``w1``…, or a one-shot ``replay-…`` writer) appends to
+its own segment, so writers never contend, and holds an exclusive ``flock`` on it while it is
+open. A segment whose lock can be taken and which is not sealed belongs to a writer that died:
+recovery cuts off its torn tail (counted and logged) and seals it. See ``records`` for the frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from headrace.buffer.records import HEADER_SIZE, SEAL_FRAME, scan_frames
+from headrace.errors import BufferFull
+
+log = logging.getLogger("headrace.buffer")
+
+SUFFIX = ".seg"
+
+
+def segment_name(writer: str, created_us: int | None = None) -> str:
+    """File name of a new segment of ``writer``."""
+    created = time.time_ns() // 1000 if created_us is None else created_us
+    return f"{created:016x}-{writer}{SUFFIX}"
+
+
+def writer_of(name: str) -> str:
+    """The writer that owns segment ``name``."""
+    return name[17 : -len(SUFFIX)]
+
+
+def list_segments(directory: Path) -> list[str]:
+    """Names of every segment in ``directory``, oldest first."""
+    try:
+        names = [e.name for e in os.scandir(directory) if e.name.endswith(SUFFIX)]
+    except FileNotFoundError:
+        return []
+    return sorted(names)
+
+
+def is_sealed(path: Path) -> bool:
+    """Whether the segment at ``path`` ends with the seal frame."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < len(SEAL_FRAME):
+                return False
+            f.seek(-len(SEAL_FRAME), os.SEEK_END)
+            return f.read(len(SEAL_FRAME)) == SEAL_FRAME
+    except FileNotFoundError:
+        return False
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a new or removed directory entry durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def directory_bytes(directory: Path) -> int:
+    """Total size of the segments in ``directory``."""
+    total = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.name.endswith(SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    total += entry.stat().st_size
+    return total
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What recovering one segment did."""
+
+    name: str
+    torn_bytes: int
+    sealed: bool
+
+
+def recover_segment(path: Path) -> Recovery | None:
+    """Seal the segment of a dead writer, cutting off a torn tail; ``None`` if its writer lives."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None  # its writer still holds it
+        size = os.fstat(fd).st_size
+        if size >= len(SEAL_FRAME):
+            os.lseek(fd, size - len(SEAL_FRAME), os.SEEK_SET)
+            if os.read(fd, len(SEAL_FRAME)) == SEAL_FRAME:
+                return Recovery(path.name, 0, False)
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = _read_all(fd, size)
+        result = scan_frames(data)
+        torn = size - result.end
+        if torn:
+            log.warning(
+                "buffer segment %s: torn tail of %d bytes after offset %d (%s) cut off",
+                path.name,
+                torn,
+                result.end,
+                result.stop,
+            )
+            os.ftruncate(fd, result.end)
+        os.lseek(fd, result.end, os.SEEK_SET)
+        _write_all(fd, SEAL_FRAME)
+        os.fsync(fd)
+        return Recovery(path.name, torn, True)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def recover_dead_writers(directory: Path, writer: str | None = None) -> list[Recovery]:
+    """Seal every unsealed segment whose writer is gone (only ``writer``'s, when given)."""
+    done = []
+    for name in list_segments(directory):
+        if writer is not None and writer_of(name) != writer:
+            continue
+        path = directory / name
+        if is_sealed(path):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            recovery = recover_segment(path)
+            if recovery is not None and recovery.sealed:
+                done.append(recovery)
+    return done
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks = []
+    remaining = size
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class SegmentWriter:
+    """Appends frames to one writer's segments; every ``append`` is durable when it returns."""
+
+    def __init__(
+        self, directory: Path, writer: str, *, segment_bytes: int, segment_age: float
+    ) -> None:
+        self.directory = directory
+        self.writer = writer
+        self.segment_bytes = segment_bytes
+        self.segment_age = segment_age
+        self._fd: int | None = None
+        self._size = 0
+        self._opened_at = 0.0
+        self.name = ""
+        self.recovered: list[Recovery] = []
+
+    def open(self) -> None:
+        """Recover this writer's earlier segments, then start a fresh one."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.recovered = recover_dead_writers(self.directory, self.writer)
+        self._start_segment()
+
+    def _start_segment(self) -> None:
+        self.name = segment_name(self.writer)
+        path = self.directory / self.name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        fsync_dir(self.directory)
+        self._fd, self._size, self._opened_at = fd, 0, time.monotonic()
+
+    def _seal_current(self) -> None:
+        if self._fd is None:
+            return
+        _write_all(self._fd, SEAL_FRAME)
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+
+    def append(self, frames: list[bytes]) -> None:
+        """Write ``frames`` and fsync once; on failure nothing of them stays in the segment."""
+        assert self._fd is not None, "writer is not open"
+        data = b"".join(frames)
+        try:
+            _write_all(self._fd, data)
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            # Cut back to the last durable frame so a partial write never reaches a reader.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise BufferFull("the disk holding the buffer is full") from exc
+            raise
+        self._size += len(data)
+        self.maybe_roll()
+
+    def maybe_roll(self) -> None:
+        """Seal the segment and start a new one when it is big or old enough."""
+        if self._fd is None or self._size == 0:
+            return
+        too_old = time.monotonic() - self._opened_at >= self.segment_age
+        if self._size >= self.segment_bytes or too_old:
+            self._seal_current()
+            self._start_segment()
+
+    def close(self) -> None:
+        """Seal the open segment (removing it if empty) and release it."""
+        if self._fd is None:
+            return
+        if self._size == 0:
+            os.close(self._fd)
+            self._fd = None
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / self.name).unlink()
+            return
+        self._seal_current()
+
+
+class CapacityGuard:
+    """Refuses appends while the buffer is over its size or the disk is nearly full."""
+
+    def __init__(self, directory: Path, *, max_bytes: int, min_free_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self.reason: str | None = None
+        self.buffer_bytes = 0
+
+    def refresh(self) -> None:
+        """Measure the buffer and the disk again."""
+        self.buffer_bytes = directory_bytes(self.directory)
+        stats = os.statvfs(self.directory)
+        free = stats.f_bavail * stats.f_frsize
+        if self.buffer_bytes >= self.max_bytes:
+            self.reason = (
+                f"the buffer holds {self.buffer_bytes} bytes, its limit is {self.max_bytes}"
+            )
+        elif free < self.min_free_bytes:
+            self.reason = f"the disk has {free} bytes free, below the {self.min_free_bytes} reserve"
+        else:
+            self.reason = None
+
+
+class GroupCommitter:
+    """Durable appends from an asyncio loop: concurrent requests share one write and one fsync."""
+
+    def __init__(
+        self, writer: SegmentWriter, guard: CapacityGuard, *, refresh_every: float = 1.0
+    ) -> None:
+        self.writer = writer
+        self.guard = guard
+        self.refresh_every = refresh_every
+        self.commits = 0
+        self.frames_committed = 0
+        self.healthy = True
+        self.last_error: str | None = None
+        self._pending: deque[tuple[bytes, asyncio.Future[None]]] = deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Open the writer and start the commit thread."""
+        self._loop = asyncio.get_running_loop()
+        self.writer.open()
+        self.guard.refresh()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+
+    async def commit(self, frame: bytes) -> None:
+        """Return once ``frame`` is on disk; raise ``BufferFull`` if the buffer cannot take it."""
+        if self.guard.reason is not None:
+            raise BufferFull(self.guard.reason)
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        with self._wake:
+            self._pending.append((frame, future))
+            self._wake.notify()
+        await future
+
+    def _run(self) -> None:
+        last_refresh = time.monotonic()
+        while True:
+            with self._wake:
+                if not self._pending and not self._stopping:
+                    self._wake.wait(timeout=self.refresh_every)
+                batch = list(self._pending)
+                self._pending.clear()
+                stopping = self._stopping
+            if batch:
+                self._commit_batch(batch)
+            now = time.monotonic()
+            if now - last_refresh >= self.refresh_every:
+                last_refresh = now
+                self._housekeeping()
+            if stopping and not batch:
+                return
+
+    def _commit_batch(self, batch: list[tuple[bytes, asyncio.Future[None]]]) -> None:
+        error: BaseException | None = None
+        try:
+            self.writer.append([frame for frame, _ in batch])
+            self.commits += 1
+            self.frames_committed += len(batch)
+            self.healthy, self.last_error = True, None
+        except BufferFull as exc:
+            error = exc
+            self.guard.reason = str(exc)
+        except OSError as exc:
+            error = BufferFull(f"the buffer cannot be written: {exc.strerror}")
+            self.healthy, self.last_error = False, str(exc)
+        assert self._loop is not None
+        futures = [future for _, future in batch]
+        self._loop.call_soon_threadsafe(_settle, futures, error)
+
+    def _housekeeping(self) -> None:
+        try:
+            self.writer.maybe_roll()
+            self.guard.refresh()
+        except OSError as exc:
+            self.healthy, self.last_error = False, str(exc)
+
+    def stop(self) -> None:
+        """Commit what is pending, seal the segment and stop the thread."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join()
+        self.writer.close()
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+__all__ = [
+    "HEADER_SIZE",
+    "CapacityGuard",
+    "GroupCommitter",
+    "Recovery",
+    "SegmentWriter",
+    "directory_bytes",
+    "fsync_dir",
+    "is_sealed",
+    "list_segments",
+    "recover_dead_writers",
+    "recover_segment",
+    "segment_name",
+    "writer_of",
+]

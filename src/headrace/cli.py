@@ -1,0 +1,477 @@
+"""The ``headrace`` command line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from headrace.config.models import HttpSource, LakeSink, Pipeline, default_pipeline
+from headrace.errors import ConfigError, HeadraceError
+
+DEFAULT_DATA_DIR = "headrace-data"
+
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="HEADRACE_CONFIG",
+    help="Pipeline file (YAML). Without one, the built-in default "
+    "pipeline takes any stream at POST /v1/streams/{stream}/events into the local lake.",
+)
+data_dir_option = click.option(
+    "--data-dir",
+    "-d",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HEADRACE_DATA_DIR",
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Directory for the buffer, the state database and the lake.",
+)
+
+
+def _load(config_path: Path | None) -> Pipeline:
+    if config_path is None:
+        return default_pipeline()
+    from headrace.config.load import load_pipeline
+
+    try:
+        return load_pipeline(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        raise SystemExit(2) from exc
+
+
+def _parse_time(name: str, value: str | None) -> int | None:
+    from headrace.sinks.lake_catalog import parse_time_us
+
+    if value is None:
+        return None
+    parsed = parse_time_us(value)
+    if parsed is None:
+        raise click.BadParameter(
+            f'"{value}" is not an ISO 8601 time or epoch number', param_hint=name
+        )
+    return parsed
+
+
+def _source_of_stream(pipeline: Pipeline, stream: str) -> str:
+    if stream in pipeline.sources:
+        return stream
+    for source_id, source in pipeline.sources.items():
+        if isinstance(source, HttpSource) and source.path and "{stream}" in source.path:
+            return source_id
+    raise click.UsageError(f'no source takes the stream "{stream}"')
+
+
+def _lake_sink(pipeline: Pipeline, stream: str, sink_name: str | None) -> tuple[str, LakeSink]:
+    if sink_name is not None:
+        sink = pipeline.sinks.get(sink_name)
+        if sink is None:
+            raise click.UsageError(
+                f'no sink named "{sink_name}" (sinks: {", ".join(pipeline.sinks)})'
+            )
+        if not isinstance(sink, LakeSink):
+            raise click.UsageError(f'sink "{sink_name}" cannot be exported from')
+        return sink_name, sink
+    source_id = _source_of_stream(pipeline, stream)
+    for sink_id, sink in pipeline.sinks.items():
+        if isinstance(sink, LakeSink) and source_id in sink.inputs:
+            return sink_id, sink
+    raise click.UsageError(f'no lake sink stores the stream "{stream}"')
+
+
+@contextlib.contextmanager
+def _progress(description: str, total: int | None, enabled: bool) -> Iterator[Any]:
+    """A progress bar on a terminal (stderr); a no-op elsewhere."""
+    if not enabled:
+        yield lambda _n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="headrace")
+def main() -> None:
+    """headrace: receive events over HTTP, keep every acknowledged one, deliver them in batches.
+
+    Start with `headrace serve` and POST JSON to
+    http://127.0.0.1:8080/v1/streams/<stream>/events; read it back with
+    GET on the same URL or `headrace export --stream <stream>`.
+    """
+
+
+@main.command()
+@config_option
+@data_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", "-p", default=8080, show_default=True, help="Port to listen on.")
+@click.option("--workers", "-w", default=0, help="Ingest worker processes (default: one per core).")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="json writes one object per line, for log collectors.",
+)
+@click.option(
+    "--noop-endpoint",
+    is_flag=True,
+    hidden=True,
+    help="Expose POST /_noop (reads the body, stores nothing): the benchmark's ceiling.",
+)
+def serve(
+    config_path: Path | None,
+    data_dir: Path,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    log_format: str,
+    noop_endpoint: bool,
+) -> None:
+    """Run the HTTP ingest workers and the delivery process until SIGTERM or Ctrl-C.
+
+    A 2xx answer means the events are on disk (fsync'd) and will be delivered at least once,
+    whatever happens to the process afterwards.
+    """
+    from headrace.runtime.serve import ServeOptions
+    from headrace.runtime.serve import serve as run_server
+    from headrace.telemetry.logs import setup_logging
+
+    pipeline = _load(config_path)
+    log_cfg = {"level": log_level, "fmt": log_format}
+    setup_logging(**log_cfg)
+    options = ServeOptions(
+        data_dir=data_dir.resolve(),
+        host=host,
+        port=port,
+        workers=workers,
+        noop_endpoint=noop_endpoint,
+        log_cfg=log_cfg,
+    )
+    try:
+        raise SystemExit(run_server(pipeline, options))
+    except (HeadraceError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from exc
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def validate(file: Path) -> None:
+    """Check a pipeline file and report every problem with its line and path.
+
+    Nothing is connected to; exit status 0 when the file is usable, 1 when it is not.
+    """
+    from headrace.config.load import load_pipeline
+
+    try:
+        pipeline = load_pipeline(file)
+    except ConfigError as exc:
+        problems = sorted(exc.problems, key=lambda p: (p.line or 0, p.path))
+        for problem in problems:
+            click.echo(f"error: {problem}", err=True)
+        click.echo(f"{file}: {len(problems)} problem(s)", err=True)
+        raise SystemExit(1) from exc
+    click.echo(
+        f"{file}: ok ({len(pipeline.sources)} source(s), {len(pipeline.transforms)} transform(s), "
+        f"{len(pipeline.sinks)} sink(s))"
+    )
+
+
+@main.command()
+@config_option
+@data_dir_option
+@click.option("--stream", "-s", required=True, help="Stream to export.")
+@click.option("--since", help="Only events at or after this time (ISO 8601 or epoch s/ms).")
+@click.option("--until", help="Only events before this time (ISO 8601 or epoch s/ms).")
+@click.option(
+    "--where",
+    "-w",
+    "where",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Only events whose field equals the value; repeat for several.",
+)
+@click.option("--sink", help="Lake sink to read (default: the one storing the stream).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file to write (default: standard output).",
+)
+def export(
+    config_path: Path | None,
+    data_dir: Path,
+    stream: str,
+    since: str | None,
+    until: str | None,
+    where: tuple[str, ...],
+    sink: str | None,
+    output: Path | None,
+) -> None:
+    """Write a stream's events as CSV (header row, RFC 4180 quoting), oldest first.
+
+    Times are event times (the stream's time field) or, without one, receive times.
+    """
+    from headrace.query.lake import LakeQuery, count_events, export_csv
+
+    pipeline = _load(config_path)
+    sink_id, sink_config = _lake_sink(pipeline, stream, sink)
+    filters = []
+    for item in where:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f'"{item}" is not FIELD=VALUE', param_hint="--where")
+        filters.append((name, value))
+    query = LakeQuery(
+        sink_id,
+        stream,
+        _parse_time("--since", since),
+        _parse_time("--until", until),
+        filters,
+        newest_first=False,
+    )
+    show = sys.stderr.isatty()
+    total = count_events(data_dir, sink_id, sink_config, query) if show else None
+    started = time.monotonic()
+    out: TextIO
+    with contextlib.ExitStack() as stack:
+        if output is None:
+            out = sys.stdout
+        else:
+            out = stack.enter_context(open(output, "w", newline="", encoding="utf-8"))
+        with _progress(f"exporting {stream}", total, show) as advance:
+            rows = export_csv(data_dir, sink_id, sink_config, query, out, advance)
+    if output is not None or show:
+        where_to = output or "standard output"
+        click.echo(
+            f"wrote {rows} row(s) to {where_to} in {time.monotonic() - started:.1f}s", err=True
+        )
+
+
+@main.command()
+@config_option
+@data_dir_option
+@click.option("--stream", "-s", required=True, help="Stream whose events to deliver again.")
+@click.option("--since", required=True, help="Received at or after (ISO 8601 or epoch s/ms).")
+@click.option("--until", required=True, help="Received before (ISO 8601 or epoch s/ms).")
+@click.option(
+    "--sink", "sinks", multiple=True, help="Only to this sink (repeatable; default: all)."
+)
+def replay(
+    config_path: Path | None,
+    data_dir: Path,
+    stream: str,
+    since: str,
+    until: str,
+    sinks: tuple[str, ...],
+) -> None:
+    """Deliver a time range of a stream again from the buffer's retained data.
+
+    Events keep their ids, so a sink that already holds one does not store it twice. A running
+    server delivers them within a second; otherwise they go out when it next starts. Data older
+    than the buffer's retention is gone.
+    """
+    from headrace.buffer.replay import replay_range
+
+    pipeline = _load(config_path)
+    source_id = _source_of_stream(pipeline, stream)
+    consumers = pipeline.sinks_for_source(source_id)
+    for name in sinks:
+        if name not in consumers:
+            raise click.UsageError(
+                f'sink "{name}" does not receive the stream (sinks: {", ".join(consumers)})'
+            )
+    since_us, until_us = _parse_time("--since", since), _parse_time("--until", until)
+    assert since_us is not None and until_us is not None
+    if until_us <= since_us:
+        raise click.BadParameter("must be after --since", param_hint="--until")
+    with _progress(f"queueing {stream}", None, sys.stderr.isatty()) as advance:
+        count = replay_range(
+            data_dir / "buffer",
+            stream=stream,
+            since_us=since_us,
+            until_us=until_us,
+            sinks=list(sinks) or None,
+            progress=advance,
+        )
+    click.echo(
+        f"queued {count} event(s) of {stream} for delivery to {', '.join(sinks) or 'all its sinks'}"
+    )
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect and replay the dead-letter store (events a sink refused for good)."""
+
+
+def _state_conn(data_dir: Path) -> Any:
+    from headrace.runtime import state
+
+    path = data_dir / "state.db"
+    if not path.exists():
+        raise click.UsageError(f"no state database in {data_dir} (has headrace served there?)")
+    conn = state.connect(path)
+    state.init_schema(conn)
+    return conn
+
+
+@dlq.command("list")
+@data_dir_option
+@click.option("--sink", help="Only this sink's dead letters.")
+@click.option("--reason", help="Only this reason (e.g. type_mismatch).")
+@click.option("--all", "include_replayed", is_flag=True, help="Include those already replayed.")
+@click.option("--limit", default=100, show_default=True, help="Most rows to show.")
+def dlq_list(
+    data_dir: Path, sink: str | None, reason: str | None, include_replayed: bool, limit: int
+) -> None:
+    """List dead letters, oldest first."""
+    from headrace.query.lake import iso
+    from headrace.runtime.state import list_dead_letters
+
+    conn = _state_conn(data_dir)
+    rows = list_dead_letters(
+        conn, sink=sink, reason=reason, include_replayed=include_replayed, limit=limit
+    )
+    if not rows:
+        click.echo("no dead letters")
+        return
+    click.echo(
+        f"{'ID':>6}  {'SINK':<12} {'REASON':<18} {'ATTEMPTS':>8}  {'FAILED AT':<27} EVENT / ERROR"
+    )
+    for row in rows:
+        click.echo(
+            f"{row.id:>6}  {row.sink:<12} {row.reason:<18} {row.attempts:>8}  "
+            f"{iso(row.failed_at_us):<27} {row.event_id} {row.error[:80]}"
+        )
+
+
+@dlq.command("show")
+@data_dir_option
+@click.argument("dead_letter_id", type=int)
+def dlq_show(data_dir: Path, dead_letter_id: int) -> None:
+    """Show one dead letter in full, with the original event."""
+    import msgspec
+
+    from headrace.query.lake import iso
+    from headrace.runtime.state import get_dead_letter
+
+    row = get_dead_letter(_state_conn(data_dir), dead_letter_id)
+    if row is None:
+        raise click.UsageError(f"no dead letter with id {dead_letter_id}")
+    info: dict[str, Any] = {
+        "id": row.id,
+        "sink": row.sink,
+        "reason": row.reason,
+        "error": row.error,
+        "attempts": row.attempts,
+        "event_id": row.event_id,
+        "stream": row.stream,
+        "source": row.source,
+        "received_at": iso(row.received_at_us),
+        "failed_at": iso(row.failed_at_us),
+        "replayed_at": iso(row.replayed_at_us),
+        "event": msgspec.json.decode(row.data),
+    }
+    click.echo(msgspec.json.format(msgspec.json.encode(info), indent=2).decode())
+
+
+@dlq.command("replay")
+@data_dir_option
+@click.option("--sink", help="Only this sink's dead letters.")
+@click.option("--reason", help="Only this reason.")
+@click.option("--id", "ids", type=int, multiple=True, help="Only these dead letters (repeatable).")
+def dlq_replay(data_dir: Path, sink: str | None, reason: str | None, ids: tuple[int, ...]) -> None:
+    """Send dead letters back to the sink that refused them (e.g. after fixing its schema)."""
+    from headrace.buffer.replay import replay_dead_letters
+    from headrace.runtime.state import get_dead_letter, list_dead_letters, mark_replayed
+
+    conn = _state_conn(data_dir)
+    if ids:
+        letters = [
+            dl
+            for i in ids
+            if (dl := get_dead_letter(conn, i)) is not None and dl.replayed_at_us is None
+        ]
+    else:
+        letters, after = [], 0
+        while batch := list_dead_letters(
+            conn, sink=sink, reason=reason, limit=10_000, after_id=after
+        ):
+            letters.extend(batch)
+            after = batch[-1].id
+    if not letters:
+        click.echo("nothing to replay")
+        return
+    count = replay_dead_letters(data_dir / "buffer", letters)
+    mark_replayed(conn, [dl.id for dl in letters])
+    click.echo(f"queued {count} dead letter(s) for delivery")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["sources", "sinks", "pipeline"]), default="pipeline")
+@click.argument("type_name", required=False)
+def docs(kind: str, type_name: str | None) -> None:
+    """Print the documentation of pipeline-file components and their keys."""
+    from headrace.config import models
+
+    registries: dict[str, dict[str, Any]] = {
+        "sources": models.SOURCE_TYPES,
+        "sinks": models.SINK_TYPES,
+        "pipeline": {
+            "pipeline": models.Pipeline,
+            "buffer": models.LocalBuffer,
+            "limits": models.Limits,
+        },
+    }
+    registry = registries[kind]
+    names = [type_name] if type_name else sorted(registry)
+    for name in names:
+        model = registry.get(name)
+        if model is None:
+            raise click.UsageError(
+                f'no {kind} type "{name}" (available: {", ".join(sorted(registry))})'
+            )
+        click.echo(f"{name}: {(model.__doc__ or '').strip()}")
+        for field_name, info in model.model_fields.items():
+            default = (
+                ""
+                if info.is_required()
+                else f" (default: {info.get_default(call_default_factory=True)!r})"
+            )
+            click.echo(f"  {field_name}{default}")
+            for line in (info.description or "").splitlines():
+                click.echo(f"      {line.strip()}")
+        click.echo()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

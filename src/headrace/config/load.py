@@ -1,0 +1,265 @@
+"""Reading a pipeline file: YAML with line numbers, ``${ENV}`` interpolation, typed models, and the
+checks that span components (inputs that exist, paths that do not collide). Every problem is
+collected and reported at once with its path in the file; nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from headrace.config.models import (
+    NAME_PATTERN,
+    SINK_TYPES,
+    SOURCE_TYPES,
+    TRANSFORM_TYPES,
+    HttpSource,
+    Limits,
+    LocalBuffer,
+    Model,
+    Pipeline,
+)
+from headrace.errors import ConfigError, ConfigProblem
+
+PathKey = tuple[str | int, ...]
+_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_TOP_LEVEL = {"sources", "transforms", "sinks", "buffer", "limits"}
+
+
+def format_path(path: PathKey) -> str:
+    """``("sinks", "lake", "inputs", 0)`` → ``sinks.lake.inputs[0]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+class _Problems:
+    def __init__(self, file: str | None, lines: dict[PathKey, int]) -> None:
+        self.file = file
+        self.lines = lines
+        self.items: list[ConfigProblem] = []
+
+    def add(self, path: PathKey, message: str) -> None:
+        line = None
+        for cut in range(len(path), -1, -1):  # the nearest enclosing node that has a line
+            if path[:cut] in self.lines:
+                line = self.lines[path[:cut]]
+                break
+        self.items.append(ConfigProblem(format_path(path), message, line, self.file))
+
+
+def _read_yaml(text: str, problems: _Problems) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}
+        _record_lines(node, (), problems)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        problems.items.append(
+            ConfigProblem("", f"not valid YAML: {exc.problem}", line, problems.file)
+        )
+        return None
+    finally:
+        loader.dispose()
+
+
+def _record_lines(node: yaml.Node, path: PathKey, problems: _Problems) -> None:
+    problems.lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                problems.lines[(*path, key)] = key_node.start_mark.line + 1
+                problems.add((*path, key), "key appears twice")
+            seen.add(key)
+            _record_lines(value_node, (*path, key), problems)
+            problems.lines[(*path, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _record_lines(item, (*path, index), problems)
+
+
+def _interpolate(value: Any, path: PathKey, env: Mapping[str, str], problems: _Problems) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.add(path, f"environment variable {name} is not set")
+            return ""
+
+        return _ENV.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, str(k)), env, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), env, problems) for i, v in enumerate(value)]
+    return value
+
+
+def _describe_pydantic_error(err: Mapping[str, Any], model: type[BaseModel]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        known = ", ".join(sorted(model.model_fields))
+        return f"unknown key (known keys: {known})"
+    if kind == "missing":
+        return "required"
+    message = str(err["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _validate_model(
+    model: type[Model], data: Any, path: PathKey, problems: _Problems
+) -> Model | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+            problems.add((*path, *loc), _describe_pydantic_error(err, model))
+        return None
+
+
+def _validate_components(
+    section: str, data: Any, registry: Mapping[str, type[Model]], problems: _Problems
+) -> dict[str, Model]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.add((section,), f"must be a mapping of id to {section[:-1]}")
+        return {}
+    built: dict[str, Model] = {}
+    for comp_id, body in data.items():
+        comp_id = str(comp_id)
+        path: PathKey = (section, comp_id)
+        if not NAME_PATTERN.match(comp_id):
+            problems.add(path, "ids use letters, digits, '_', '.' and '-' (at most 128)")
+        if not isinstance(body, dict):
+            problems.add(path, "must be a mapping with a type")
+            continue
+        kind = body.get("type")
+        if kind is None:
+            problems.add((*path, "type"), "required")
+            continue
+        model = registry.get(str(kind))
+        if model is None:
+            available = ", ".join(sorted(registry)) or "none yet"
+            problems.add(
+                (*path, "type"), f'unknown {section[:-1]} type "{kind}" (available: {available})'
+            )
+            continue
+        component = _validate_model(model, body, path, problems)
+        if component is not None:
+            built[comp_id] = component
+    return built
+
+
+def _as_mapping(data: Any) -> dict[str, Any]:
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _inputs_of(body: Any) -> list[Any]:
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    return inputs if isinstance(inputs, list) else []
+
+
+def _check_graph(raw: dict[str, Any], sources: dict[str, Model], problems: _Problems) -> None:
+    """Checks across components, on the raw mappings so broken components are checked too."""
+    raw_sources = _as_mapping(raw.get("sources"))
+    raw_transforms = _as_mapping(raw.get("transforms"))
+    producers = set(raw_sources) | set(raw_transforms)
+    consumed: set[str] = set()
+    for section in ("transforms", "sinks"):
+        for comp_id, body in _as_mapping(raw.get(section)).items():
+            for index, name in enumerate(_inputs_of(body)):
+                consumed.add(str(name))
+                if str(name) not in producers:
+                    problems.add(
+                        (section, comp_id, "inputs", index),
+                        f'no source or transform named "{name}"',
+                    )
+    for source_id in raw_sources:
+        if source_id not in consumed:
+            problems.add(
+                ("sources", source_id),
+                "is not an input of any sink, so its events would be stored and never delivered",
+            )
+    seen_paths: dict[str, str] = {}
+    for source_id, source in sources.items():
+        if isinstance(source, HttpSource) and source.path:
+            key = source.path.rstrip("/") or "/"
+            if key in seen_paths:
+                problems.add(
+                    ("sources", source_id, "path"),
+                    f'"{source.path}" is already the path of source "{seen_paths[key]}"',
+                )
+            seen_paths[key] = source_id
+
+
+def parse_pipeline(
+    text: str, *, file: str | None = None, env: Mapping[str, str] | None = None
+) -> Pipeline:
+    """Build a ``Pipeline`` from YAML text, or raise ``ConfigError`` listing every problem."""
+    problems = _Problems(file, {})
+    raw = _read_yaml(text, problems)
+    if problems.items:
+        raise ConfigError(problems.items)
+    if not isinstance(raw, dict):
+        raise ConfigError([ConfigProblem("", "the pipeline file must be a mapping", 1, file)])
+    raw = _interpolate(raw, (), os.environ if env is None else env, problems)
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            problems.add((str(key),), f"unknown key (known keys: {', '.join(sorted(_TOP_LEVEL))})")
+    for required in ("sources", "sinks"):
+        if not raw.get(required):
+            problems.add((required,), "at least one is required")
+    sources = _validate_components("sources", raw.get("sources"), SOURCE_TYPES, problems)
+    transforms = _validate_components(
+        "transforms", raw.get("transforms"), TRANSFORM_TYPES, problems
+    )
+    sinks = _validate_components("sinks", raw.get("sinks"), SINK_TYPES, problems)
+    buffer = _validate_model(LocalBuffer, raw.get("buffer") or {}, ("buffer",), problems)
+    limits = _validate_model(Limits, raw.get("limits") or {}, ("limits",), problems)
+    _check_graph(raw, sources, problems)
+    if problems.items:
+        raise ConfigError(problems.items)
+    return Pipeline.model_validate(
+        {
+            "sources": sources,
+            "transforms": transforms,
+            "sinks": sinks,
+            "buffer": buffer,
+            "limits": limits,
+        }
+    )
+
+
+def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pipeline:
+    """Read and check the pipeline file at ``path``."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read: {exc.strerror}", None, file)]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem("", "not UTF-8 text", None, file)]) from exc
+    return parse_pipeline(text, file=file, env=env)

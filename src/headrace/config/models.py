@@ -1,0 +1,244 @@
+"""Typed models of the pipeline file.
+
+Every component is a model that rejects unknown keys; each field's docstring is its user
+documentation (``headrace docs`` prints them). Components are registered by ``type`` in
+``SOURCE_TYPES``, ``TRANSFORM_TYPES`` and ``SINK_TYPES``; to add one, write its model here (or in
+its own module) and register it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _parse_duration(value: Any) -> Any:
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f'"{value}" is not a duration (examples: 500ms, 10s, 5m, 24h, 7d)')
+        return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    return value
+
+
+def _parse_size(value: Any) -> Any:
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if not match:
+            raise ValueError(f'"{value}" is not a size (examples: 512KiB, 10MiB, 2GiB)')
+        return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
+"""A duration: a number of seconds or a string such as ``500ms``, ``10s``, ``5m``, ``24h``."""
+Bytes = Annotated[int, BeforeValidator(_parse_size), Field(ge=0)]
+"""A size: a number of bytes or a string such as ``512KiB``, ``10MiB``, ``2GiB``."""
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+class Limits(Model):
+    """What one HTTP request may carry; larger or deeper requests are refused with a 4xx."""
+
+    max_body_bytes: Bytes = 10 * 1024**2
+    """Largest request body as sent (compressed or not); larger answers 413."""
+    max_decompressed_bytes: Bytes = 64 * 1024**2
+    """Largest body after gzip/deflate decompression; larger answers 413 (gzip bombs stop here)."""
+    max_events: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Most events one request may carry; more answers 413."""
+    max_depth: int = Field(default=32, ge=2, le=256)
+    """Deepest nesting of arrays and objects in an event; deeper answers 400."""
+
+
+class HttpSource(Model):
+    """Events POSTed over HTTP: a JSON object, a JSON array of objects, or NDJSON."""
+
+    type: Literal["http"]
+    path: str | None = None
+    """Extra URL path the source answers on, e.g. ``/webhooks/split``; it may contain ``{stream}``.
+    Every http source is also reachable at ``/v1/streams/<source id>/events``."""
+    format: Literal["auto", "json", "ndjson"] = "auto"
+    """Body format: ``json`` (an object or an array of objects), ``ndjson``, or ``auto`` (sniffed)."""
+    id_field: str | None = None
+    """Event field whose value becomes the event id (e.g. ``requestid``); else a UUIDv7 is made."""
+    id_header: str | None = None
+    """Request header whose value becomes the event id (e.g. ``webhook-id``); the index is appended
+    when one request carries several events."""
+    success_status: int = Field(default=202, ge=200, le=299)
+    """HTTP status answered once the events are durable; some senders accept only exactly 200."""
+    success_body: str | None = None
+    """Fixed body answered on success instead of the JSON summary (sent as-is)."""
+    limits: Limits | None = None
+    """Request limits for this source; defaults to the pipeline's ``limits``."""
+
+    @field_validator("path")
+    @classmethod
+    def _path_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith("/"):
+            raise ValueError('must start with "/"')
+        if value.rstrip("/") in ("/healthz", "/readyz", "/metrics") or value.startswith("/_"):
+            raise ValueError(f'"{value}" is reserved by headrace')
+        for part in value.strip("/").split("/"):
+            if "{" in part and part != "{stream}":
+                raise ValueError("the only path parameter is a whole segment {stream}")
+        return value
+
+
+FieldType = Literal["string", "int64", "float64", "bool", "timestamp", "json"]
+
+
+class StreamSchema(Model):
+    """How the lake stores one stream: its event-time field and declared column types."""
+
+    time_field: str | None = None
+    """Field holding the event time; files are partitioned by it. Else by receive time."""
+    time_format: Literal["auto", "epoch_s", "epoch_ms", "epoch_us", "iso8601"] = "auto"
+    """How ``time_field`` is written; ``auto`` takes numbers above 1e11 as ms, ISO strings as ISO."""
+    fields: dict[str, FieldType] = Field(default_factory=dict)
+    """Declared column types; an event whose field does not fit goes to the dead-letter store.
+    Undeclared fields get a type on first sight (schema evolution) and never get dropped."""
+
+
+class BatchSettings(Model):
+    """When a delivery batch is handed to a sink: whichever limit is reached first."""
+
+    max_events: int = Field(default=10_000, ge=1)
+    """Most events in one batch."""
+    max_bytes: Bytes = 8 * 1024**2
+    """Most buffered bytes in one batch."""
+    max_age: Seconds = 1.0
+    """Longest an event waits in a partly filled batch."""
+
+
+class RetrySettings(Model):
+    """How transient sink failures are retried: exponential backoff with full jitter."""
+
+    initial_backoff: Seconds = 0.2
+    """First wait after a failure."""
+    max_backoff: Seconds = 30.0
+    """Longest wait between two attempts."""
+    max_attempts: int = Field(default=0, ge=0)
+    """Attempts before a batch goes to the dead-letter store; 0 retries until it succeeds."""
+
+
+class CompactionSettings(Model):
+    """Background merging of small lake files."""
+
+    enabled: bool = True
+    """Whether small files are merged in the background."""
+    min_files: int = Field(default=8, ge=2)
+    """A partition is compacted once it holds this many small files."""
+    small_file_bytes: Bytes = 32 * 1024**2
+    """Files below this size count as small."""
+    interval: Seconds = 30.0
+    """How often partitions are checked."""
+    grace: Seconds = 60.0
+    """How long replaced files stay on disk for readers that listed them before the swap."""
+
+
+class LakeSink(Model):
+    """Parquet files (zstd) under ``<path>/<stream>/dt=YYYY-MM-DD/hour=HH/``, queried with DuckDB."""
+
+    type: Literal["lake"]
+    inputs: list[str] = Field(min_length=1)
+    """Sources (or transforms) whose events this sink stores."""
+    path: str | None = None
+    """Directory of the lake; defaults to ``<data dir>/lake``."""
+    streams: dict[str, StreamSchema] = Field(default_factory=dict)
+    """Per-stream time field and declared columns; ``"*"`` applies to streams not listed."""
+    max_columns: int = Field(default=256, ge=1, le=4096)
+    """Most columns a stream gets; further new fields are kept in the ``_extra`` JSON column."""
+    batch: BatchSettings = BatchSettings()
+    """When batches are written."""
+    retry: RetrySettings = RetrySettings()
+    """How failures are retried."""
+    compaction: CompactionSettings = CompactionSettings()
+    """Background merging of small files."""
+
+    def schema_for(self, stream: str) -> StreamSchema:
+        """The stream's schema settings (``"*"`` when it has none of its own)."""
+        return self.streams.get(stream) or self.streams.get("*") or StreamSchema()
+
+
+class LocalBuffer(Model):
+    """The embedded durable buffer: checksummed segment files, fsync'd with group commit."""
+
+    type: Literal["local"] = "local"
+    max_bytes: Bytes = 10 * 1024**3
+    """Largest the buffer may grow; past it, ingest answers 503 with Retry-After."""
+    min_free_bytes: Bytes = 256 * 1024**2
+    """Free disk space kept in reserve; below it, ingest answers 503 with Retry-After."""
+    segment_bytes: Bytes = 64 * 1024**2
+    """A segment file is closed and a new one started past this size."""
+    segment_age: Seconds = 300.0
+    """...or past this age, so retention can remove old data."""
+    retention: Seconds = 24 * 3600.0
+    """How long delivered data is kept for ``headrace replay``."""
+
+
+SOURCE_TYPES: dict[str, type[Model]] = {"http": HttpSource}
+TRANSFORM_TYPES: dict[str, type[Model]] = {}
+SINK_TYPES: dict[str, type[Model]] = {"lake": LakeSink}
+
+Source = HttpSource
+Sink = LakeSink
+
+
+class Pipeline(Model):
+    """A whole pipeline: where events come from, how they are changed, where they go."""
+
+    sources: dict[str, Source]
+    """Where events come from, keyed by id."""
+    transforms: dict[str, Model] = Field(default_factory=dict)
+    """How events are changed on the way, keyed by id."""
+    sinks: dict[str, Sink]
+    """Where events are delivered, keyed by id."""
+    buffer: LocalBuffer = LocalBuffer()
+    """Where accepted events wait for delivery."""
+    limits: Limits = Limits()
+    """Default request limits for http sources."""
+
+    def limits_for(self, source: HttpSource) -> Limits:
+        """The limits that apply to ``source``."""
+        return source.limits or self.limits
+
+    def sinks_for_source(self, source_id: str) -> list[str]:
+        """Ids of the sinks that receive events from ``source_id``."""
+        return [sid for sid, sink in self.sinks.items() if source_id in sink.inputs]
+
+
+DEFAULT_SOURCE_ID = "events"
+DEFAULT_SINK_ID = "lake"
+
+
+def default_pipeline() -> Pipeline:
+    """The built-in pipeline used with no config file: any stream, into the local lake."""
+    return Pipeline(
+        sources={
+            DEFAULT_SOURCE_ID: HttpSource(type="http", path="/v1/streams/{stream}/events"),
+        },
+        sinks={DEFAULT_SINK_ID: LakeSink(type="lake", inputs=[DEFAULT_SOURCE_ID])},
+    )

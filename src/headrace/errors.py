@@ -1,0 +1,87 @@
+"""The exceptions headrace raises, in one place.
+
+    HeadraceError
+    ├── ConfigError              a pipeline file that cannot be used (carries every problem found)
+    ├── RequestRejected          an HTTP request refused with a status and a machine-readable reason
+    ├── BufferFull               the buffer cannot take more right now (answered 503 + Retry-After)
+    ├── BufferCorrupt            a buffer segment holds bytes that fail their checksum
+    └── SinkError                a sink could not take a batch
+        ├── TransientSinkError   worth retrying with backoff (connection lost, disk full, 5xx)
+        └── TerminalSinkError    retrying cannot help; the records go to the dead-letter store
+
+Third-party exceptions are translated at the boundary (``raise TransientSinkError(...) from exc``)
+so callers only ever handle these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class HeadraceError(Exception):
+    """Base class of every error headrace raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a pipeline file: where it is and what is wrong."""
+
+    path: str
+    message: str
+    line: int | None = None
+    file: str | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        elif self.line:
+            where = f"line {self.line}: "
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+
+
+class ConfigError(HeadraceError):
+    """A pipeline file with one or more problems; ``problems`` lists all of them."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class RequestRejected(HeadraceError):
+    """An ingest request refused before anything was stored."""
+
+    def __init__(self, status: int, reason: str, message: str, **detail: object) -> None:
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.detail = detail
+        super().__init__(f"{status} {reason}: {message}")
+
+
+class BufferFull(HeadraceError):
+    """The buffer is over its size limit or the disk is full; retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class BufferCorrupt(HeadraceError):
+    """A buffer segment contains a record that fails its checksum."""
+
+
+class SinkError(HeadraceError):
+    """A sink could not take a batch."""
+
+
+class TransientSinkError(SinkError):
+    """A failure that a retry may fix."""
+
+
+class TerminalSinkError(SinkError):
+    """A failure that no retry fixes; ``reason`` is a short machine-readable word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)

@@ -1,0 +1,425 @@
+"""The HTTP side of headrace: a raw ASGI app (no framework router; routes are built once).
+
+    POST /v1/streams/{stream}/events     ingest into a source (any stream on the default pipeline)
+    POST <source path>                   ingest into a configured http source
+    GET  /v1/streams/{stream}/events     read stored events (newest first, cursor pagination)
+    GET  /healthz  /readyz  /metrics     liveness, readiness, Prometheus metrics
+
+A 2xx is sent only after the request is committed to the buffer with fsync. Every refusal is a
+JSON body ``{"error": <reason>, "message": ...}`` with a specific status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from headrace.buffer.records import BufferedRequest, encode_frame
+from headrace.buffer.segments import CapacityGuard, GroupCommitter, SegmentWriter
+from headrace.config.models import NAME_PATTERN, HttpSource, LakeSink, Limits, Pipeline
+from headrace.errors import BufferFull, RequestRejected
+from headrace.ids import event_ids, new_base_id
+from headrace.ingest.decode import decompress, parse_events
+from headrace.telemetry import metrics as m
+
+log = logging.getLogger("headrace.ingest")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_json = msgspec.json.Encoder()
+JSON_HEADERS = [(b"content-type", b"application/json")]
+STREAM_ROUTE_PREFIX = "/v1/streams/"
+STATUS_FRESH_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a path leads: a source, and its stream (``None``: taken from the path)."""
+
+    source_id: str
+    source: HttpSource
+    stream: str | None
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class _PatternRoute:
+    prefix: str
+    suffix: str
+    route: Route
+
+
+class Router:
+    """Paths to sources, built once from the pipeline."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.exact: dict[str, Route] = {}
+        self.patterns: list[_PatternRoute] = []
+        for source_id, source in pipeline.sources.items():
+            limits = pipeline.limits_for(source)
+            self.exact[f"{STREAM_ROUTE_PREFIX}{source_id}/events"] = Route(
+                source_id, source, source_id, limits
+            )
+            if source.path and "{stream}" in source.path:
+                prefix, suffix = source.path.rstrip("/").split("{stream}", 1)
+                self.patterns.append(
+                    _PatternRoute(prefix, suffix, Route(source_id, source, None, limits))
+                )
+            elif source.path:
+                self.exact[source.path.rstrip("/") or "/"] = Route(
+                    source_id, source, source_id, limits
+                )
+
+    def match(self, path: str) -> tuple[Route, str] | None:
+        """The route of ``path`` and the stream it names, if any."""
+        path = path.rstrip("/") or "/"
+        route = self.exact.get(path)
+        if route is not None:
+            assert route.stream is not None
+            return route, route.stream
+        for pattern in self.patterns:
+            if path.startswith(pattern.prefix) and path.endswith(pattern.suffix):
+                stream = path[len(pattern.prefix) : len(path) - len(pattern.suffix)]
+                if "/" not in stream and stream:
+                    return pattern.route, stream
+        return None
+
+
+class IngestApp:
+    """The ASGI application of one ingest worker."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        data_dir: Path,
+        *,
+        writer_name: str = "w0",
+        noop_endpoint: bool = False,
+    ) -> None:
+        self.pipeline = pipeline
+        self.data_dir = data_dir
+        self.router = Router(pipeline)
+        self.noop_endpoint = noop_endpoint
+        self.writer_name = writer_name
+        self.run_dir = data_dir / "run"
+        buffer = pipeline.buffer
+        buffer_dir = data_dir / "buffer"
+        buffer_dir.mkdir(parents=True, exist_ok=True)
+        self.committer = GroupCommitter(
+            SegmentWriter(
+                buffer_dir,
+                writer_name,
+                segment_bytes=buffer.segment_bytes,
+                segment_age=buffer.segment_age,
+            ),
+            CapacityGuard(
+                buffer_dir, max_bytes=buffer.max_bytes, min_free_bytes=buffer.min_free_bytes
+            ),
+        )
+        self.metrics = m.Registry()
+        self._metrics_task: asyncio.Task[None] | None = None
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Open the buffer writer (recovering this writer's earlier segments)."""
+        self.committer.start()
+        for recovery in self.committer.writer.recovered:
+            if recovery.torn_bytes:
+                self.metrics.add(m.key("headrace_buffer_torn_tails_total"))
+        self._metrics_task = asyncio.create_task(self._publish_metrics())
+        self._started = True
+
+    async def shutdown(self) -> None:
+        """Commit what is pending and seal the segment."""
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+        if self._started:
+            await asyncio.to_thread(self.committer.stop)
+            self._refresh_gauges()
+            with contextlib.suppress(OSError):
+                m.write_snapshot(self.run_dir, self.writer_name, self.metrics)
+            self._started = False
+
+    async def _publish_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._refresh_gauges()
+            with contextlib.suppress(OSError):
+                m.write_snapshot(self.run_dir, self.writer_name, self.metrics)
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.set(m.key("headrace_buffer_bytes"), self.committer.guard.buffer_bytes)
+        self.metrics.set(
+            m.key("headrace_buffer_commits_total", writer=self.writer_name), self.committer.commits
+        )
+
+    # -- ASGI --------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("ingest worker failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        matched = self.router.match(path)
+        if matched is not None:
+            route, stream = matched
+            if method == "POST":
+                await self._ingest(scope, receive, send, route, stream)
+            elif method == "GET" and path.startswith(STREAM_ROUTE_PREFIX):
+                await self._query(scope, send, route, stream)
+            else:
+                await _error(
+                    send,
+                    RequestRejected(405, "method_not_allowed", f"{method} is not allowed here"),
+                )
+        elif path == "/healthz":
+            await _send(send, 200, _json.encode({"status": "ok"}))
+        elif path == "/readyz":
+            await self._readyz(send)
+        elif path == "/metrics":
+            text = m.render(m.collect(self.run_dir, (self.writer_name, self.metrics)))
+            await _send(send, 200, text.encode(), [(b"content-type", b"text/plain; version=0.0.4")])
+        elif path == "/_noop" and self.noop_endpoint and method == "POST":
+            await self._noop(receive, send)
+        elif path.startswith(STREAM_ROUTE_PREFIX) and path.rstrip("/").endswith("/events"):
+            await _error(
+                send, RequestRejected(404, "unknown_stream", "no source takes this stream")
+            )
+        else:
+            await _error(send, RequestRejected(404, "not_found", f"nothing at {path}"))
+
+    async def _ingest(
+        self, scope: Scope, receive: Receive, send: Send, route: Route, stream: str
+    ) -> None:
+        source_id = route.source_id
+        try:
+            if not NAME_PATTERN.match(stream):
+                raise RequestRejected(
+                    400,
+                    "invalid_stream",
+                    "stream names use letters, digits, '_', '.' and '-' (at most 128)",
+                )
+            headers = _headers(scope)
+            raw = await _read_body(receive, headers, route.limits.max_body_bytes)
+            received_at_us = time.time_ns() // 1000
+            body = decompress(raw, headers.get("content-encoding"), route.limits)
+            decoded = parse_events(
+                body,
+                declared_format=route.source.format,
+                content_type=headers.get("content-type"),
+                limits=route.limits,
+            )
+            count = len(decoded.events)
+            self.metrics.add(m.key("headrace_events_received_total", source=source_id), count)
+            base = new_base_id(received_at_us // 1000)
+            ids = _explicit_ids(route.source, headers, decoded.events, base)
+            if count:
+                frame = encode_frame(
+                    BufferedRequest(
+                        received_at_us,
+                        base.to_bytes(16, "big"),
+                        stream,
+                        source_id,
+                        count,
+                        decoded.fmt,
+                        decoded.body,
+                        ids,
+                    )
+                )
+                await self.committer.commit(frame)
+        except RequestRejected as exc:
+            self.metrics.add(
+                m.key("headrace_events_rejected_total", source=source_id, reason=exc.reason)
+            )
+            self._count_request(source_id, exc.status)
+            await _error(send, exc)
+            return
+        except BufferFull as exc:
+            self.metrics.add(
+                m.key("headrace_events_rejected_total", source=source_id, reason="buffer_full")
+            )
+            self._count_request(source_id, 503)
+            reply = {"error": "buffer_full", "message": str(exc)}
+            extra = [(b"retry-after", str(exc.retry_after).encode())]
+            await _send(send, 503, _json.encode(reply), JSON_HEADERS + extra)
+            return
+        self.metrics.add(m.key("headrace_events_accepted_total", source=source_id), count)
+        self._count_request(source_id, route.source.success_status)
+        if route.source.success_body is not None:
+            await _send(
+                send,
+                route.source.success_status,
+                route.source.success_body.encode(),
+                [(b"content-type", b"text/plain; charset=utf-8")],
+            )
+            return
+        accepted = {"accepted": count, "ids": ids if ids is not None else event_ids(base, count)}
+        await _send(send, route.source.success_status, _json.encode(accepted))
+
+    def _count_request(self, source_id: str, status: int) -> None:
+        self.metrics.add(m.key("headrace_requests_total", source=source_id, status=str(status)))
+
+    async def _noop(self, receive: Receive, send: Send) -> None:
+        """Reads the body and answers like a successful ingest: the benchmark's ceiling."""
+        while True:
+            message = await receive()
+            if not message.get("more_body"):
+                break
+        await _send(send, 202, b'{"accepted":0,"ids":[]}')
+
+    async def _query(self, scope: Scope, send: Send, route: Route, stream: str) -> None:
+        from headrace.query.lake import QueryError, query_events
+
+        sink = _lake_for(self.pipeline, route.source_id)
+        if sink is None:
+            await _error(
+                send, RequestRejected(404, "not_queryable", "no lake sink stores this stream")
+            )
+            return
+        params = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        try:
+            result = await asyncio.to_thread(
+                query_events, self.data_dir, sink[0], sink[1], stream, params
+            )
+        except QueryError as exc:
+            await _error(send, RequestRejected(400, exc.reason, str(exc)))
+            return
+        await _send(send, 200, _json.encode(result))
+
+    async def _readyz(self, send: Send) -> None:
+        problems: dict[str, str] = {}
+        if not self.committer.healthy:
+            problems["buffer"] = f"cannot write: {self.committer.last_error}"
+        elif self.committer.guard.reason:
+            problems["buffer"] = self.committer.guard.reason
+        status = read_delivery_status(self.run_dir)
+        if status is None:
+            problems["delivery"] = "the delivery process is not running"
+        else:
+            for sink_id, reason in status.get("unhealthy", {}).items():
+                problems[f"sinks.{sink_id}"] = reason
+        if problems:
+            await _send(send, 503, _json.encode({"status": "not_ready", "problems": problems}))
+        else:
+            await _send(send, 200, _json.encode({"status": "ready"}))
+
+
+def read_delivery_status(run_dir: Path) -> dict[str, Any] | None:
+    """The delivery process's latest status, if it is fresh."""
+    try:
+        raw = (run_dir / "delivery.json").read_bytes()
+        status: dict[str, Any] = msgspec.json.decode(raw)
+    except (OSError, msgspec.DecodeError):
+        return None
+    if time.time() - float(status.get("updated_at", 0)) > STATUS_FRESH_SECONDS:
+        return None
+    return status
+
+
+def _lake_for(pipeline: Pipeline, source_id: str) -> tuple[str, LakeSink] | None:
+    for sink_id, sink in pipeline.sinks.items():
+        if isinstance(sink, LakeSink) and source_id in sink.inputs:
+            return sink_id, sink
+    return None
+
+
+def _explicit_ids(
+    source: HttpSource, headers: dict[str, str], events: list[dict[str, Any]], base: int
+) -> list[str] | None:
+    if source.id_header:
+        value = headers.get(source.id_header.lower())
+        if value:
+            return [value] if len(events) == 1 else [f"{value}:{i}" for i in range(len(events))]
+    if source.id_field:
+        field_name = source.id_field
+        generated: list[str] | None = None
+        ids = []
+        for index, event in enumerate(events):
+            value = event.get(field_name)
+            if value is None or isinstance(value, dict | list):
+                generated = generated or event_ids(base, len(events))
+                ids.append(generated[index])
+            else:
+                ids.append(str(value))
+        return ids
+    return None
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestRejected(
+            413, "body_too_large", f"the body is larger than {limit} bytes", limit=limit
+        )
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestRejected(400, "client_disconnected", "the client went away mid-request")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestRejected(
+                413, "body_too_large", f"the body is larger than {limit} bytes", limit=limit
+            )
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": headers if headers is not None else JSON_HEADERS,
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send: Send, exc: RequestRejected) -> None:
+    body = {"error": exc.reason, "message": exc.message, **exc.detail}
+    await _send(send, exc.status, _json.encode(body))

@@ -1,0 +1,236 @@
+"""Turning a request body into events, within limits, without trusting the sender.
+
+- Compression: gzip and deflate are recognised by ``Content-Encoding`` *or* by their magic bytes
+  (some senders gzip without saying so). Decompression is incremental and stops at
+  ``max_decompressed_bytes``, so a gzip bomb never grows memory past the cap.
+- Formats: one JSON object, a JSON array of objects, or NDJSON; ``auto`` tells them apart.
+- Depth and numbers: a cheap scan proves most bodies flat and their integers short; only bodies
+  that might be deep or hold huge integers are walked.
+The body is stored as it arrived (after decompression); this module only checks it.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from headrace.buffer.records import FORMAT_ARRAY, FORMAT_NDJSON, FORMAT_OBJECT
+from headrace.config.models import Limits
+from headrace.errors import RequestRejected
+
+_decoder = msgspec.json.Decoder()
+_BYTE_POSITION = re.compile(r"\(byte (\d+)\)")
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else i for i in range(256))
+_LONG_NUMBER = b"0" * 20  # 20 digits: the shortest run that may leave the 64-bit range
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+_CHUNK = 64 * 1024
+_WHITESPACE = b" \t\r\n"
+
+
+def _is_gzip(body: bytes) -> bool:
+    return body[:2] == b"\x1f\x8b"
+
+
+def _is_zlib(body: bytes) -> bool:
+    return len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
+
+
+def _inflate(body: bytes, wbits: int, cap: int, what: str) -> bytes:
+    out: list[bytes] = []
+    produced = 0
+    data = body
+    while data:
+        inflater = zlib.decompressobj(wbits)
+        pending = data
+        while pending:
+            chunk = inflater.decompress(pending, _CHUNK)
+            produced += len(chunk)
+            if produced > cap:
+                raise RequestRejected(
+                    413,
+                    "decompressed_too_large",
+                    f"the body is larger than {cap} bytes once decompressed",
+                    limit=cap,
+                )
+            out.append(chunk)
+            pending = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+            if not chunk and not pending:
+                break
+        if not inflater.eof:
+            raise RequestRejected(400, "decode_error", f"the {what} body is cut short")
+        # gzip allows several members back to back; anything else after the end is an error
+        data = inflater.unused_data
+        if data and (wbits < 16 or not _is_gzip(data)):
+            if data.strip(b"\x00"):
+                raise RequestRejected(
+                    400, "decode_error", f"bytes after the end of the {what} body"
+                )
+            break
+    return b"".join(out)
+
+
+def decompress(body: bytes, content_encoding: str | None, limits: Limits) -> bytes:
+    """The body decompressed, whatever the sender said about it."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+        raise RequestRejected(
+            415,
+            "unsupported_encoding",
+            f'Content-Encoding "{encoding}" is not supported (use gzip, deflate or none)',
+        )
+    cap = limits.max_decompressed_bytes
+    try:
+        if encoding in ("gzip", "x-gzip") or _is_gzip(body):
+            return _inflate(body, 16 + zlib.MAX_WBITS, cap, "gzip")
+        if encoding == "deflate" or _is_zlib(body):
+            try:
+                return _inflate(body, zlib.MAX_WBITS, cap, "deflate")
+            except zlib.error:
+                if encoding != "deflate":
+                    raise
+                return _inflate(body, -zlib.MAX_WBITS, cap, "deflate")  # raw deflate, no header
+    except zlib.error as exc:
+        raise RequestRejected(
+            400, "decode_error", f"the body cannot be decompressed: {exc}"
+        ) from exc
+    if len(body) > cap:
+        raise RequestRejected(413, "decompressed_too_large", f"the body is larger than {cap} bytes")
+    return body
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A checked body: its format, its events (decoded) and the bytes to store."""
+
+    fmt: int
+    events: list[dict[str, Any]]
+    body: bytes
+
+
+def _json_error(exc: Exception, line: int | None = None) -> RequestRejected:
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        return RequestRejected(400, "number_out_of_range", f"a number is out of range: {text}")
+    if isinstance(exc, RecursionError):
+        return RequestRejected(400, "too_deep", "the JSON nests too deeply")
+    detail: dict[str, Any] = {}
+    match = _BYTE_POSITION.search(text)
+    if match:
+        detail["position"] = int(match.group(1))
+    if line is not None:
+        detail["line"] = line
+        text = f"line {line}: {text}"
+    return RequestRejected(400, "invalid_json", text, **detail)
+
+
+def _decode_json(data: bytes, line: int | None = None) -> Any:
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise _json_error(exc, line) from exc
+
+
+def _check_shape(value: Any, max_depth: int, depth: int = 1) -> None:
+    items = value.values() if type(value) is dict else value
+    for item in items:
+        kind = type(item)
+        if kind is dict or kind is list:
+            if depth + 1 > max_depth:
+                raise RequestRejected(
+                    400,
+                    "too_deep",
+                    f"an event nests deeper than {max_depth} levels",
+                    limit=max_depth,
+                )
+            _check_shape(item, max_depth, depth + 1)
+        elif kind is int and not INT_MIN <= item <= INT_MAX:
+            raise RequestRejected(
+                400,
+                "number_out_of_range",
+                f"the integer {str(item)[:32]}… is out of the 64-bit range",
+            )
+
+
+def _sniff(body: bytes, declared: str, content_type: str | None) -> str:
+    if declared != "auto":
+        return declared
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind in (
+        "application/x-ndjson",
+        "application/jsonl",
+        "application/ndjson",
+        "application/x-jsonlines",
+        "application/jsonlines",
+    ):
+        return "ndjson"
+    return "json"
+
+
+def parse_events(
+    raw: bytes, *, declared_format: str, content_type: str | None, limits: Limits
+) -> Decoded:
+    """Check ``raw`` and decode its events, or raise ``RequestRejected`` saying why."""
+    body = raw.lstrip(_WHITESPACE)
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:].lstrip(_WHITESPACE)
+    if not body:
+        raise RequestRejected(400, "empty_body", "the body holds no events")
+    fmt_name = _sniff(body, declared_format, content_type)
+    lines = 0
+    if fmt_name == "json":
+        try:
+            value = _decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            if declared_format == "auto" and "trailing characters" in str(exc) and body[:1] == b"{":
+                fmt_name = "ndjson"
+            else:
+                raise _json_error(exc) from exc
+        except (msgspec.ValidationError, RecursionError) as exc:
+            raise _json_error(exc) from exc
+    if fmt_name == "json":
+        if type(value) is dict:
+            fmt, events = FORMAT_OBJECT, [value]
+        elif type(value) is list:
+            fmt, events = FORMAT_ARRAY, value
+            for index, item in enumerate(events):
+                if type(item) is not dict:
+                    raise RequestRejected(
+                        400,
+                        "not_an_object",
+                        f"item {index} of the array is not a JSON object",
+                        index=index,
+                    )
+        else:
+            raise RequestRejected(
+                400, "not_an_object", "the body must be a JSON object or an array of objects"
+            )
+    else:
+        fmt, events = FORMAT_NDJSON, []
+        for lines, line in enumerate(body.split(b"\n"), start=1):
+            if not line.strip(_WHITESPACE):
+                continue
+            item = _decode_json(line, lines)
+            if type(item) is not dict:
+                raise RequestRejected(
+                    400, "not_an_object", f"line {lines} is not a JSON object", line=lines
+                )
+            events.append(item)
+    if len(events) > limits.max_events:
+        raise RequestRejected(
+            413,
+            "too_many_events",
+            f"the request carries {len(events)} events; at most {limits.max_events} are allowed",
+            limit=limits.max_events,
+        )
+    containers = body.count(b"{") + body.count(b"[")
+    flat = containers <= len(events) + (1 if fmt == FORMAT_ARRAY else 0)
+    if not flat or body.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) >= 0:
+        for event in events:
+            _check_shape(event, limits.max_depth)
+    return Decoded(fmt, events, body)

@@ -1,0 +1,303 @@
+"""Reading the lake with DuckDB: the ``GET`` events API and CSV export share one query builder.
+
+Only files listed in the catalog are read (never a glob), so readers see whole batches only.
+Field names become SQL only after they are matched against the stream's known columns and quoted;
+values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+
+from headrace.config.models import LakeSink
+from headrace.runtime.state import connect
+from headrace.sinks.lake_catalog import SYSTEM_COLUMNS, columns_of, files_for, parse_time_us
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+RESERVED_PARAMS = {"since", "until", "limit", "cursor"}
+_json_decoder = msgspec.json.Decoder()
+
+
+class QueryError(Exception):
+    """A query that cannot run as asked; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a DuckDB identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def parse_time_param(name: str, value: str) -> int:
+    """A ``since``/``until`` value (ISO 8601 or epoch s/ms/µs) in µs."""
+    parsed = parse_time_us(value)
+    if parsed is None:
+        raise QueryError(
+            "invalid_time", f'{name}="{value}" is not an ISO 8601 time or epoch number'
+        )
+    return parsed
+
+
+def iso(us: int | None) -> str | None:
+    """µs since the epoch as ISO 8601 UTC."""
+    if us is None:
+        return None
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class LakeQuery:
+    """A selection of one stream's events."""
+
+    sink_id: str
+    stream: str
+    since_us: int | None = None
+    until_us: int | None = None
+    where: list[tuple[str, str]] = field(default_factory=list)
+    newest_first: bool = True
+    after: tuple[int, str] | None = None  # cursor: (time µs, id) of the last row already seen
+    limit: int | None = None
+
+
+@dataclass
+class _Plan:
+    sql: str
+    params: dict[str, Any]
+    columns: dict[str, str]  # user columns present in the files, and their types
+
+
+def _state(data_dir: Path) -> sqlite3.Connection | None:
+    path = data_dir / "state.db"
+    if not path.exists():
+        return None
+    return connect(path, readonly=True)
+
+
+def _plan(
+    db: Any, catalog: sqlite3.Connection, lake_root: Path, q: LakeQuery, select: str
+) -> _Plan | None:
+    files = files_for(catalog, q.sink_id, q.stream, q.since_us, q.until_us)
+    if not files:
+        return None
+    paths = [str(lake_root / f.path) for f in files]
+    params: dict[str, Any] = {"files": paths}
+    source = "read_parquet($files, union_by_name = true)"
+    present = {row[0] for row in db.execute(f"DESCRIBE SELECT * FROM {source}", params).fetchall()}
+    registered = columns_of(catalog, q.sink_id, q.stream)
+    columns = {name: kind for name, kind in registered.items() if name in present}
+    conditions = []
+    if q.since_us is not None:
+        conditions.append("epoch_us(_time) >= $since")
+        params["since"] = q.since_us
+    if q.until_us is not None:
+        conditions.append("epoch_us(_time) < $until")
+        params["until"] = q.until_us
+    if q.after is not None:
+        op = "<" if q.newest_first else ">"
+        conditions.append(f"(epoch_us(_time), _id) {op} ($after_t, $after_id)")
+        params["after_t"], params["after_id"] = q.after
+    for index, (name, value) in enumerate(q.where):
+        bind = f"w{index}"
+        params[bind] = value
+        # A field lives in its column, or in _extra where a value did not fit the column's type.
+        matches = []
+        if name in columns or name == "_id":
+            matches.append(f"CAST({quote_identifier(name)} AS VARCHAR) = ${bind}")
+        if "_extra" in present and name != "_id":
+            params[f"{bind}_path"] = "$." + quote_identifier(name)
+            matches.append(f"json_extract_string(_extra, ${bind}_path) = ${bind}")
+        conditions.append("(" + " OR ".join(matches) + ")" if matches else "false")
+    order = "DESC" if q.newest_first else "ASC"
+    sql = f"SELECT {select} FROM {source}"
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    sql += f" ORDER BY _time {order}, _id {order}"
+    if q.limit is not None:
+        sql += " LIMIT $limit"
+        params["limit"] = q.limit
+    return _Plan(sql, params, columns)
+
+
+def _select_list(columns: list[str]) -> str:
+    parts = ["_id", "epoch_us(_received_at)", "epoch_us(_time)"]
+    parts += [quote_identifier(c) for c in columns]
+    return ", ".join([*parts, "_extra"])
+
+
+def _rows(
+    data_dir: Path, sink: LakeSink, q: LakeQuery
+) -> tuple[list[str], dict[str, str], Iterator[tuple[Any, ...]]] | None:
+    import duckdb
+
+    catalog = _state(data_dir)
+    if catalog is None:
+        return None
+    lake_root = Path(sink.path) if sink.path else data_dir / "lake"
+    db = duckdb.connect()
+    try:
+        probe = _plan(db, catalog, lake_root, q, "1")
+        if probe is None:
+            return None
+        names = list(probe.columns)
+        plan = _plan(db, catalog, lake_root, q, _select_list(names))
+    finally:
+        catalog.close()
+    assert plan is not None
+    cursor = db.execute(plan.sql, plan.params)
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        try:
+            while True:
+                chunk = cursor.fetchmany(10_000)
+                if not chunk:
+                    return
+                yield from chunk
+        finally:
+            db.close()
+
+    return names, plan.columns, rows()
+
+
+def _event(row: tuple[Any, ...], names: list[str], types: dict[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name, value in zip(names, row[3:-1], strict=True):
+        if value is None:
+            continue
+        if types[name] == "json":
+            value = _json_decoder.decode(value)
+        elif types[name] == "timestamp":
+            value = value.isoformat().replace("+00:00", "Z")
+        data[name] = value
+    if row[-1]:
+        data.update(_json_decoder.decode(row[-1]))
+    return {"id": row[0], "received_at": iso(row[1]), "time": iso(row[2]), "data": data}
+
+
+def _encode_cursor(time_us: int, event_id: str) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode([time_us, event_id])).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        time_us, event_id = msgspec.json.decode(raw, type=tuple[int, str])
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise QueryError("invalid_cursor", "the cursor is not one this API returned") from exc
+    return time_us, event_id
+
+
+def query_events(
+    data_dir: Path, sink_id: str, sink: LakeSink, stream: str, params: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The ``GET /v1/streams/{stream}/events`` answer: newest first, with a cursor."""
+    values = dict(params)
+    limit = DEFAULT_LIMIT
+    if "limit" in values:
+        if not values["limit"].isdigit() or not 1 <= int(values["limit"]) <= MAX_LIMIT:
+            raise QueryError("invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        limit = int(values["limit"])
+    q = LakeQuery(
+        sink_id,
+        stream,
+        since_us=parse_time_param("since", values["since"]) if values.get("since") else None,
+        until_us=parse_time_param("until", values["until"]) if values.get("until") else None,
+        where=[(k, v) for k, v in params if k not in RESERVED_PARAMS],
+        after=_decode_cursor(values["cursor"]) if values.get("cursor") else None,
+        limit=limit + 1,
+    )
+    found = _rows(data_dir, sink, q)
+    if found is None:
+        return {"stream": stream, "events": [], "next_cursor": None}
+    names, types, rows = found
+    fetched = list(rows)
+    events = [_event(row, names, types) for row in fetched[:limit]]
+    next_cursor = None
+    if len(fetched) > limit:
+        last = fetched[limit - 1]
+        next_cursor = _encode_cursor(last[2], last[0])
+    return {"stream": stream, "events": events, "next_cursor": next_cursor}
+
+
+def count_events(data_dir: Path, sink_id: str, sink: LakeSink, q: LakeQuery) -> int:
+    """How many events the selection holds."""
+    import duckdb
+
+    catalog = _state(data_dir)
+    if catalog is None:
+        return 0
+    lake_root = Path(sink.path) if sink.path else data_dir / "lake"
+    db = duckdb.connect()
+    try:
+        plan = _plan(db, catalog, lake_root, q, "count(*)")
+        if plan is None:
+            return 0
+        sql = plan.sql.split(" ORDER BY ")[0]
+        plan.params.pop("limit", None)
+        row = db.execute(sql, plan.params).fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        catalog.close()
+        db.close()
+
+
+def _csv_value(value: Any, kind: str) -> Any:
+    if value is None:
+        return ""
+    if kind == "bool":
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+def export_csv(
+    data_dir: Path,
+    sink_id: str,
+    sink: LakeSink,
+    q: LakeQuery,
+    out: TextIO,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write the selection as CSV (RFC 4180, header row, oldest first); returns the rows written."""
+    q.newest_first = False
+    writer = csv.writer(out, lineterminator="\r\n")
+    found = _rows(data_dir, sink, q)
+    if found is None:
+        writer.writerow(["id", "received_at", "time", "_extra"])
+        return 0
+    names, types, rows = found
+    writer.writerow(["id", "received_at", "time", *names, "_extra"])
+    written = 0
+    for row in rows:
+        user = [_csv_value(v, types[n]) for n, v in zip(names, row[3:-1], strict=True)]
+        writer.writerow([row[0], iso(row[1]), iso(row[2]), *user, row[-1] or ""])
+        written += 1
+        if progress is not None and written % 1000 == 0:
+            progress(1000)
+    if progress is not None:
+        progress(written % 1000)
+    return written
+
+
+__all__ = [
+    "SYSTEM_COLUMNS",
+    "LakeQuery",
+    "QueryError",
+    "count_events",
+    "export_csv",
+    "query_events",
+]

@@ -1,0 +1,258 @@
+"""The delivery process: one worker thread per sink, plus upkeep of the buffer and the sinks.
+
+A ``DeliveryWorker`` reads the buffer after its sink's saved positions, gathers a batch until one
+of its limits (events, bytes, age) is reached, hands it to the sink and saves the positions only
+once the sink has the events. Transient failures are retried with exponential backoff and full
+jitter; terminal ones send the events to the dead-letter store with the reason and attempts.
+On stop, the batch in hand is delivered (or left in the buffer if the sink is failing) and
+nothing more is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from headrace.buffer.reader import BufferReader, ReadItem
+from headrace.buffer.records import expand_events
+from headrace.buffer.segments import is_sealed, list_segments, recover_dead_writers
+from headrace.config.models import BatchSettings, RetrySettings
+from headrace.errors import TerminalSinkError, TransientSinkError
+from headrace.runtime import state
+from headrace.sinks.base import Sink
+from headrace.telemetry.metrics import Registry, key
+from headrace.types import Event, FailedRecord
+
+log = logging.getLogger("headrace.delivery")
+POLL_INTERVAL = 0.05
+
+
+@dataclass
+class _Batch:
+    events: list[Event] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+    bytes: int = 0
+    started: float | None = None
+    undecodable: list[FailedRecord] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not self.positions and not self.finished
+
+
+class DeliveryWorker:
+    """Moves events from the buffer into one sink; see the module docstring."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        inputs: list[str],
+        *,
+        batch: BatchSettings,
+        retry: RetrySettings,
+        buffer_dir: Path,
+        state_path: Path,
+        metrics: Registry,
+        stop: threading.Event,
+    ) -> None:
+        self.sink = sink
+        self.inputs = set(inputs)
+        self.batch_settings = batch
+        self.retry = retry
+        self.buffer_dir = buffer_dir
+        self.state_path = state_path
+        self.metrics = metrics
+        self.stop = stop
+        self.committed: dict[str, int] = {}
+        self.reader: BufferReader | None = None
+        self._k_delivered = key("headrace_events_delivered_total", sink=sink.id)
+        self._k_retries = key("headrace_sink_retries_total", sink=sink.id)
+        self._k_healthy = key("headrace_sink_healthy", sink=sink.id)
+        self._conn: sqlite3.Connection | None = None
+        self.thread = threading.Thread(target=self.run, name=f"deliver-{sink.id}", daemon=True)
+
+    def wants(self, item: ReadItem) -> bool:
+        """Whether the stored request is for this sink."""
+        request = item.request
+        if request.source not in self.inputs:
+            return False
+        return request.sinks is None or self.sink.id in request.sinks
+
+    def run(self) -> None:
+        """Deliver until stopped."""
+        self._conn = state.connect(self.state_path)
+        positions, done = state.load_positions(self._conn, self.sink.id)
+        self.committed = dict(positions)
+        self.reader = BufferReader(self.buffer_dir, positions, done)
+        self.metrics.set(self._k_healthy, 1)
+        batch = _Batch()
+        settings = self.batch_settings
+        while True:
+            stopping = self.stop.is_set()
+            got_any = False
+            if not stopping and len(batch.events) < settings.max_events:
+                items, finished = self.reader.poll(max(settings.max_bytes - batch.bytes, 1))
+                got_any = bool(items or finished)
+                self._add(batch, items, finished)
+            now = time.monotonic()
+            full = len(batch.events) >= settings.max_events or batch.bytes >= settings.max_bytes
+            aged = batch.started is not None and now - batch.started >= settings.max_age
+            if not batch.empty() and (full or aged or stopping or not batch.events):
+                if not self._deliver(batch):
+                    return  # stopped while the sink was failing: the batch stays buffered
+                batch = _Batch()
+            if stopping:
+                return
+            if not got_any:
+                self.stop.wait(POLL_INTERVAL)
+
+    def _add(self, batch: _Batch, items: list[ReadItem], finished: list[str]) -> None:
+        for item in items:
+            batch.positions[item.segment] = item.end
+            if not self.wants(item):
+                continue
+            batch.bytes += item.size
+            if batch.started is None:
+                batch.started = time.monotonic()
+            try:
+                batch.events.extend(expand_events(item.request))
+            except (msgspec.DecodeError, ValueError) as exc:
+                request = item.request
+                event = Event(
+                    f"{item.segment}@{item.end}",
+                    request.stream,
+                    request.source,
+                    request.received_at_us,
+                    {"_raw": request.body.decode("utf-8", "replace")},
+                )
+                batch.undecodable.append(FailedRecord(event, "decode_error", str(exc)))
+        batch.finished.update(finished)
+        for name in finished:
+            assert self.reader is not None
+            batch.positions[name] = self.reader.positions[name]
+
+    def _deliver(self, batch: _Batch) -> bool:
+        """Hand ``batch`` to the sink, retrying; ``False`` if stopped before it succeeded."""
+        assert self._conn is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            checkpoint = state.Checkpoint(self.sink.id, batch.positions, batch.finished, attempt)
+            try:
+                failed = list(batch.undecodable)
+                if batch.events:
+                    result = self.sink.write(batch.events, checkpoint)
+                    failed += result.failed
+                    already_saved = self.sink.commits_checkpoint
+                else:
+                    already_saved = False
+                if already_saved:
+                    if batch.undecodable:
+                        self._save(state.Checkpoint(self.sink.id), batch.undecodable)
+                else:
+                    self._save(checkpoint, failed)
+                self._delivered(batch, failed)
+                return True
+            except TerminalSinkError as exc:
+                log.error("sink %s refused a batch of %d: %s", self.sink.id, len(batch.events), exc)
+                dead = [FailedRecord(e, exc.reason, str(exc)) for e in batch.events]
+                self._save(checkpoint, dead + batch.undecodable)
+                self._delivered(batch, dead + batch.undecodable)
+                return True
+            except Exception as exc:
+                transient = isinstance(exc, TransientSinkError)
+                if not transient:
+                    log.exception("sink %s: unexpected error, will retry", self.sink.id)
+                self.metrics.add(self._k_retries)
+                self.metrics.set(self._k_healthy, 0)
+                limit = self.retry.max_attempts
+                if limit and attempt >= limit:
+                    reason = "retries_exhausted"
+                    dead = [FailedRecord(e, reason, str(exc)) for e in batch.events]
+                    self._save(checkpoint, dead + batch.undecodable)
+                    self._delivered(batch, dead + batch.undecodable)
+                    return True
+                delay = random.uniform(  # noqa: S311 - jitter, not security
+                    0, min(self.retry.max_backoff, self.retry.initial_backoff * 2 ** (attempt - 1))
+                )
+                log.warning(
+                    "sink %s: attempt %d failed (%s); retrying in %.2fs",
+                    self.sink.id,
+                    attempt,
+                    exc,
+                    delay,
+                )
+                if self.stop.wait(delay):
+                    return False
+
+    def _save(self, checkpoint: state.Checkpoint, failed: list[FailedRecord]) -> None:
+        assert self._conn is not None
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            checkpoint.apply(self._conn, failed)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def _delivered(self, batch: _Batch, failed: list[FailedRecord]) -> None:
+        self.committed.update(batch.positions)
+        self.metrics.add(
+            self._k_delivered, len(batch.events) - len(failed) + len(batch.undecodable)
+        )
+        for record in failed:
+            self.metrics.add(
+                key("headrace_events_failed_total", sink=self.sink.id, reason=record.reason)
+            )
+        self.metrics.set(self._k_healthy, 1)
+
+    def observe(self) -> None:
+        """Update the backlog gauges (called from the upkeep thread)."""
+        if self.reader is None:
+            return
+        committed = self.committed.copy()  # atomic under the GIL; the worker thread updates it
+        reader = BufferReader(self.buffer_dir, committed, self.reader.done.copy())
+        self.metrics.set(
+            key("headrace_sink_backlog_bytes", sink=self.sink.id), reader.backlog_bytes(committed)
+        )
+        oldest = reader.oldest_unread_received_at(committed)
+        age = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1_000_000)
+        self.metrics.set(
+            key("headrace_sink_oldest_undelivered_age_seconds", sink=self.sink.id), age
+        )
+
+
+def remove_expired_segments(
+    buffer_dir: Path, conn: sqlite3.Connection, sinks: list[str], retention: float
+) -> list[str]:
+    """Delete sealed segments every sink has delivered and that are older than ``retention``."""
+    finished = state.segments_finished_by_all(conn, sinks)
+    cutoff = time.time() - retention
+    removed = []
+    for name in list_segments(buffer_dir):
+        path = buffer_dir / name
+        if name not in finished:
+            continue
+        try:
+            if path.stat().st_mtime > cutoff or not is_sealed(path):
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        state.forget_segment(conn, name)
+        removed.append(name)
+    return removed
+
+
+def recover_segments(buffer_dir: Path, metrics: Registry) -> None:
+    """Seal the segments of writers that died, counting torn tails."""
+    for recovery in recover_dead_writers(buffer_dir):
+        if recovery.torn_bytes:
+            metrics.add(key("headrace_buffer_torn_tails_total"))

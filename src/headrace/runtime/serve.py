@@ -1,0 +1,221 @@
+"""``headrace serve``: a supervisor, N ingest worker processes and one delivery process.
+
+The supervisor takes an exclusive lock on the data directory, seals segments left by writers that
+died, binds the listening socket and starts the children (spawned, so each is a clean
+interpreter). Ingest workers share the socket; each writes its own buffer segment. The delivery
+process owns the sinks. A child that dies is restarted; repeated early deaths stop the server.
+On SIGTERM or SIGINT the ingest workers stop first (finishing in-flight requests, so nothing
+acknowledged is missing), then the delivery process drains its batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from headrace.buffer.segments import recover_dead_writers
+from headrace.config.models import Pipeline
+from headrace.errors import HeadraceError
+from headrace.telemetry.logs import setup_logging
+
+log = logging.getLogger("headrace.serve")
+RESTART_WINDOW = 30.0
+MAX_EARLY_DEATHS = 5
+
+
+class DataDirBusy(HeadraceError):
+    """Another ``headrace serve`` holds the data directory."""
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold the data directory for this process; raises ``DataDirBusy`` if another has it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "serve.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise DataDirBusy(f"another headrace serve is using {data_dir}") from exc
+    return fd
+
+
+def ingest_main(
+    pipeline: Pipeline,
+    data_dir: Path,
+    slot: int,
+    sock: socket.socket,
+    noop: bool,
+    log_cfg: dict[str, Any],
+) -> None:
+    """Entry point of an ingest worker process."""
+    import uvicorn
+
+    from headrace.ingest.app import IngestApp
+
+    setup_logging(**log_cfg)
+    app = IngestApp(pipeline, data_dir, writer_name=f"w{slot}", noop_endpoint=noop)
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+        backlog=4096,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def delivery_main(pipeline: Pipeline, data_dir: Path, log_cfg: dict[str, Any]) -> None:
+    """Entry point of the delivery process."""
+    from headrace.runtime.delivery_process import run_delivery
+
+    setup_logging(**log_cfg)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    run_delivery(pipeline, data_dir, stop)
+
+
+@dataclass
+class _Child:
+    name: str
+    start: Any
+    process: BaseProcess | None = None
+    deaths: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ServeOptions:
+    """How ``headrace serve`` runs."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 0
+    noop_endpoint: bool = False
+    log_cfg: dict[str, Any] = field(default_factory=dict)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket the ingest workers share."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(pipeline: Pipeline, options: ServeOptions) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the exit status."""
+    data_dir = options.data_dir
+    lock_fd = lock_data_dir(data_dir)
+    shutil.rmtree(data_dir / "run", ignore_errors=True)
+    for recovery in recover_dead_writers(data_dir / "buffer"):
+        if recovery.torn_bytes:
+            log.warning(
+                "sealed %s after cutting a torn tail of %d bytes",
+                recovery.name,
+                recovery.torn_bytes,
+            )
+    sock = bind_socket(options.host, options.port)
+    workers = options.workers or os.cpu_count() or 1
+    ctx = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    delivery = _Child(
+        "delivery",
+        lambda: ctx.Process(
+            target=delivery_main,
+            args=(pipeline, data_dir, options.log_cfg),
+            name="headrace-delivery",
+        ),
+    )
+    ingest = [
+        _Child(
+            f"ingest-{slot}",
+            lambda slot=slot: ctx.Process(
+                target=ingest_main,
+                args=(pipeline, data_dir, slot, sock, options.noop_endpoint, options.log_cfg),
+                name=f"headrace-ingest-{slot}",
+            ),
+        )
+        for slot in range(workers)
+    ]
+    children = [delivery, *ingest]
+    log.info(
+        "headrace serving on http://%s:%d with %d ingest worker(s); data in %s",
+        options.host,
+        sock.getsockname()[1],
+        workers,
+        data_dir,
+    )
+    status = 0
+    try:
+        for child in children:
+            _start(child)
+        while not stopping.wait(0.2):
+            for child in children:
+                proc = child.process
+                if proc is None or proc.is_alive():
+                    continue
+                now = time.monotonic()
+                child.deaths = [t for t in child.deaths if now - t < RESTART_WINDOW] + [now]
+                log.error("%s exited with code %s; restarting it", child.name, proc.exitcode)
+                if len(child.deaths) >= MAX_EARLY_DEATHS:
+                    log.critical("%s keeps dying; stopping the server", child.name)
+                    status = 1
+                    stopping.set()
+                    break
+                time.sleep(min(2.0, 0.1 * 2 ** len(child.deaths)))
+                _start(child)
+    finally:
+        log.info("stopping: ingest workers first, then delivery drains")
+        _stop(ingest, timeout=40)
+        _stop([delivery], timeout=120)
+        sock.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        os.close(lock_fd)
+    return status
+
+
+def _start(child: _Child) -> None:
+    child.process = child.start()
+    assert child.process is not None
+    child.process.start()
+
+
+def _stop(children: list[_Child], timeout: float) -> None:
+    for child in children:
+        if child.process is not None and child.process.is_alive() and child.process.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        if child.process is None:
+            continue
+        child.process.join(max(0.0, deadline - time.monotonic()))
+        if child.process.is_alive():
+            log.error("%s did not stop in time; killing it", child.name)
+            child.process.kill()
+            child.process.join()

@@ -1,0 +1,216 @@
+"""Delivery state in ``<data>/state.db`` (SQLite, WAL, synchronous=FULL).
+
+Tables:
+- ``positions(sink, segment, offset, done)``: how far each sink has durably taken each segment.
+- ``dead_letters``: events a sink refused for good, with the typed reason, the error text, the
+  attempts and the original event; ``replayed_at_us`` marks those sent back for delivery.
+- the lake catalog (``lake_files``, ``lake_columns``, ``lake_garbage``), see ``sinks.lake``.
+
+A sink that can commit atomically with its own data (the lake, whose catalog lives here) writes
+its positions and dead letters in the same transaction as its data; other sinks' positions are
+written right after a successful write (sinks dedupe by event id, so redelivery is harmless).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from headrace.types import Event, FailedRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS positions (
+    sink TEXT NOT NULL, segment TEXT NOT NULL, offset INTEGER NOT NULL, done INTEGER NOT NULL,
+    PRIMARY KEY (sink, segment)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL, reason TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
+    event_id TEXT NOT NULL, stream TEXT NOT NULL, source TEXT NOT NULL,
+    received_at_us INTEGER NOT NULL, data TEXT NOT NULL,
+    failed_at_us INTEGER NOT NULL, replayed_at_us INTEGER
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_sink ON dead_letters (sink, id);
+"""
+
+_json = msgspec.json.Encoder()
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection to the state database (one per thread)."""
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+        )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def init_schema(conn: sqlite3.Connection, extra: Iterable[str] = ()) -> None:
+    """Create the tables if missing."""
+    conn.executescript(SCHEMA)
+    for script in extra:
+        conn.executescript(script)
+
+
+@dataclass
+class Checkpoint:
+    """Positions to save once a batch is stored, plus any dead letters found while storing it."""
+
+    sink: str
+    positions: dict[str, int] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+    attempts: int = 1
+
+    def apply(self, conn: sqlite3.Connection, failed: Iterable[FailedRecord] = ()) -> None:
+        """Write the positions and dead letters; the caller owns the transaction."""
+        conn.executemany(
+            "INSERT INTO positions (sink, segment, offset, done) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (sink, segment) DO UPDATE SET offset = excluded.offset, "
+            "done = excluded.done",
+            [
+                (self.sink, seg, off, int(seg in self.finished))
+                for seg, off in self.positions.items()
+            ],
+        )
+        add_dead_letters(conn, self.sink, failed, self.attempts)
+
+
+def add_dead_letters(
+    conn: sqlite3.Connection, sink: str, failed: Iterable[FailedRecord], attempts: int
+) -> int:
+    """Record refused events; returns how many."""
+    now = time.time_ns() // 1000
+    rows = [
+        (
+            sink,
+            f.reason,
+            f.error[:4000],
+            attempts,
+            f.event.id,
+            f.event.stream,
+            f.event.source,
+            f.event.received_at_us,
+            _json.encode(f.event.data).decode(),
+            now,
+        )
+        for f in failed
+    ]
+    conn.executemany(
+        "INSERT INTO dead_letters (sink, reason, error, attempts, event_id, stream, source, "
+        "received_at_us, data, failed_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    return len(rows)
+
+
+def load_positions(conn: sqlite3.Connection, sink: str) -> tuple[dict[str, int], set[str]]:
+    """A sink's saved offsets and the segments it has finished."""
+    positions: dict[str, int] = {}
+    done: set[str] = set()
+    for segment, offset, finished in conn.execute(
+        "SELECT segment, offset, done FROM positions WHERE sink = ?", (sink,)
+    ):
+        positions[segment] = offset
+        if finished:
+            done.add(segment)
+    return positions, done
+
+
+def segments_finished_by_all(conn: sqlite3.Connection, sinks: list[str]) -> set[str]:
+    """Segments every one of ``sinks`` has read to the end."""
+    if not sinks:
+        return set()
+    marks = ",".join("?" * len(sinks))
+    rows = conn.execute(
+        f"SELECT segment FROM positions WHERE done = 1 AND sink IN ({marks}) "
+        "GROUP BY segment HAVING COUNT(DISTINCT sink) = ?",
+        (*sinks, len(sinks)),
+    )
+    return {row[0] for row in rows}
+
+
+def forget_segment(conn: sqlite3.Connection, segment: str) -> None:
+    """Drop the positions of a removed segment."""
+    conn.execute("DELETE FROM positions WHERE segment = ?", (segment,))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One row of the dead-letter store."""
+
+    id: int
+    sink: str
+    reason: str
+    error: str
+    attempts: int
+    event_id: str
+    stream: str
+    source: str
+    received_at_us: int
+    data: str
+    failed_at_us: int
+    replayed_at_us: int | None
+
+    def event(self) -> Event:
+        """The original event."""
+        data: dict[str, Any] = msgspec.json.decode(self.data)
+        return Event(self.event_id, self.stream, self.source, self.received_at_us, data, True)
+
+
+_DL_COLUMNS = (
+    "id, sink, reason, error, attempts, event_id, stream, source, received_at_us, data, "
+    "failed_at_us, replayed_at_us"
+)
+
+
+def list_dead_letters(
+    conn: sqlite3.Connection,
+    *,
+    sink: str | None = None,
+    reason: str | None = None,
+    include_replayed: bool = False,
+    limit: int = 100,
+    after_id: int = 0,
+) -> list[DeadLetter]:
+    """Dead letters, oldest first, optionally filtered."""
+    sql = f"SELECT {_DL_COLUMNS} FROM dead_letters WHERE id > ?"
+    args: list[Any] = [after_id]
+    if sink:
+        sql += " AND sink = ?"
+        args.append(sink)
+    if reason:
+        sql += " AND reason = ?"
+        args.append(reason)
+    if not include_replayed:
+        sql += " AND replayed_at_us IS NULL"
+    sql += " ORDER BY id LIMIT ?"
+    args.append(limit)
+    return [DeadLetter(*row) for row in conn.execute(sql, args)]
+
+
+def get_dead_letter(conn: sqlite3.Connection, dead_letter_id: int) -> DeadLetter | None:
+    """One dead letter by its id."""
+    row = conn.execute(
+        f"SELECT {_DL_COLUMNS} FROM dead_letters WHERE id = ?", (dead_letter_id,)
+    ).fetchone()
+    return DeadLetter(*row) if row else None
+
+
+def mark_replayed(conn: sqlite3.Connection, ids: list[int]) -> None:
+    """Mark dead letters as sent back for delivery."""
+    now = time.time_ns() // 1000
+    conn.executemany(
+        "UPDATE dead_letters SET replayed_at_us = ? WHERE id = ?", [(now, i) for i in ids]
+    )

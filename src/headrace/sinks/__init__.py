@@ -1,0 +1,20 @@
+"""Sinks, registered by type; each module is imported only when a pipeline uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from headrace.config.models import LakeSink as LakeSinkConfig
+from headrace.config.models import Model
+from headrace.sinks.base import APPEND, MERGE, REPLACE, Sink
+
+__all__ = ["APPEND", "MERGE", "REPLACE", "Sink", "build_sink"]
+
+
+def build_sink(sink_id: str, config: Model, data_dir: Path) -> Sink:
+    """The sink object for one configured sink (not yet opened)."""
+    if isinstance(config, LakeSinkConfig):
+        from headrace.sinks.lake import LakeSink
+
+        return LakeSink(sink_id, config, data_dir)
+    raise ValueError(f"no sink implementation for {type(config).__name__}")

@@ -1,0 +1,46 @@
+"""What a sink is. How to write one:
+
+1. Write its config model (``headrace.config.models``) and register it in ``SINK_TYPES``.
+2. Write a class with the ``Sink`` protocol below in ``headrace/sinks/<type>.py``, importing heavy
+   drivers inside it so ``import headrace`` stays fast, and register it in ``sinks/__init__.py``.
+3. ``write`` stores a batch or raises: ``TransientSinkError`` when a retry may help (connection
+   lost, disk full), ``TerminalSinkError`` when none can; events refused one by one are returned
+   in ``WriteResult.failed`` and go to the dead-letter store. Redelivery of an event id the sink
+   already holds must not add a row (the runtime delivers at least once).
+4. A sink that keeps its data where the state database is (``commits_checkpoint = True``) saves
+   ``checkpoint`` in the same transaction as its data; others leave that to the runtime.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from headrace.runtime.state import Checkpoint
+from headrace.types import Event, WriteResult
+
+APPEND = "append"
+REPLACE = "replace"
+MERGE = "merge"
+
+
+class Sink(Protocol):
+    """A destination for batches of events."""
+
+    id: str
+    capabilities: frozenset[str]
+    commits_checkpoint: bool
+
+    def open(self) -> None:
+        """Connect and check the destination is usable."""
+
+    def write(self, events: list[Event], checkpoint: Checkpoint) -> WriteResult:
+        """Store ``events``; see the module docstring for the error contract."""
+
+    def health(self) -> str | None:
+        """``None`` when healthy, else why not."""
+
+    def maintain(self) -> None:
+        """Periodic background work (compaction, clean-up); called from its own thread."""
+
+    def close(self) -> None:
+        """Release connections and files."""

@@ -1,0 +1,515 @@
+"""The lake sink: Parquet (zstd) files under ``<root>/<stream>/dt=YYYY-MM-DD/hour=HH/``.
+
+Invariants:
+- Columns: ``_id`` (event id), ``_received_at``, ``_time`` (event time when the stream has a
+  ``time_field``, else receive time; it decides the partition), the stream's user columns, and
+  ``_extra``: a JSON object of every field that has no column of its own (a type that does not fit
+  an inferred column, too many columns, a reserved name). Nothing an event carried is dropped.
+- A column's type is fixed when it is first seen or declared (``lake_columns``); an event whose
+  field does not fit a *declared* type goes to the dead-letter store as ``type_mismatch``.
+- A file is written under a hidden temporary name, fsync'd and renamed, and becomes visible only
+  when the catalog transaction that also saves the buffer positions commits. After a crash,
+  files the catalog does not list are removed on open and their events are delivered again.
+- An event whose id may already be stored (ids taken from the request, replays) is checked
+  against the ids of its partition and of recent files; generated ids are unique by construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from headrace.config.models import LakeSink as LakeSinkConfig
+from headrace.config.models import StreamSchema
+from headrace.errors import TransientSinkError
+from headrace.ids import event_id, new_base_id
+from headrace.runtime.state import Checkpoint, connect, init_schema
+from headrace.sinks.base import APPEND
+from headrace.sinks.lake_catalog import (
+    INT64_MAX,
+    INT64_MIN,
+    LAKE_SCHEMA,
+    SYSTEM_COLUMNS,
+    columns_of,
+    parse_time_us,
+    partition_of,
+)
+from headrace.types import Event, FailedRecord, WriteResult
+
+log = logging.getLogger("headrace.sinks.lake")
+
+_json = msgspec.json.Encoder()
+DEDUPE_WINDOW_US = 3600 * 1_000_000
+_UNSET = object()
+
+
+def infer_type(value: Any) -> str | None:
+    """The column type a first-seen value gets (``None`` for null: decided later)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int64" if INT64_MIN <= value <= INT64_MAX else "json"
+    if isinstance(value, float):
+        return "float64"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return None
+    return "json"
+
+
+def coerce(value: Any, column_type: str) -> Any:
+    """``value`` as stored in a column of ``column_type``, or ``_UNSET`` if it does not fit."""
+    if value is None:
+        return None
+    if column_type == "string":
+        return value if isinstance(value, str) else _UNSET
+    if column_type == "int64":
+        ok = type(value) is int and INT64_MIN <= value <= INT64_MAX
+        return value if ok else _UNSET
+    if column_type == "float64":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok else _UNSET
+    if column_type == "bool":
+        return value if isinstance(value, bool) else _UNSET
+    if column_type == "timestamp":
+        parsed = parse_time_us(value)
+        return _UNSET if parsed is None else parsed
+    return _json.encode(value).decode()  # json
+
+
+def arrow_type(column_type: str) -> Any:
+    """The Arrow type of a column type."""
+    import pyarrow as pa
+
+    return {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "float64": pa.float64(),
+        "bool": pa.bool_(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "json": pa.string(),
+    }[column_type]
+
+
+@dataclass
+class _StreamColumns:
+    types: dict[str, str] = field(default_factory=dict)
+    lowered: set[str] = field(default_factory=set)
+
+    def add(self, name: str, column_type: str) -> None:
+        self.types[name] = column_type
+        self.lowered.add(name.lower())
+
+
+@dataclass
+class _Written:
+    stream: str
+    partition: str
+    rel_path: str
+    rows: int
+    bytes: int
+    min_time_us: int
+    max_time_us: int
+
+
+class LakeSink:
+    """Stores batches as Parquet files in the local lake; see the module docstring."""
+
+    capabilities = frozenset({APPEND})
+    commits_checkpoint = True
+
+    def __init__(self, sink_id: str, config: LakeSinkConfig, data_dir: Path) -> None:
+        self.id = sink_id
+        self.config = config
+        self.root = Path(config.path) if config.path else data_dir / "lake"
+        self.state_path = data_dir / "state.db"
+        self._conn: sqlite3.Connection | None = None
+        self._maint_conn: sqlite3.Connection | None = None
+        self._columns: dict[str, _StreamColumns] = {}
+        self._last_compaction = 0.0
+        self._error: str | None = None
+        self.compactions = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the lake directory, the catalog tables, and remove uncommitted files."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._conn = connect(self.state_path)
+        init_schema(self._conn, [LAKE_SCHEMA])
+        self._remove_orphans(self._conn)
+
+    def close(self) -> None:
+        """Close the catalog connections."""
+        for conn in (self._conn, self._maint_conn):
+            if conn is not None:
+                conn.close()
+        self._conn = self._maint_conn = None
+
+    def health(self) -> str | None:
+        """Why the sink is unhealthy (its last write failed), or ``None``."""
+        return self._error
+
+    def _remove_orphans(self, conn: sqlite3.Connection) -> None:
+        known = {row[0] for row in conn.execute("SELECT path FROM lake_files")}
+        known |= {row[0] for row in conn.execute("SELECT path FROM lake_garbage")}
+        removed = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not (name.endswith(".parquet") or name.endswith(".tmp")):
+                    continue
+                full = Path(dirpath) / name
+                if full.relative_to(self.root).as_posix() not in known:
+                    with contextlib.suppress(FileNotFoundError):
+                        full.unlink()
+                    removed += 1
+        if removed:
+            log.warning(
+                "lake %s: removed %d file(s) of batches that never committed", self.id, removed
+            )
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _stream_columns(self, conn: sqlite3.Connection, stream: str) -> _StreamColumns:
+        cols = self._columns.get(stream)
+        if cols is None:
+            cols = _StreamColumns()
+            for name, column_type in columns_of(conn, self.id, stream).items():
+                cols.add(name, column_type)
+            self._columns[stream] = cols
+        return cols
+
+    def _shape(
+        self, event: Event, schema: StreamSchema, cols: _StreamColumns, new: dict[str, str]
+    ) -> dict[str, Any] | str:
+        """The row of ``event`` (user fields, ``_extra``), or why it does not fit the schema."""
+        row: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for name, value in event.data.items():
+            if name in SYSTEM_COLUMNS:
+                extra[name] = value
+                continue
+            declared = schema.fields.get(name)
+            column_type = declared or cols.types.get(name) or new.get(name)
+            if column_type is None:
+                column_type = infer_type(value)
+                full = len(cols.types) + len(new) >= self.config.max_columns
+                if column_type is None or full or name.lower() in cols.lowered:
+                    extra[name] = value
+                    continue
+                new[name] = column_type
+            stored = coerce(value, column_type)
+            if stored is _UNSET:
+                if declared:
+                    return f'field "{name}" is declared {declared}; got {type(value).__name__}'
+                extra[name] = value
+                continue
+            row[name] = stored
+        row["_extra"] = _json.encode(extra).decode() if extra else None
+        return row
+
+    def write(self, events: list[Event], checkpoint: Checkpoint) -> WriteResult:
+        """Write ``events`` as one file per partition and commit them with ``checkpoint``."""
+        conn = self._conn
+        assert conn is not None, "sink is not open"
+        failed: list[FailedRecord] = []
+        parts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        new_columns: dict[str, dict[str, str]] = defaultdict(dict)
+        check_ids: dict[str, set[str]] = defaultdict(set)
+        seen: set[str] = set()
+        for event in events:
+            if event.id in seen:
+                continue  # the same event twice in one batch
+            seen.add(event.id)
+            schema = self.config.schema_for(event.stream)
+            cols = self._stream_columns(conn, event.stream)
+            for name, declared in schema.fields.items():
+                if cols.types.get(name) != declared and name not in new_columns[event.stream]:
+                    new_columns[event.stream][name] = declared
+            shaped = self._shape(event, schema, cols, new_columns[event.stream])
+            if isinstance(shaped, str):
+                failed.append(FailedRecord(event, "type_mismatch", shaped))
+                continue
+            time_us = None
+            if schema.time_field:
+                time_us = parse_time_us(event.data.get(schema.time_field), schema.time_format)
+            shaped["_id"] = event.id
+            shaped["_received_at"] = event.received_at_us
+            shaped["_time"] = event.received_at_us if time_us is None else time_us
+            parts[(event.stream, partition_of(shaped["_time"]))].append(shaped)
+            if event.may_repeat:
+                check_ids[event.stream].add(event.id)
+        if check_ids:
+            self._drop_stored(conn, parts, check_ids)
+        written: list[_Written] = []
+        try:
+            for (stream, partition), rows in parts.items():
+                if rows:
+                    cols = self._stream_columns(conn, stream)
+                    types = {**cols.types, **new_columns[stream]}
+                    written.append(self._write_file(stream, partition, rows, types))
+            self._commit(conn, written, new_columns, checkpoint, failed)
+        except (OSError, sqlite3.Error) as exc:
+            for item in written:
+                with contextlib.suppress(OSError):
+                    (self.root / item.rel_path).unlink()
+            self._error = f"cannot write the lake: {exc}"
+            raise TransientSinkError(self._error) from exc
+        for stream, added in new_columns.items():
+            cols = self._stream_columns(conn, stream)
+            for name, column_type in added.items():
+                cols.add(name, column_type)
+        self._error = None
+        return WriteResult(failed)
+
+    def _drop_stored(
+        self,
+        conn: sqlite3.Connection,
+        parts: dict[tuple[str, str], list[dict[str, Any]]],
+        check_ids: dict[str, set[str]],
+    ) -> None:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        recent = time.time_ns() // 1000 - DEDUPE_WINDOW_US
+        for stream, candidates in check_ids.items():
+            partitions = [p for (s, p) in parts if s == stream]
+            marks = ",".join("?" * len(partitions))
+            rows = conn.execute(
+                "SELECT path FROM lake_files WHERE sink = ? AND stream = ? AND "
+                f"(partition IN ({marks}) OR created_us >= ?)",
+                (self.id, stream, *partitions, recent),
+            ).fetchall()
+            stored: set[str] = set()
+            wanted = list(candidates)
+            for (rel,) in rows:
+                with contextlib.suppress(FileNotFoundError):
+                    ids = pq.read_table(self.root / rel, columns=["_id"]).column("_id")
+                    hits = ids.filter(pc.is_in(ids, value_set=_string_array(wanted)))
+                    stored.update(hits.to_pylist())
+            if stored:
+                for key in [k for k in parts if k[0] == stream]:
+                    parts[key] = [r for r in parts[key] if r["_id"] not in stored]
+
+    def _write_file(
+        self, stream: str, partition: str, rows: list[dict[str, Any]], types: dict[str, str]
+    ) -> _Written:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        present = [name for name in types if any(name in row for row in rows)]
+        arrays = {
+            "_id": pa.array([r["_id"] for r in rows], pa.string()),
+            "_received_at": pa.array([r["_received_at"] for r in rows], pa.timestamp("us", "UTC")),
+            "_time": pa.array([r["_time"] for r in rows], pa.timestamp("us", "UTC")),
+        }
+        for name in present:
+            arrays[name] = pa.array([r.get(name) for r in rows], arrow_type(types[name]))
+        arrays["_extra"] = pa.array([r["_extra"] for r in rows], pa.string())
+        table = pa.table(arrays)
+        name = f"{event_id(new_base_id(), 0)}.parquet"
+        rel_dir = f"{stream}/{partition}"
+        directory = self.root / rel_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{name}.tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        _fsync_file(tmp)
+        os.replace(tmp, directory / name)
+        _fsync_dir(directory)
+        times = [r["_time"] for r in rows]
+        return _Written(
+            stream,
+            partition,
+            f"{rel_dir}/{name}",
+            len(rows),
+            (directory / name).stat().st_size,
+            min(times),
+            max(times),
+        )
+
+    def _commit(
+        self,
+        conn: sqlite3.Connection,
+        written: list[_Written],
+        new_columns: dict[str, dict[str, str]],
+        checkpoint: Checkpoint,
+        failed: list[FailedRecord],
+    ) -> None:
+        now = time.time_ns() // 1000
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stream, added in new_columns.items():
+                for name, column_type in added.items():
+                    conn.execute(
+                        "INSERT INTO lake_columns (sink, stream, name, type, position) VALUES "
+                        "(?, ?, ?, ?, (SELECT COALESCE(MAX(position), 0) + 1 FROM lake_columns "
+                        "WHERE sink = ? AND stream = ?)) ON CONFLICT (sink, stream, name) "
+                        "DO UPDATE SET type = excluded.type",
+                        (self.id, stream, name, column_type, self.id, stream),
+                    )
+            conn.executemany(
+                "INSERT INTO lake_files (sink, stream, partition, path, rows, bytes, min_time_us, "
+                "max_time_us, created_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        self.id,
+                        w.stream,
+                        w.partition,
+                        w.rel_path,
+                        w.rows,
+                        w.bytes,
+                        w.min_time_us,
+                        w.max_time_us,
+                        now,
+                    )
+                    for w in written
+                ],
+            )
+            checkpoint.apply(conn, failed)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- background work ---------------------------------------------------------------------
+
+    def maintain(self) -> None:
+        """Delete replaced files past their grace period and compact small files."""
+        if self._maint_conn is None:
+            self._maint_conn = connect(self.state_path)
+        conn = self._maint_conn
+        self._collect_garbage(conn)
+        settings = self.config.compaction
+        if not settings.enabled or time.monotonic() - self._last_compaction < settings.interval:
+            return
+        self._last_compaction = time.monotonic()
+        candidates = conn.execute(
+            "SELECT stream, partition FROM lake_files WHERE sink = ? AND bytes < ? "
+            "GROUP BY stream, partition HAVING COUNT(*) >= ?",
+            (self.id, settings.small_file_bytes, settings.min_files),
+        ).fetchall()
+        for stream, partition in candidates:
+            try:
+                self.compact(conn, stream, partition)
+            except Exception:
+                log.exception("lake %s: compacting %s/%s failed", self.id, stream, partition)
+
+    def compact(self, conn: sqlite3.Connection, stream: str, partition: str) -> int:
+        """Merge the partition's small files into one, dropping repeated ids; returns files merged."""
+        import duckdb
+
+        settings = self.config.compaction
+        rows = conn.execute(
+            "SELECT path FROM lake_files WHERE sink = ? AND stream = ? AND partition = ? "
+            "AND bytes < ? ORDER BY created_us",
+            (self.id, stream, partition, settings.small_file_bytes),
+        ).fetchall()
+        old = [row[0] for row in rows]
+        if len(old) < 2:
+            return 0
+        name = f"{event_id(new_base_id(), 0)}.parquet"
+        directory = self.root / stream / partition
+        tmp = directory / f".{name}.tmp"
+        db = duckdb.connect()
+        try:
+            db.execute(
+                f"COPY (SELECT * FROM read_parquet($files, union_by_name = true) "
+                "QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _received_at) = 1 "
+                f"ORDER BY _time) TO {_sql_string(str(tmp))} (FORMAT parquet, COMPRESSION zstd)",
+                {"files": [str(self.root / p) for p in old]},
+            )
+            stats = db.execute(
+                "SELECT count(*), epoch_us(min(_time)), epoch_us(max(_time)) "
+                f"FROM read_parquet({_sql_string(str(tmp))})"
+            ).fetchone()
+            assert stats is not None
+            count, low, high = stats
+        finally:
+            db.close()
+        _fsync_file(tmp)
+        os.replace(tmp, directory / name)
+        _fsync_dir(directory)
+        rel = f"{stream}/{partition}/{name}"
+        now = time.time_ns() // 1000
+        delete_after = now + int(settings.grace * 1_000_000)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            marks = ",".join("?" * len(old))
+            conn.execute(
+                f"DELETE FROM lake_files WHERE sink = ? AND path IN ({marks})", (self.id, *old)
+            )
+            conn.execute(
+                "INSERT INTO lake_files (sink, stream, partition, path, rows, bytes, min_time_us, "
+                "max_time_us, created_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self.id,
+                    stream,
+                    partition,
+                    rel,
+                    count,
+                    (directory / name).stat().st_size,
+                    low,
+                    high,
+                    now,
+                ),
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO lake_garbage (path, delete_after_us) VALUES (?, ?)",
+                [(p, delete_after) for p in old],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            with contextlib.suppress(OSError):
+                (directory / name).unlink()
+            raise
+        self.compactions += 1
+        log.info(
+            "lake %s: compacted %d files of %s/%s into one", self.id, len(old), stream, partition
+        )
+        return len(old)
+
+    def _collect_garbage(self, conn: sqlite3.Connection) -> None:
+        now = time.time_ns() // 1000
+        due = conn.execute(
+            "SELECT path FROM lake_garbage WHERE delete_after_us <= ?", (now,)
+        ).fetchall()
+        for (rel,) in due:
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / rel).unlink()
+            conn.execute("DELETE FROM lake_garbage WHERE path = ?", (rel,))
+
+
+def _string_array(values: list[str]) -> Any:
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    _fsync_file(path)
+
+
+__all__ = ["LakeSink", "arrow_type", "coerce", "infer_type"]
