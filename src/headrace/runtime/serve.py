@@ -28,6 +28,7 @@ from typing import Any
 from headrace.buffer.segments import recover_dead_writers
 from headrace.config.models import Pipeline
 from headrace.errors import HeadraceError
+from headrace.telemetry import metrics as m
 from headrace.telemetry.logs import setup_logging
 
 log = logging.getLogger("headrace.serve")
@@ -126,13 +127,12 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
     data_dir = options.data_dir
     lock_fd = lock_data_dir(data_dir)
     shutil.rmtree(data_dir / "run", ignore_errors=True)
+    # Writers that died left unsealed segments: cut torn tails (logged by recovery) and count them.
+    startup_metrics = m.Registry()
     for recovery in recover_dead_writers(data_dir / "buffer"):
         if recovery.torn_bytes:
-            log.warning(
-                "sealed %s after cutting a torn tail of %d bytes",
-                recovery.name,
-                recovery.torn_bytes,
-            )
+            startup_metrics.add(m.key("headrace_buffer_torn_tails_total"))
+    m.write_snapshot(data_dir / "run", "supervisor", startup_metrics)
     sock = bind_socket(options.host, options.port)
     workers = options.workers or os.cpu_count() or 1
     ctx = multiprocessing.get_context("spawn")
