@@ -24,7 +24,12 @@ class ServerProcess:
     """``headrace serve`` in its own process group, so a test can SIGKILL all of it at once."""
 
     def __init__(
-        self, data_dir: Path, *, config: Path | None = None, workers: int = 2, port: int | None = None
+        self,
+        data_dir: Path,
+        *,
+        config: Path | None = None,
+        workers: int = 2,
+        port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.config = config

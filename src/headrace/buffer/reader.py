@@ -42,23 +42,26 @@ class BufferReader:
         """Segments that may still hold frames this reader has not read."""
         return [name for name in list_segments(self.directory) if name not in self.done]
 
-    def poll(self, max_bytes: int) -> tuple[list[ReadItem], list[str]]:
-        """Read up to about ``max_bytes`` of new frames; also return segments now read to the end."""
+    def poll(self, max_bytes: int, max_events: int = 1 << 62) -> tuple[list[ReadItem], list[str]]:
+        """Read new frames, stopping once about ``max_bytes`` or ``max_events`` are taken (one frame
+        always fits); also return the segments now read to their seal."""
         items: list[ReadItem] = []
         finished: list[str] = []
         budget = max_bytes
+        events = max_events
         for name in self.pending_segments():
-            if budget <= 0:
+            if budget <= 0 or events <= 0:
                 break
-            got, sealed = self._read_segment(name, budget)
+            got, sealed = self._read_segment(name, budget, events)
             items.extend(got)
             budget -= sum(item.size for item in got)
+            events -= sum(item.request.count for item in got)
             if sealed:
                 self.done.add(name)
                 finished.append(name)
         return items, finished
 
-    def _read_segment(self, name: str, budget: int) -> tuple[list[ReadItem], bool]:
+    def _read_segment(self, name: str, budget: int, events: int) -> tuple[list[ReadItem], bool]:
         path = self.directory / name
         offset = self.positions.get(name, 0)
         try:
@@ -82,7 +85,11 @@ class BufferReader:
                 sealed = True
                 self.positions[name] = frame.end
                 break
-            items.append(ReadItem(name, frame.end, frame.request(), frame.end - frame.start))
+            if events <= 0:
+                return items, False  # the batch is full: the rest waits for the next poll
+            request = frame.request()
+            items.append(ReadItem(name, frame.end, request, frame.end - frame.start))
+            events -= request.count
             self.positions[name] = frame.end
         if result.stop == "corrupt" and not sealed and is_sealed(path):
             # A sealed segment never has a torn tail (recovery cut it): this is damage on disk.

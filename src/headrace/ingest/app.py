@@ -263,14 +263,14 @@ class IngestApp:
                 await self.committer.commit(frame)
         except RequestRejected as exc:
             self.metrics.add(
-                m.key("headrace_events_rejected_total", source=source_id, reason=exc.reason)
+                m.key("headrace_requests_rejected_total", source=source_id, reason=exc.reason)
             )
             self._count_request(source_id, exc.status)
             await _error(send, exc)
             return
         except BufferFull as exc:
             self.metrics.add(
-                m.key("headrace_events_rejected_total", source=source_id, reason="buffer_full")
+                m.key("headrace_requests_rejected_total", source=source_id, reason="buffer_full")
             )
             self._count_request(source_id, 503)
             reply = {"error": "buffer_full", "message": str(exc)}

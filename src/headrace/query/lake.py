@@ -132,9 +132,13 @@ def _plan(
     return _Plan(sql, params, columns)
 
 
-def _select_list(columns: list[str]) -> str:
+def _select_list(columns: dict[str, str]) -> str:
+    # Timestamps come out as µs integers: formatting them here needs no time-zone library.
     parts = ["_id", "epoch_us(_received_at)", "epoch_us(_time)"]
-    parts += [quote_identifier(c) for c in columns]
+    parts += [
+        f"epoch_us({quote_identifier(c)})" if kind == "timestamp" else quote_identifier(c)
+        for c, kind in columns.items()
+    ]
     return ", ".join([*parts, "_extra"])
 
 
@@ -153,7 +157,7 @@ def _rows(
         if probe is None:
             return None
         names = list(probe.columns)
-        plan = _plan(db, catalog, lake_root, q, _select_list(names))
+        plan = _plan(db, catalog, lake_root, q, _select_list(probe.columns))
     finally:
         catalog.close()
     assert plan is not None
@@ -180,7 +184,7 @@ def _event(row: tuple[Any, ...], names: list[str], types: dict[str, str]) -> dic
         if types[name] == "json":
             value = _json_decoder.decode(value)
         elif types[name] == "timestamp":
-            value = value.isoformat().replace("+00:00", "Z")
+            value = iso(value)
         data[name] = value
     if row[-1]:
         data.update(_json_decoder.decode(row[-1]))
@@ -259,8 +263,8 @@ def _csv_value(value: Any, kind: str) -> Any:
         return ""
     if kind == "bool":
         return "true" if value else "false"
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+    if kind == "timestamp":
+        return iso(value)
     return value
 
 

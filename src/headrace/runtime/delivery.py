@@ -98,7 +98,10 @@ class DeliveryWorker:
             stopping = self.stop.is_set()
             got_any = False
             if not stopping and len(batch.events) < settings.max_events:
-                items, finished = self.reader.poll(max(settings.max_bytes - batch.bytes, 1))
+                items, finished = self.reader.poll(
+                    max(settings.max_bytes - batch.bytes, 1),
+                    settings.max_events - len(batch.events),
+                )
                 got_any = bool(items or finished)
                 self._add(batch, items, finished)
             now = time.monotonic()

@@ -23,7 +23,10 @@ METRICS: dict[str, tuple[str, str]] = {
         "counter",
         "Events committed to the buffer and acknowledged.",
     ),
-    "headrace_events_rejected_total": ("counter", "Events refused at ingest, by reason."),
+    "headrace_requests_rejected_total": (
+        "counter",
+        "Ingest requests refused, by reason (nothing of them was stored).",
+    ),
     "headrace_buffer_bytes": ("gauge", "Bytes held in the buffer's segment files."),
     "headrace_buffer_commits_total": ("counter", "Group commits (one fsync each) to the buffer."),
     "headrace_buffer_torn_tails_total": ("counter", "Torn segment tails found and cut off."),

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
+from headrace.buffer.segments import SegmentWriter
+from headrace.config.models import BatchSettings, RetrySettings
+from headrace.errors import TerminalSinkError, TransientSinkError
+from headrace.ids import new_base_id
+from headrace.runtime import state
+from headrace.runtime.delivery import DeliveryWorker
+from headrace.telemetry.metrics import Registry, key
+from headrace.types import Event, FailedRecord, WriteResult
+
+
+class RecordingSink:
+    """A sink that fails on demand: the runtime's retry and dead-letter paths need a seam."""
+
+    capabilities = frozenset({"append"})
+    commits_checkpoint = False
+
+    def __init__(self, failures: list[Exception] | None = None) -> None:
+        self.id = "out"
+        self.failures = list(failures or [])
+        self.batches: list[list[Event]] = []
+        self.refuse: set[int] = set()
+
+    def open(self) -> None: ...
+    def health(self) -> str | None:
+        return None
+
+    def maintain(self) -> None: ...
+    def close(self) -> None: ...
+
+    def write(self, events: list[Event], checkpoint: state.Checkpoint) -> WriteResult:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.batches.append(events)
+        return WriteResult(
+            [FailedRecord(e, "bad_row", "no") for e in events if e.data.get("n") in self.refuse]
+        )
+
+
+def fill(buffer_dir: Path, batches: list[list[dict[str, Any]]], source: str = "src") -> None:
+    import msgspec
+
+    w = SegmentWriter(buffer_dir, "w0", segment_bytes=1 << 20, segment_age=3600)
+    w.open()
+    for events in batches:
+        base = new_base_id().to_bytes(16, "big")
+        w.append(
+            [
+                encode_frame(
+                    BufferedRequest(
+                        time.time_ns() // 1000,
+                        base,
+                        "s",
+                        source,
+                        len(events),
+                        FORMAT_ARRAY,
+                        msgspec.json.encode(events),
+                    )
+                )
+            ]
+        )
+    w.close()
+
+
+def run_worker(
+    data_dir: Path,
+    sink: RecordingSink,
+    *,
+    until: Any,
+    retry: RetrySettings | None = None,
+    max_events: int = 1000,
+) -> tuple[DeliveryWorker, Registry]:
+    metrics = Registry()
+    stop = threading.Event()
+    conn = state.connect(data_dir / "state.db")
+    state.init_schema(conn)
+    worker = DeliveryWorker(
+        sink,
+        ["src"],
+        batch=BatchSettings(max_events=max_events, max_age=0.05),
+        retry=retry or RetrySettings(initial_backoff=0.01, max_backoff=0.02),
+        buffer_dir=data_dir / "buffer",
+        state_path=data_dir / "state.db",
+        metrics=metrics,
+        stop=stop,
+    )
+    worker.thread.start()
+    deadline = time.monotonic() + 10
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    worker.thread.join(10)
+    assert until(), "delivery did not reach the expected state"
+    return worker, metrics
+
+
+def delivered(sink: RecordingSink) -> list[int]:
+    return [e.data["n"] for batch in sink.batches for e in batch]
+
+
+def test_delivers_in_batches_and_saves_positions(data_dir: Path) -> None:
+    fill(data_dir / "buffer", [[{"n": i * 10 + k} for k in range(10)] for i in range(5)])
+    sink = RecordingSink()
+    run_worker(data_dir, sink, until=lambda: len(delivered(sink)) == 50, max_events=20)
+    assert sorted(delivered(sink)) == list(range(50))
+    assert max(len(b) for b in sink.batches) <= 20
+    again = RecordingSink()
+    run_worker(data_dir, again, until=lambda: True)
+    assert delivered(again) == []  # positions were saved: nothing is delivered twice
+
+
+def test_transient_failures_are_retried_then_delivered(data_dir: Path) -> None:
+    fill(data_dir / "buffer", [[{"n": 1}]])
+    sink = RecordingSink([TransientSinkError("down"), TransientSinkError("still down")])
+    _, metrics = run_worker(data_dir, sink, until=lambda: delivered(sink) == [1])
+    assert metrics.values[key("headrace_sink_retries_total", sink="out")] == 2
+
+
+def test_terminal_failures_and_refused_rows_go_to_dead_letters(data_dir: Path) -> None:
+    fill(data_dir / "buffer", [[{"n": 1}, {"n": 2}]])
+    sink = RecordingSink([TerminalSinkError("schema", "table is gone")])
+    run_worker(
+        data_dir,
+        sink,
+        until=lambda: state.list_dead_letters(state.connect(data_dir / "state.db")) != [],
+    )
+    (letter,) = [
+        dl
+        for dl in state.list_dead_letters(state.connect(data_dir / "state.db"))
+        if dl.reason == "schema"
+    ][:1]
+    assert (letter.sink, letter.error, letter.attempts) == ("out", "table is gone", 1)
+    fill(data_dir / "buffer", [[{"n": 3}, {"n": 4}]])
+    refusing = RecordingSink()
+    refusing.refuse = {4}
+    run_worker(
+        data_dir,
+        refusing,
+        until=lambda: len(state.list_dead_letters(state.connect(data_dir / "state.db"))) == 3,
+    )
+    reasons = sorted(
+        dl.reason for dl in state.list_dead_letters(state.connect(data_dir / "state.db"))
+    )
+    assert reasons == ["bad_row", "schema", "schema"]
+
+
+def test_attempt_limit_sends_the_batch_to_dead_letters(data_dir: Path) -> None:
+    fill(data_dir / "buffer", [[{"n": 1}]])
+    sink = RecordingSink([TransientSinkError("down")] * 5)
+    retry = RetrySettings(initial_backoff=0.001, max_backoff=0.001, max_attempts=3)
+    run_worker(
+        data_dir,
+        sink,
+        retry=retry,
+        until=lambda: state.list_dead_letters(state.connect(data_dir / "state.db")) != [],
+    )
+    (letter,) = state.list_dead_letters(state.connect(data_dir / "state.db"))
+    assert (letter.reason, letter.attempts) == ("retries_exhausted", 3)
+
+
+def test_events_of_other_sources_are_skipped_but_passed(data_dir: Path) -> None:
+    fill(data_dir / "buffer", [[{"n": 1}]], source="elsewhere")
+    fill(data_dir / "buffer", [[{"n": 2}]])
+    sink = RecordingSink()
+    run_worker(data_dir, sink, until=lambda: delivered(sink) == [2])
