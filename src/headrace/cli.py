@@ -457,20 +457,26 @@ def docs(kind: str, type_name: str | None) -> None:
     for name in names:
         model = registry.get(name)
         if model is None:
-            raise click.UsageError(
-                f'no {kind} type "{name}" (available: {", ".join(sorted(registry))})'
-            )
+            raise click.UsageError(f'no {kind} type "{name}" (available: {", ".join(sorted(registry))})')
         click.echo(f"{name}: {(model.__doc__ or '').strip()}")
-        for field_name, info in model.model_fields.items():
-            default = (
-                ""
-                if info.is_required()
-                else f" (default: {info.get_default(call_default_factory=True)!r})"
-            )
-            click.echo(f"  {field_name}{default}")
-            for line in (info.description or "").splitlines():
-                click.echo(f"      {line.strip()}")
+        _describe_fields(model, "  ")
         click.echo()
+
+
+def _describe_fields(model: Any, indent: str) -> None:
+    from pydantic import BaseModel
+
+    for field_name, info in model.model_fields.items():
+        nested = info.annotation if isinstance(info.annotation, type) else None
+        is_model = nested is not None and issubclass(nested, BaseModel)
+        default = ""
+        if not info.is_required() and not is_model:
+            default = f" (default: {info.get_default(call_default_factory=True)!r})"
+        click.echo(f"{indent}{field_name}{default}")
+        for line in (info.description or "").splitlines():
+            click.echo(f"{indent}    {line.strip()}")
+        if is_model:
+            _describe_fields(nested, indent + "    ")
 
 
 if __name__ == "__main__":  # pragma: no cover
