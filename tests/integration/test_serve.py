@@ -203,3 +203,26 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
         assert second.returncode == 1 and "another headrace serve is using" in second.stderr
     finally:
         assert server.stop() == 0
+
+
+SLOW_BATCH_CONFIG = """
+sources:
+  s: {type: http}
+sinks:
+  lake: {type: lake, inputs: [s], batch: {max_age: 1h}}
+"""
+
+
+def test_sigterm_delivers_the_batch_in_hand(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(SLOW_BATCH_CONFIG)
+    data_dir = tmp_path / "data"
+    server = ServerProcess(data_dir, config=config).start()
+    assert (
+        httpx.post(f"{server.url}/v1/streams/s/events", json=[{"n": 1}, {"n": 2}]).status_code
+        == 202
+    )
+    time.sleep(1)  # read into a batch that would wait an hour
+    assert server.stop() == 0
+    db = sqlite3.connect(data_dir / "state.db")
+    assert db.execute("SELECT SUM(rows) FROM lake_files").fetchone()[0] == 2

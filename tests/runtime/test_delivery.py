@@ -170,3 +170,24 @@ def test_events_of_other_sources_are_skipped_but_passed(data_dir: Path) -> None:
     fill(data_dir / "buffer", [[{"n": 2}]])
     sink = RecordingSink()
     run_worker(data_dir, sink, until=lambda: delivered(sink) == [2])
+
+
+def test_retention_removes_only_sealed_delivered_expired_segments(data_dir: Path) -> None:
+    import os
+
+    from headrace.buffer.segments import list_segments
+    from headrace.runtime.delivery import remove_expired_segments
+
+    buffer_dir = data_dir / "buffer"
+    fill(buffer_dir, [[{"n": 1}]])
+    fill(buffer_dir, [[{"n": 2}]])
+    old, new = list_segments(buffer_dir)
+    conn = state.connect(data_dir / "state.db")
+    state.init_schema(conn)
+    for name in (old, new):
+        os.utime(buffer_dir / name, (0, 0))  # both long past retention
+    state.Checkpoint("a", {old: 1, new: 1}, {old, new}).apply(conn)
+    state.Checkpoint("b", {old: 1}, {old}).apply(conn)  # sink b has not finished the new one
+    assert remove_expired_segments(buffer_dir, conn, ["a", "b"], retention=3600) == [old]
+    assert list_segments(buffer_dir) == [new]
+    assert remove_expired_segments(buffer_dir, conn, ["a", "b"], retention=3600) == []
