@@ -457,7 +457,9 @@ def docs(kind: str, type_name: str | None) -> None:
     for name in names:
         model = registry.get(name)
         if model is None:
-            raise click.UsageError(f'no {kind} type "{name}" (available: {", ".join(sorted(registry))})')
+            raise click.UsageError(
+                f'no {kind} type "{name}" (available: {", ".join(sorted(registry))})'
+            )
         click.echo(f"{name}: {(model.__doc__ or '').strip()}")
         _describe_fields(model, "  ")
         click.echo()

@@ -59,12 +59,21 @@ class _Problems:
 
 
 def _read_yaml(text: str, problems: _Problems) -> Any:
-    loader = yaml.SafeLoader(text)
+    """The document's data, or ``None`` (with a problem recorded) if it is not usable YAML."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text[: exc.position].count("\n") + 1
+        problems.items.append(
+            ConfigProblem("", f"not valid YAML: {exc.reason}", line, problems.file)
+        )
+        return None
     try:
         node = loader.get_single_node()
         if node is None:
             return {}
-        _record_lines(node, (), problems)
+        if not _record_lines(node, (), problems, set()):
+            return None
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
@@ -73,12 +82,20 @@ def _read_yaml(text: str, problems: _Problems) -> Any:
             ConfigProblem("", f"not valid YAML: {exc.problem}", line, problems.file)
         )
         return None
+    except yaml.YAMLError as exc:
+        problems.items.append(ConfigProblem("", f"not valid YAML: {exc}", None, problems.file))
+        return None
     finally:
         loader.dispose()
 
 
-def _record_lines(node: yaml.Node, path: PathKey, problems: _Problems) -> None:
+def _record_lines(node: yaml.Node, path: PathKey, problems: _Problems, enclosing: set[int]) -> bool:
+    """Map each path to its line; ``False`` if an alias refers to a node that encloses it."""
+    if id(node) in enclosing:
+        problems.add(path, "an alias refers to a mapping or list that contains it")
+        return False
     problems.lines[path] = node.start_mark.line + 1
+    inner = enclosing | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -87,11 +104,14 @@ def _record_lines(node: yaml.Node, path: PathKey, problems: _Problems) -> None:
                 problems.lines[(*path, key)] = key_node.start_mark.line + 1
                 problems.add((*path, key), "key appears twice")
             seen.add(key)
-            _record_lines(value_node, (*path, key), problems)
+            if not _record_lines(value_node, (*path, key), problems, inner):
+                return False
             problems.lines[(*path, key)] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record_lines(item, (*path, index), problems)
+            if not _record_lines(item, (*path, index), problems, inner):
+                return False
+    return True
 
 
 def _interpolate(value: Any, path: PathKey, env: Mapping[str, str], problems: _Problems) -> Any:
@@ -101,10 +121,11 @@ def _interpolate(value: Any, path: PathKey, env: Mapping[str, str], problems: _P
             if match.group(0) == "$$":
                 return "$"
             name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
+            value = env.get(name)
+            if default is not None and not value:  # as in a shell: unset or empty takes the default
                 return default
+            if value is not None:
+                return value
             problems.add(path, f"environment variable {name} is not set")
             return ""
 
@@ -221,7 +242,7 @@ def parse_pipeline(
     """Build a ``Pipeline`` from YAML text, or raise ``ConfigError`` listing every problem."""
     problems = _Problems(file, {})
     raw = _read_yaml(text, problems)
-    if problems.items:
+    if raw is None:  # not YAML: nothing more can be checked
         raise ConfigError(problems.items)
     if not isinstance(raw, dict):
         raise ConfigError([ConfigProblem("", "the pipeline file must be a mapping", 1, file)])

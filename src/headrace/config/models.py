@@ -9,6 +9,7 @@ its own module) and register it.
 from __future__ import annotations
 
 import re
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -44,7 +45,8 @@ def _parse_size(value: Any) -> Any:
         match = _SIZE.match(value)
         if not match:
             raise ValueError(f'"{value}" is not a size (examples: 512KiB, 10MiB, 2GiB)')
-        return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+        exact = Decimal(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+        return int(exact.to_integral_value(ROUND_HALF_UP))
     return value
 
 

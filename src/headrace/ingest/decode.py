@@ -6,7 +6,8 @@
 - Formats: one JSON object, a JSON array of objects, or NDJSON; ``auto`` tells them apart.
 - Depth and numbers: a cheap scan proves most bodies flat and their integers short; only bodies
   that might be deep or hold huge integers are walked.
-The body is stored as it arrived (after decompression); this module only checks it.
+The body is stored as it arrived (decompressed, leading whitespace and BOM removed); this module
+only checks it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from headrace.errors import RequestRejected
 _decoder = msgspec.json.Decoder()
 _BYTE_POSITION = re.compile(r"\(byte (\d+)\)")
 _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else i for i in range(256))
-_LONG_NUMBER = b"0" * 20  # 20 digits: the shortest run that may leave the 64-bit range
+_LONG_NUMBER = b"0" * 19  # 19 digits: the shortest run that may leave the 64-bit range
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 _CHUNK = 64 * 1024
 _WHITESPACE = b" \t\r\n"
@@ -46,7 +47,7 @@ def _inflate(body: bytes, wbits: int, cap: int, what: str) -> bytes:
     while data:
         inflater = zlib.decompressobj(wbits)
         pending = data
-        while pending:
+        while True:  # zlib may hold output after the last input byte: drain until it stops
             chunk = inflater.decompress(pending, _CHUNK)
             produced += len(chunk)
             if produced > cap:
@@ -58,9 +59,7 @@ def _inflate(body: bytes, wbits: int, cap: int, what: str) -> bytes:
                 )
             out.append(chunk)
             pending = inflater.unconsumed_tail
-            if inflater.eof:
-                break
-            if not chunk and not pending:
+            if inflater.eof or (not chunk and not pending):
                 break
         if not inflater.eof:
             raise RequestRejected(400, "decode_error", f"the {what} body is cut short")
@@ -113,8 +112,16 @@ class Decoded:
     body: bytes
 
 
-def _json_error(exc: Exception, line: int | None = None) -> RequestRejected:
+def _json_error(
+    exc: Exception, data: bytes, *, line: int | None = None, offset: int = 0
+) -> RequestRejected:
+    """A 400 for ``data`` that does not decode; ``offset`` is where ``data`` starts in the body."""
     text = str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        detail = {"position": offset + exc.start}
+        if line is not None:
+            detail["line"] = line
+        return RequestRejected(400, "invalid_json", "the body is not valid UTF-8", **detail)
     if isinstance(exc, msgspec.ValidationError):
         return RequestRejected(400, "number_out_of_range", f"a number is out of range: {text}")
     if isinstance(exc, RecursionError):
@@ -122,18 +129,26 @@ def _json_error(exc: Exception, line: int | None = None) -> RequestRejected:
     detail: dict[str, Any] = {}
     match = _BYTE_POSITION.search(text)
     if match:
-        detail["position"] = int(match.group(1))
+        position = int(match.group(1))
+        if "trailing characters" in text:
+            position -= 1  # msgspec names the byte after the offending one
+        detail["position"] = offset + position
+    elif "truncated" in text:
+        detail["position"] = offset + len(data)
     if line is not None:
         detail["line"] = line
         text = f"line {line}: {text}"
     return RequestRejected(400, "invalid_json", text, **detail)
 
 
-def _decode_json(data: bytes, line: int | None = None) -> Any:
+_JSON_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError)
+
+
+def _decode_json(data: bytes, *, line: int, offset: int) -> Any:
     try:
         return _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        raise _json_error(exc, line) from exc
+    except _JSON_ERRORS as exc:
+        raise _json_error(exc, data, line=line, offset=offset) from exc
 
 
 def _check_shape(value: Any, max_depth: int, depth: int = 1) -> None:
@@ -179,10 +194,12 @@ def parse_events(
     body = raw.lstrip(_WHITESPACE)
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:].lstrip(_WHITESPACE)
+    # Positions and line numbers in errors count what was stripped, as the sender sees them.
+    lead = len(raw) - len(body)
+    lead_lines = raw[:lead].count(b"\n")
     if not body:
         raise RequestRejected(400, "empty_body", "the body holds no events")
     fmt_name = _sniff(body, declared_format, content_type)
-    lines = 0
     if fmt_name == "json":
         try:
             value = _decoder.decode(body)
@@ -190,9 +207,9 @@ def parse_events(
             if declared_format == "auto" and "trailing characters" in str(exc) and body[:1] == b"{":
                 fmt_name = "ndjson"
             else:
-                raise _json_error(exc) from exc
-        except (msgspec.ValidationError, RecursionError) as exc:
-            raise _json_error(exc) from exc
+                raise _json_error(exc, body, offset=lead) from exc
+        except _JSON_ERRORS as exc:
+            raise _json_error(exc, body, offset=lead) from exc
     if fmt_name == "json":
         if type(value) is dict:
             fmt, events = FORMAT_OBJECT, [value]
@@ -212,13 +229,15 @@ def parse_events(
             )
     else:
         fmt, events = FORMAT_NDJSON, []
-        for lines, line in enumerate(body.split(b"\n"), start=1):
+        offset = lead
+        for number, line in enumerate(body.split(b"\n"), start=lead_lines + 1):
+            start, offset = offset, offset + len(line) + 1
             if not line.strip(_WHITESPACE):
                 continue
-            item = _decode_json(line, lines)
+            item = _decode_json(line, line=number, offset=start)
             if type(item) is not dict:
                 raise RequestRejected(
-                    400, "not_an_object", f"line {lines} is not a JSON object", line=lines
+                    400, "not_an_object", f"line {number} is not a JSON object", line=number
                 )
             events.append(item)
     if len(events) > limits.max_events:
