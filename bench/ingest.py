@@ -13,15 +13,20 @@ nothing) and to ``/v1/streams/bench/events`` (decoded, framed, written and fsync
 The figure per side is the mean over its rounds (p99: the worst round); the ratio is
 durable/noop. A Lua ``response`` callback counts non-2xx answers; any on a durable run, or any
 socket error, makes the script exit 1. After each durable run ``/metrics`` is read to report
-accepted events and buffer commits (one fsync each), i.e. events per fsync.
+accepted events and buffer commits (one fsync each), i.e. events per fsync. Each run starts
+once delivery has caught up with the previous durable run (``headrace_sink_backlog_bytes`` is 0),
+so a backlog never eats the CPU of the next run. Each run's line shows the CPU used by every
+server process and by wrk (Linux /proc), which shows how the connections were spread over the
+workers: the workers share one listening socket, so one of them may take most connections.
 
 wrk, the ingest workers and the delivery process share the machine's cores, so the absolute
 figures depend on ``--workers``, ``--connections`` and ``--threads``; compare ratios within a run.
+On a 2-core machine, ``-t 2 -c 64`` with 2 workers spread connections most evenly in our tries.
 
 Run from the repository root (needs ``wrk``: ``apt-get install wrk``)::
 
     .venv/bin/python bench/ingest.py                    # both scenarios, 10 s per run
-    .venv/bin/python bench/ingest.py --scenario single --duration 5 --connections 32
+    .venv/bin/python bench/ingest.py --scenario single --duration 5 --connections 128
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -39,7 +45,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -76,17 +82,19 @@ class Run:
 
     scenario: str
     side: str
+    events_per_request: int
     requests: int
     seconds: float
     p50_ms: float
     p99_ms: float
     non2xx: int
     socket_errors: int
-    events_per_request: int
+    counters: dict[str, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
-        return self.requests / self.seconds
+        """Successful (2xx) requests per second."""
+        return (self.requests - self.non2xx) / self.seconds
 
     @property
     def eps(self) -> float:
@@ -113,7 +121,7 @@ def free_port() -> int:
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (our own http URL)
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http URL we build)
         return int(resp.status), resp.read().decode()
 
 
@@ -152,7 +160,7 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 def metrics(port: int) -> dict[str, float]:
-    """Counters summed over their labels."""
+    """Every metric of ``/metrics``, summed over its labels."""
     totals: dict[str, float] = {}
     for line in http_get(f"http://{HOST}:{port}/metrics")[1].splitlines():
         match = re.match(r"^([a-z_]+)(?:\{[^}]*\})? ([0-9.eE+-]+)$", line)
@@ -161,18 +169,53 @@ def metrics(port: int) -> dict[str, float]:
     return totals
 
 
-def run_wrk(args: argparse.Namespace, lua: Path, path: str, seconds: float) -> dict[str, int]:
-    cmd = ["wrk", "--latency", "-t", str(args.threads), "-c", str(args.connections)]
-    cmd += [
-        "-d",
-        f"{seconds:g}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(lua),
-        f"http://{HOST}:{args.port}{path}",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+def wait_drained(port: int, timeout: float) -> None:
+    """Wait until delivery has caught up, so its backlog does not eat the next run's CPU."""
+    start = time.monotonic()
+    while metrics(port).get("headrace_sink_backlog_bytes", 0.0) > 0:
+        if time.monotonic() - start > timeout:
+            print(f"  warning: delivery backlog not drained after {timeout:g}s", flush=True)
+            return
+        time.sleep(0.5)
+    if time.monotonic() - start > 1:
+        print(f"  (delivery caught up after {time.monotonic() - start:.0f}s)", flush=True)
+
+
+def server_processes(server_pid: int) -> dict[str, int]:
+    """The server's children by role (Linux /proc; spawn order: delivery, then the workers)."""
+    try:
+        children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+        labels: dict[str, int] = {}
+        for pid in sorted(map(int, children)):
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                labels["delivery" if not labels else f"w{len(labels) - 1}"] = pid
+        return labels
+    except OSError:
+        return {}
+
+
+def cpu_seconds(procs: dict[str, int]) -> dict[str, float]:
+    """User+system CPU seconds of each process, and of reaped children (wrk) as ``wrk``."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = {"wrk": usage.ru_utime + usage.ru_stime}
+    for label, pid in procs.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[label] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def run_wrk(args: argparse.Namespace, lua: Path, path: str, seconds: int) -> dict[str, int]:
+    cmd = [args.wrk, "--latency", "-t", str(args.threads), "-c", str(args.connections)]
+    cmd += ["-d", f"{seconds}s", "--timeout", "10s", "-s", str(lua)]
+    proc = subprocess.run(
+        [*cmd, f"http://{HOST}:{args.port}{path}"], capture_output=True, text=True
+    )
+    out = proc.stdout
+    if proc.returncode != 0:
+        sys.exit(f"wrk failed ({proc.returncode}): {proc.stderr}{out}")
     line = next((x for x in out.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
         sys.exit(f"no BENCH line in wrk output:\n{out}")
@@ -182,55 +225,62 @@ def run_wrk(args: argparse.Namespace, lua: Path, path: str, seconds: float) -> d
 def measure(args: argparse.Namespace, scenario: str, lua: Path, events: int) -> list[Run]:
     sides = {"noop": NOOP_PATH, "durable": DURABLE_PATH}
     for side, path in sides.items():
-        print(f"  warm-up {scenario}/{side} {args.warmup:g}s", flush=True)
+        wait_drained(args.port, args.drain_timeout)
+        print(f"  warm-up {scenario}/{side} {args.warmup}s", flush=True)
         run_wrk(args, lua, path, args.warmup)
     runs: list[Run] = []
     for round_no in range(1, args.rounds + 1):
         for side, path in sides.items():
-            before = metrics(args.port) if side == "durable" else {}
+            wait_drained(args.port, args.drain_timeout)
+            procs = server_processes(args.server_pid)
+            before, cpu0 = metrics(args.port), cpu_seconds(procs)
             r = run_wrk(args, lua, path, args.duration)
+            cpu1 = cpu_seconds(procs)
             run = Run(
                 scenario,
                 side,
+                events,
                 r["requests"],
                 r["duration_us"] / 1e6,
                 r["p50_us"] / 1e3,
                 r["p99_us"] / 1e3,
                 r["non2xx"],
                 r["socket_errors"],
-                events,
             )
+            used = {k: (cpu1[k] - cpu0[k]) / run.seconds for k in sorted(cpu1) if k in cpu0}
+            cpu = " ".join(f"{k}={v:.0%}" for k, v in used.items())
+            workers = [v for k, v in used.items() if k.startswith("w") and k != "wrk"]
+            if len(workers) > 1 and min(workers) < 0.25 * max(workers):
+                cpu += "  <- connections unevenly spread over the workers"
             note = ""
             if side == "durable":
                 time.sleep(2.0)  # workers publish their counters about once a second
                 after = metrics(args.port)
-                accepted = after.get("headrace_events_accepted_total", 0) - before.get(
-                    "headrace_events_accepted_total", 0
-                )
-                commits = after.get("headrace_buffer_commits_total", 0) - before.get(
-                    "headrace_buffer_commits_total", 0
-                )
-                per = accepted / commits if commits else float("nan")
-                note = f"  accepted={accepted:.0f} commits={commits:.0f} events/fsync={per:.1f}"
+                for name in ("headrace_events_accepted_total", "headrace_buffer_commits_total"):
+                    run.counters[name] = after.get(name, 0.0) - before.get(name, 0.0)
+                accepted, commits = run.counters.values()
+                note = f" accepted={accepted:.0f} commits={commits:.0f}"
+                note += f" events/fsync={accepted / max(commits, 1):.1f}"
             print(
-                f"  round {round_no} {scenario}/{side}: {run.rps:,.0f} req/s "
-                f"{run.eps:,.0f} ev/s p99={run.p99_ms:.2f}ms non2xx={run.non2xx} "
-                f"sock_err={run.socket_errors}{note}",
+                f"  round {round_no} {scenario}/{side}: {run.rps:,.0f} req/s {run.eps:,.0f} ev/s"
+                f" p99={run.p99_ms:.2f}ms non2xx={run.non2xx} sock_err={run.socket_errors}"
+                f"{note}\n    cpu (100% = one core): {cpu}",
                 flush=True,
             )
             runs.append(run)
-            time.sleep(0.5)
     return runs
 
 
 def report(args: argparse.Namespace, runs: list[Run], sizes: dict[str, int], wrk: str) -> int:
     print("\n== method ==")
-    print(f"wrk: {wrk}; -t {args.threads} -c {args.connections} -d {args.duration:g}s --latency")
+    print(f"wrk: {wrk}; -t {args.threads} -c {args.connections} -d {args.duration}s --latency")
     print(f"server: headrace serve --workers {args.workers} (+1 delivery process) on {HOST}")
     print(
-        f"cores: {os.cpu_count()}; warm-up {args.warmup:g}s per side; {args.rounds} rounds "
+        f"cores: {os.cpu_count()}; warm-up {args.warmup}s per side; {args.rounds} rounds "
         "alternating noop/durable; rate = mean of rounds, p99 = worst round"
     )
+    print("each run starts after delivery has drained the previous durable run's backlog")
+    print("req/s and events/s count 2xx answers only; wrk latency is not corrected for omission")
     print("bodies: " + ", ".join(f"{k} {v} bytes" for k, v in sizes.items()))
     print("\n== results ==")
     head = f"{'scenario':<8} {'side':<8} {'req/s':>10} {'events/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'non2xx':>7}"
@@ -254,6 +304,13 @@ def report(args: argparse.Namespace, runs: list[Run], sizes: dict[str, int], wrk
                 status = 1
             if any(r.socket_errors for r in group):
                 status = 1
+        durable = [r for r in runs if r.scenario == scenario and r.side == "durable"]
+        accepted = sum(r.counters.get("headrace_events_accepted_total", 0.0) for r in durable)
+        commits = sum(r.counters.get("headrace_buffer_commits_total", 0.0) for r in durable)
+        print(
+            f"{scenario:<8} /metrics over durable runs: {accepted:,.0f} events accepted, "
+            f"{commits:,.0f} buffer commits (fsyncs), {accepted / max(commits, 1):,.1f} events/fsync"
+        )
         ratio = mean["durable"] / mean["noop"]
         if scenario == "single":
             verdict = f"target >= 0.80x: {'met' if ratio >= 0.8 else 'NOT met'}"
@@ -261,6 +318,8 @@ def report(args: argparse.Namespace, runs: list[Run], sizes: dict[str, int], wrk
             verdict = (
                 f"target >= 500,000 events/s: {'met' if mean['durable'] >= 500_000 else 'NOT met'}"
             )
+        if any(r.non2xx or r.socket_errors for r in durable):
+            verdict = "not valid: the durable runs had errors"
         print(f"{scenario:<8} ratio durable/noop = {ratio:.2f}x  ({verdict})")
     if status:
         print("\nFAILED: durable runs returned non-2xx answers or wrk saw socket errors")
@@ -271,16 +330,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark headrace's durable HTTP ingest against its /_noop ceiling with wrk.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Example: .venv/bin/python bench/ingest.py --scenario single --duration 5",
     )
-    parser.add_argument("--scenario", choices=["single", "batch", "all"], default="all")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per side")
+    parser.add_argument(
+        "--scenario",
+        choices=["single", "batch", "all"],
+        default="all",
+        help=f"single: one ~150-byte event per POST; batch: {BATCH_SIZE}-event JSON arrays",
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per side")
     parser.add_argument("--rounds", type=int, default=2, help="noop+durable pairs per scenario")
     parser.add_argument("--connections", type=int, default=64, help="wrk -c")
-    parser.add_argument("--threads", type=int, default=1, help="wrk -t")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--workers", type=int, default=2, help="headrace ingest worker processes")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=180.0,
+        help="longest wait for delivery to catch up before a run",
+    )
     args = parser.parse_args()
-    wrk = shutil.which("wrk")
+    if min(args.duration, args.warmup, args.rounds, args.connections, args.threads) < 1:
+        parser.error("--duration, --warmup, --rounds, --connections and --threads must be >= 1")
+    wrk = args.wrk = shutil.which("wrk")
     if wrk is None:
         print(
             "wrk not found: install it with `apt-get install wrk` (Debian/Ubuntu)", file=sys.stderr
@@ -303,6 +376,7 @@ def main() -> int:
             luas[name] = tmp / f"{name}.lua"
             luas[name].write_text(LUA.replace("@BODY@", json.dumps(str(tmp / f"{name}.json"))))
         server = start_server(args, tmp / "data", tmp / "server.log")
+        args.server_pid = server.pid
         print(f"server pid {server.pid} on {HOST}:{args.port}, data in {tmp / 'data'}", flush=True)
         runs: list[Run] = []
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from serverproc import ServerProcess
 
 
@@ -226,3 +227,23 @@ def test_sigterm_delivers_the_batch_in_hand(tmp_path: Path) -> None:
     assert server.stop() == 0
     db = sqlite3.connect(data_dir / "state.db")
     assert db.execute("SELECT SUM(rows) FROM lake_files").fetchone()[0] == 2
+
+
+def test_children_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    data_dir = tmp_path / "data"
+    server = ServerProcess(data_dir).start()
+    children = server.children()
+    assert len(children) == 3
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGKILL)  # only the supervisor
+    server.proc.wait()
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+    assert eventually(gone), "orphaned workers kept running"
+    server.start()  # and the data dir is free for a new server
+    assert server.stop() == 0

@@ -77,9 +77,10 @@ def _read_yaml(text: str, problems: _Problems) -> Any:
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
         problems.items.append(
-            ConfigProblem("", f"not valid YAML: {exc.problem}", line, problems.file)
+            ConfigProblem(
+                "", f"not valid YAML: {exc.problem}", mark.line + 1 if mark else None, problems.file
+            )
         )
         return None
     except yaml.YAMLError as exc:

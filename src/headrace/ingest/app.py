@@ -277,6 +277,14 @@ class IngestApp:
             extra = [(b"retry-after", str(exc.retry_after).encode())]
             await _send(send, 503, _json.encode(reply), JSON_HEADERS + extra)
             return
+        except Exception:
+            log.exception("ingest into %s failed unexpectedly; nothing was stored", source_id)
+            self._count_request(source_id, 500)
+            await _error(
+                send,
+                RequestRejected(500, "internal_error", "the request failed; nothing was stored"),
+            )
+            return
         self.metrics.add(m.key("headrace_events_accepted_total", source=source_id), count)
         self._count_request(source_id, route.source.success_status)
         if route.source.success_body is not None:

@@ -117,16 +117,14 @@ def _json_error(
 ) -> RequestRejected:
     """A 400 for ``data`` that does not decode; ``offset`` is where ``data`` starts in the body."""
     text = str(exc)
+    detail: dict[str, Any] = {} if line is None else {"line": line}
     if isinstance(exc, UnicodeDecodeError):
-        detail = {"position": offset + exc.start}
-        if line is not None:
-            detail["line"] = line
+        detail["position"] = offset + exc.start
         return RequestRejected(400, "invalid_json", "the body is not valid UTF-8", **detail)
     if isinstance(exc, msgspec.ValidationError):
         return RequestRejected(400, "number_out_of_range", f"a number is out of range: {text}")
     if isinstance(exc, RecursionError):
         return RequestRejected(400, "too_deep", "the JSON nests too deeply")
-    detail: dict[str, Any] = {}
     match = _BYTE_POSITION.search(text)
     if match:
         position = int(match.group(1))
@@ -136,7 +134,6 @@ def _json_error(
     elif "truncated" in text:
         detail["position"] = offset + len(data)
     if line is not None:
-        detail["line"] = line
         text = f"line {line}: {text}"
     return RequestRejected(400, "invalid_json", text, **detail)
 

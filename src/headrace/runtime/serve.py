@@ -52,6 +52,18 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this child if the supervisor dies, so no orphan keeps serving."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the supervisor died before the request above took effect
+        raise SystemExit(0)
+
+
 def ingest_main(
     pipeline: Pipeline,
     data_dir: Path,
@@ -65,6 +77,7 @@ def ingest_main(
 
     from headrace.ingest.app import IngestApp
 
+    _die_with_parent()
     setup_logging(**log_cfg)
     app = IngestApp(pipeline, data_dir, writer_name=f"w{slot}", noop_endpoint=noop)
     config = uvicorn.Config(
@@ -84,10 +97,21 @@ def delivery_main(pipeline: Pipeline, data_dir: Path, log_cfg: dict[str, Any]) -
     """Entry point of the delivery process."""
     from headrace.runtime.delivery_process import run_delivery
 
+    _die_with_parent()
     setup_logging(**log_cfg)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    # One delivery process per data dir, ever: an orphan from a killed supervisor must have
+    # drained and exited before this one reads the buffer.
+    lock_fd = os.open(data_dir / "delivery.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    while True:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if stop.wait(0.2):
+                return
     run_delivery(pipeline, data_dir, stop)
 
 
