@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from serverproc import ServerProcess
 
 from headrace.config.models import default_pipeline
 from headrace.query.lake import LakeQuery, export_csv
+from serverproc import ServerProcess
 
 
 def stored_ids(data_dir: Path, stream: str) -> list[str]:

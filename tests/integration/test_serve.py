@@ -236,7 +236,7 @@ def test_children_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     server = ServerProcess(data_dir).start()
     children = server.children()
-    assert len(children) == 3
+    assert len(children) >= 3  # two ingest workers, delivery (and multiprocessing's tracker)
     assert server.proc is not None
     os.kill(server.proc.pid, signal.SIGKILL)  # only the supervisor
     server.proc.wait()

@@ -199,3 +199,12 @@ def test_query_pages_newest_first_with_a_cursor(data_dir: Path) -> None:
         data_dir, "lake", lake.config, "clicks", [("since", str(T0 + 20)), ("until", str(T0 + 22))]
     )
     assert [e["id"] for e in since["events"]] == ["id-00021", "id-00020"]
+
+
+def test_size_tiers_keep_merged_files_apart_from_small_ones() -> None:
+    from headrace.sinks.lake import size_tier
+
+    kib = 1024
+    assert [
+        size_tier(s) for s in (0, 255 * kib, 256 * kib, 2047 * kib, 2048 * kib, 16 * 1024 * kib)
+    ] == [0, 0, 1, 1, 2, 3]

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -51,6 +52,14 @@ class Route:
     source: HttpSource
     stream: str | None
     limits: Limits
+
+    @cached_property
+    def header_names(self) -> frozenset[bytes]:
+        """The request headers ingest reads for this route."""
+        names = {b"content-encoding", b"content-type", b"content-length"}
+        if self.source.id_header:
+            names.add(self.source.id_header.lower().encode("latin-1"))
+        return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,23 @@ class Router:
         return None
 
 
+@dataclass(frozen=True)
+class _SourceKeys:
+    """Metric keys of one source, built once (the ingest path is hot)."""
+
+    received: m.Key
+    accepted: m.Key
+    succeeded: m.Key
+
+    @classmethod
+    def of(cls, source_id: str, status: int) -> _SourceKeys:
+        return cls(
+            m.key("headrace_events_received_total", source=source_id),
+            m.key("headrace_events_accepted_total", source=source_id),
+            m.key("headrace_requests_total", source=source_id, status=str(status)),
+        )
+
+
 class IngestApp:
     """The ASGI application of one ingest worker."""
 
@@ -128,6 +154,9 @@ class IngestApp:
             ),
         )
         self.metrics = m.Registry()
+        self._keys = {
+            sid: _SourceKeys.of(sid, src.success_status) for sid, src in pipeline.sources.items()
+        }
         self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
 
@@ -233,7 +262,7 @@ class IngestApp:
                     "invalid_stream",
                     "stream names use letters, digits, '_', '.' and '-' (at most 128)",
                 )
-            headers = _headers(scope)
+            headers = _headers(scope, route.header_names)
             raw = await _read_body(receive, headers, route.limits.max_body_bytes)
             received_at_us = time.time_ns() // 1000
             body = decompress(raw, headers.get("content-encoding"), route.limits)
@@ -244,7 +273,8 @@ class IngestApp:
                 limits=route.limits,
             )
             count = len(decoded.events)
-            self.metrics.add(m.key("headrace_events_received_total", source=source_id), count)
+            keys = self._keys[source_id]
+            self.metrics.add(keys.received, count)
             base = new_base_id(received_at_us // 1000)
             ids = _explicit_ids(route.source, headers, decoded.events, base)
             if count:
@@ -285,8 +315,8 @@ class IngestApp:
                 RequestRejected(500, "internal_error", "the request failed; nothing was stored"),
             )
             return
-        self.metrics.add(m.key("headrace_events_accepted_total", source=source_id), count)
-        self._count_request(source_id, route.source.success_status)
+        self.metrics.add(keys.accepted, count)
+        self.metrics.add(keys.succeeded)
         if route.source.success_body is not None:
             await _send(
                 send,
@@ -387,8 +417,9 @@ def _explicit_ids(
     return None
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+def _headers(scope: Scope, wanted: frozenset[bytes]) -> dict[str, str]:
+    # ASGI servers give header names in lower case; only the few ingest reads are decoded.
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
 
 
 async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
@@ -418,11 +449,13 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
 async def _send(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
+    # A Content-Length spares the server chunked encoding.
+    length = (b"content-length", str(len(body)).encode())
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": headers if headers is not None else JSON_HEADERS,
+            "headers": [*(headers if headers is not None else JSON_HEADERS), length],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -1,8 +1,9 @@
 """``headrace serve``: a supervisor, N ingest worker processes and one delivery process.
 
 The supervisor takes an exclusive lock on the data directory, seals segments left by writers that
-died, binds the listening socket and starts the children (spawned, so each is a clean
-interpreter). Ingest workers share the socket; each writes its own buffer segment. The delivery
+died, reserves the port and starts the children (spawned, so each is a clean
+interpreter). Each ingest worker listens on the port with its own SO_REUSEPORT socket (the kernel
+spreads connections evenly) and writes its own buffer segment. The delivery
 process owns the sinks. A child that dies is restarted; repeated early deaths stop the server.
 On SIGTERM or SIGINT the ingest workers stop first (finishing in-flight requests, so nothing
 acknowledged is missing), then the delivery process drains its batches.
@@ -68,17 +69,23 @@ def ingest_main(
     pipeline: Pipeline,
     data_dir: Path,
     slot: int,
-    sock: socket.socket,
+    address: tuple[str, int],
     noop: bool,
     log_cfg: dict[str, Any],
 ) -> None:
     """Entry point of an ingest worker process."""
+    import sys
+
     import uvicorn
 
     from headrace.ingest.app import IngestApp
 
     _die_with_parent()
     setup_logging(**log_cfg)
+    # The group-commit thread must get the GIL back soon after its fsync returns, or every
+    # request waiting on that commit waits up to the default 5 ms switch interval too.
+    sys.setswitchinterval(0.0002)
+    sock = listen_socket(*address)
     app = IngestApp(pipeline, data_dir, writer_name=f"w{slot}", noop_endpoint=noop)
     config = uvicorn.Config(
         app,
@@ -135,14 +142,32 @@ class ServeOptions:
     log_cfg: dict[str, Any] = field(default_factory=dict)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """The listening socket the ingest workers share."""
+def _port_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
+    return sock
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Hold the port for the workers (bound, not listening: it takes no connections)."""
+    # A plain bind first: with SO_REUSEPORT alone, a second server of the same user would
+    # silently share the port instead of failing with "address in use".
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = int(probe.getsockname()[1])
+    return _port_socket(host, port)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A worker's own listening socket on the shared port; the kernel spreads connections
+    evenly over the workers' sockets (SO_REUSEPORT)."""
+    sock = _port_socket(host, port)
     sock.listen(4096)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -157,7 +182,8 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
         if recovery.torn_bytes:
             startup_metrics.add(m.key("headrace_buffer_torn_tails_total"))
     m.write_snapshot(data_dir / "run", "supervisor", startup_metrics)
-    sock = bind_socket(options.host, options.port)
+    sock = reserve_port(options.host, options.port)
+    address = (options.host, int(sock.getsockname()[1]))
     workers = options.workers or os.cpu_count() or 1
     ctx = multiprocessing.get_context("spawn")
     stopping = threading.Event()
@@ -179,7 +205,7 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
             f"ingest-{slot}",
             lambda slot=slot: ctx.Process(
                 target=ingest_main,
-                args=(pipeline, data_dir, slot, sock, options.noop_endpoint, options.log_cfg),
+                args=(pipeline, data_dir, slot, address, options.noop_endpoint, options.log_cfg),
                 name=f"headrace-ingest-{slot}",
             ),
         )

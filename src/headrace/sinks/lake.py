@@ -393,28 +393,38 @@ class LakeSink:
         if not settings.enabled or time.monotonic() - self._last_compaction < settings.interval:
             return
         self._last_compaction = time.monotonic()
-        candidates = conn.execute(
-            "SELECT stream, partition FROM lake_files WHERE sink = ? AND bytes < ? "
-            "GROUP BY stream, partition HAVING COUNT(*) >= ?",
-            (self.id, settings.small_file_bytes, settings.min_files),
+        small = conn.execute(
+            "SELECT stream, partition, path, bytes FROM lake_files WHERE sink = ? AND bytes < ? "
+            "ORDER BY created_us",
+            (self.id, settings.small_file_bytes),
         ).fetchall()
-        for stream, partition in candidates:
+        tiers: dict[tuple[str, str, int], list[str]] = defaultdict(list)
+        for stream, partition, path, size in small:
+            tiers[(stream, partition, size_tier(size))].append(path)
+        for (stream, partition, _tier), paths in tiers.items():
+            if len(paths) < settings.min_files:
+                continue
             try:
-                self.compact(conn, stream, partition)
+                self.compact(conn, stream, partition, paths)
             except Exception:
                 log.exception("lake %s: compacting %s/%s failed", self.id, stream, partition)
 
-    def compact(self, conn: sqlite3.Connection, stream: str, partition: str) -> int:
-        """Merge the partition's small files into one, dropping repeated ids; returns files merged."""
+    def compact(
+        self, conn: sqlite3.Connection, stream: str, partition: str, paths: list[str] | None = None
+    ) -> int:
+        """Merge files of a partition (``paths``, else all its small ones) into one, dropping
+        repeated ids; returns how many files were merged."""
         import duckdb
 
         settings = self.config.compaction
-        rows = conn.execute(
-            "SELECT path FROM lake_files WHERE sink = ? AND stream = ? AND partition = ? "
-            "AND bytes < ? ORDER BY created_us",
-            (self.id, stream, partition, settings.small_file_bytes),
-        ).fetchall()
-        old = [row[0] for row in rows]
+        if paths is None:
+            rows = conn.execute(
+                "SELECT path FROM lake_files WHERE sink = ? AND stream = ? AND partition = ? "
+                "AND bytes < ? ORDER BY created_us",
+                (self.id, stream, partition, settings.small_file_bytes),
+            ).fetchall()
+            paths = [row[0] for row in rows]
+        old = paths
         if len(old) < 2:
             return 0
         name = f"{event_id(new_base_id(), 0)}.parquet"
@@ -488,6 +498,17 @@ class LakeSink:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / rel).unlink()
             conn.execute("DELETE FROM lake_garbage WHERE path = ?", (rel,))
+
+
+def size_tier(size: int) -> int:
+    """Files within a factor of 8 in size share a tier; compaction merges within a tier, so a
+    merged file is rewritten again only once enough files of its own size have gathered."""
+    tier = 0
+    limit = 256 * 1024
+    while size >= limit:
+        tier += 1
+        limit *= 8
+    return tier
 
 
 def _string_array(values: list[str]) -> Any:

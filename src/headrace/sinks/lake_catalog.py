@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 LAKE_SCHEMA = """
@@ -128,5 +129,11 @@ def parse_time_us(value: Any, fmt: str = "auto") -> int | None:
 
 def partition_of(time_us: int) -> str:
     """``dt=YYYY-MM-DD/hour=HH`` of a time in µs."""
-    moment = datetime.fromtimestamp(time_us / 1_000_000, tz=UTC)
+    return _partition_of_hour(time_us // 3_600_000_000)
+
+
+@lru_cache(maxsize=8192)
+def _partition_of_hour(hour: int) -> str:
+    # Formatting a datetime per event was a fifth of delivery's time; an hour is formatted once.
+    moment = datetime.fromtimestamp(hour * 3600, tz=UTC)
     return f"dt={moment:%Y-%m-%d}/hour={moment:%H}"
