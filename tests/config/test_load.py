@@ -52,6 +52,13 @@ def problems_of(text: str, env: Mapping[str, str] | None = None) -> list[ConfigP
     return info.value.problems
 
 
+def raw_problems_of(text: str, file: str | None = None) -> list[ConfigProblem]:
+    """The problems of ``text`` taken exactly as given (no dedent), with an empty environment."""
+    with pytest.raises(ConfigError) as info:
+        parse_pipeline(text, file=file, env={})
+    return info.value.problems
+
+
 def by_path(problems: list[ConfigProblem]) -> dict[str, ConfigProblem]:
     """Problems keyed by path; fails on two problems at one path so tests stay unambiguous."""
     keyed = {p.path: p for p in problems}
@@ -1065,27 +1072,21 @@ def test_invalid_yaml_is_reported_with_its_line() -> None:
 
 def test_bad_indentation_is_reported_with_its_line() -> None:
     text = "sources:\n  web:\n    type: http\n   path: /a\n"
-    with pytest.raises(ConfigError) as info:
-        parse_pipeline(text, env={})
-    (problem,) = info.value.problems
+    (problem,) = raw_problems_of(text)
     assert problem.message.startswith("not valid YAML:")
     assert problem.line == 4
 
 
 def test_several_yaml_documents_are_rejected() -> None:
     text = "a: 1\n---\nb: 2\n"
-    with pytest.raises(ConfigError) as info:
-        parse_pipeline(text, env={})
-    (problem,) = info.value.problems
+    (problem,) = raw_problems_of(text)
     assert problem.message.startswith("not valid YAML:")
     assert problem.line == 2
 
 
 def test_python_tags_are_refused_as_invalid_yaml() -> None:
     text = "sources: !!python/object/apply:os.system ['true']\n"
-    with pytest.raises(ConfigError) as info:
-        parse_pipeline(text, env={})
-    (problem,) = info.value.problems
+    (problem,) = raw_problems_of(text)
     assert problem.message.startswith("not valid YAML:")
     assert problem.line == 1
 
