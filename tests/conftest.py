@@ -5,6 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from serverproc import kill_leftovers
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_servers() -> Iterator[None]:
+    yield
+    kill_leftovers()
+
 
 @pytest.fixture
 def anyio_backend() -> str:

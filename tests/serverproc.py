@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,6 +19,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+RUNNING: list[ServerProcess] = []
+
+
+def kill_leftovers() -> None:
+    """SIGKILL every server a test started and left running (a failed assertion, say)."""
+    while RUNNING:
+        server = RUNNING.pop()
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
 
 
 class ServerProcess:
@@ -49,6 +61,7 @@ class ServerProcess:
             args += ["--config", str(self.config)]
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        RUNNING.append(self)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -76,7 +89,8 @@ class ServerProcess:
     def kill(self) -> None:
         """SIGKILL the supervisor and every child: a crash with no chance to clean up."""
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
     def stop(self, timeout: float = 60.0) -> int:

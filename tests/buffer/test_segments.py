@@ -186,3 +186,14 @@ async def test_a_full_buffer_refuses_before_writing(tmp_path: Path) -> None:
     committer.stop()
     items, _ = BufferReader(tmp_path, {}, set()).poll(1 << 24)
     assert len(items) == 1
+
+
+def test_ids_are_unique_and_time_ordered_across_many_requests() -> None:
+    import uuid
+
+    bases = [new_base_id(1_700_000_000_000 + n // 1000) for n in range(5000)]
+    assert len(set(bases)) == 5000
+    ids = [event_ids(b, 3) for b in bases]
+    assert all(uuid.UUID(i).version == 7 for group in ids for i in group)
+    ms = [int(group[0].replace("-", "")[:12], 16) for group in ids]
+    assert ms == sorted(ms)

@@ -124,6 +124,9 @@ class StreamSchema(Model):
     Undeclared fields get a type on first sight (schema evolution) and never get dropped."""
 
 
+_NO_SCHEMA = StreamSchema()
+
+
 class BatchSettings(Model):
     """When a delivery batch is handed to a sink: whichever limit is reached first."""
 
@@ -182,7 +185,7 @@ class LakeSink(Model):
 
     def schema_for(self, stream: str) -> StreamSchema:
         """The stream's schema settings (``"*"`` when it has none of its own)."""
-        return self.streams.get(stream) or self.streams.get("*") or StreamSchema()
+        return self.streams.get(stream) or self.streams.get("*") or _NO_SCHEMA
 
 
 class LocalBuffer(Model):
