@@ -65,7 +65,27 @@ def parse(
     content_type: str | None = "application/json",
     limits: Limits = DEFAULTS,
 ) -> Decoded:
-    return parse_events(raw, declared_format=fmt, content_type=content_type, limits=limits)
+    """Parse on both paths, skimming (values not built) and decoding; they must agree."""
+
+    def run(need_values: bool) -> Decoded | RequestRejected:
+        try:
+            return parse_events(
+                raw, declared_format=fmt, content_type=content_type, limits=limits,
+                need_values=need_values,
+            )  # fmt: skip
+        except RequestRejected as exc:
+            return exc
+
+    skimmed, decoded = run(False), run(True)
+    if isinstance(decoded, RequestRejected):
+        assert isinstance(skimmed, RequestRejected), "skimming accepted what decoding refuses"
+        assert (skimmed.status, skimmed.reason, skimmed.detail) == (
+            decoded.status, decoded.reason, decoded.detail,
+        )  # fmt: skip
+        raise decoded
+    assert not isinstance(skimmed, RequestRejected), f"skimming refused: {skimmed}"
+    assert (skimmed.fmt, skimmed.count, skimmed.body) == (decoded.fmt, decoded.count, decoded.body)
+    return decoded
 
 
 def refused(
@@ -787,3 +807,20 @@ def test_decompressed_gzip_body_parses_into_events() -> None:
     assert decoded.fmt == FORMAT_NDJSON
     assert len(decoded.events) == 50
     assert decoded.events[0] == {"event": "click", "user": 42, "tags": ["a", "b"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "skimmed"),
+    [
+        (b'[{"a":1},{"b":"x"}]', True),
+        (b'{"a":1}', True),
+        (b'[{"a":{"b":1}}]', False),  # nested: depth is checked on values
+        (b'[{"a":12345678901234567890}]', False),  # may be out of range
+        (b'[{"a":1.5E+300}]', False),
+        (b'{"a":1}\n{"a":2}', False),  # NDJSON
+    ],
+)
+def test_flat_bodies_are_checked_without_building_values(body: bytes, skimmed: bool) -> None:
+    decoded = parse_events(body, declared_format="auto", content_type=None, limits=DEFAULTS)
+    assert (decoded.events is None) is skimmed
+    assert decoded.count == parse(body).count

@@ -271,12 +271,13 @@ class IngestApp:
                 declared_format=route.source.format,
                 content_type=headers.get("content-type"),
                 limits=route.limits,
+                need_values=route.source.id_field is not None,
             )
-            count = len(decoded.events)
+            count = decoded.count
             keys = self._keys[source_id]
             self.metrics.add(keys.received, count)
             base = new_base_id(received_at_us // 1000)
-            ids = _explicit_ids(route.source, headers, decoded.events, base)
+            ids = _explicit_ids(route.source, headers, decoded.events or [], count, base)
             if count:
                 frame = encode_frame(
                     BufferedRequest(
@@ -396,12 +397,12 @@ def _lake_for(pipeline: Pipeline, source_id: str) -> tuple[str, LakeSink] | None
 
 
 def _explicit_ids(
-    source: HttpSource, headers: dict[str, str], events: list[dict[str, Any]], base: int
+    source: HttpSource, headers: dict[str, str], events: list[dict[str, Any]], count: int, base: int
 ) -> list[str] | None:
     if source.id_header:
         value = headers.get(source.id_header.lower())
         if value:
-            return [value] if len(events) == 1 else [f"{value}:{i}" for i in range(len(events))]
+            return [value] if count == 1 else [f"{value}:{i}" for i in range(count)]
     if source.id_field:
         field_name = source.id_field
         generated: list[str] | None = None

@@ -24,9 +24,20 @@ from headrace.config.models import Limits
 from headrace.errors import RequestRejected
 
 _decoder = msgspec.json.Decoder()
+
+
+class _AnyObject(msgspec.Struct):
+    """Matches any JSON object and skips its fields: checks structure without building values."""
+
+
+_skim_array = msgspec.json.Decoder(list[_AnyObject])
+_skim_object = msgspec.json.Decoder(_AnyObject)
 _BYTE_POSITION = re.compile(r"\(byte (\d+)\)")
-_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else i for i in range(256))
+# Digits become "0" and "E" becomes "e", so a few substring searches find numbers that might be
+# out of range: integers of 19+ digits, floats with 3-digit exponents.
+_NUMBER_SHAPES = bytes(0x30 if 0x30 <= i <= 0x39 else 0x65 if i == 0x45 else i for i in range(256))
 _LONG_NUMBER = b"0" * 19  # 19 digits: the shortest run that may leave the 64-bit range
+_BIG_EXPONENTS = (b"e000", b"e+000", b"e-000")
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 _CHUNK = 64 * 1024
 _WHITESPACE = b" \t\r\n"
@@ -105,11 +116,13 @@ def decompress(body: bytes, content_encoding: str | None, limits: Limits) -> byt
 
 @dataclass(frozen=True)
 class Decoded:
-    """A checked body: its format, its events (decoded) and the bytes to store."""
+    """A checked body: its format, how many events, the bytes to store, and the decoded events
+    when they were asked for (``need_values``) or had to be built to check them."""
 
     fmt: int
-    events: list[dict[str, Any]]
+    count: int
     body: bytes
+    events: list[dict[str, Any]] | None
 
 
 def _json_error(
@@ -184,10 +197,39 @@ def _sniff(body: bytes, declared: str, content_type: str | None) -> str:
     return "json"
 
 
+def _skim(body: bytes, limits: Limits) -> Decoded | None:
+    """Check a JSON body without building its values; ``None`` when the full path must decide
+    (an error to describe, a body that may be deep or hold out-of-range numbers, NDJSON)."""
+    try:
+        body.decode("utf-8")  # the skimming decoder does not check skipped strings
+        if body[:1] == b"[":
+            fmt, count = FORMAT_ARRAY, len(_skim_array.decode(body))
+        else:
+            _skim_object.decode(body)
+            fmt, count = FORMAT_OBJECT, 1
+    except (ValueError, msgspec.MsgspecError, RecursionError):
+        return None
+    if count > limits.max_events:
+        return None
+    containers = body.count(b"{") + body.count(b"[")
+    if containers > count + (1 if fmt == FORMAT_ARRAY else 0):
+        return None  # nested: the depth is checked on decoded values
+    shapes = body.translate(_NUMBER_SHAPES)
+    if shapes.find(_LONG_NUMBER) >= 0 or any(shapes.find(e) >= 0 for e in _BIG_EXPONENTS):
+        return None
+    return Decoded(fmt, count, body, None)
+
+
 def parse_events(
-    raw: bytes, *, declared_format: str, content_type: str | None, limits: Limits
+    raw: bytes,
+    *,
+    declared_format: str,
+    content_type: str | None,
+    limits: Limits,
+    need_values: bool = False,
 ) -> Decoded:
-    """Check ``raw`` and decode its events, or raise ``RequestRejected`` saying why."""
+    """Check ``raw`` (and decode its events if ``need_values``), or raise ``RequestRejected``
+    saying why."""
     body = raw.lstrip(_WHITESPACE)
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:].lstrip(_WHITESPACE)
@@ -197,6 +239,10 @@ def parse_events(
     if not body:
         raise RequestRejected(400, "empty_body", "the body holds no events")
     fmt_name = _sniff(body, declared_format, content_type)
+    if fmt_name == "json" and not need_values and body[:1] in (b"[", b"{"):
+        skimmed = _skim(body, limits)
+        if skimmed is not None:
+            return skimmed
     if fmt_name == "json":
         try:
             value = _decoder.decode(body)
@@ -246,7 +292,7 @@ def parse_events(
         )
     containers = body.count(b"{") + body.count(b"[")
     flat = containers <= len(events) + (1 if fmt == FORMAT_ARRAY else 0)
-    if not flat or body.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) >= 0:
+    if not flat or body.translate(_NUMBER_SHAPES).find(_LONG_NUMBER) >= 0:
         for event in events:
             _check_shape(event, limits.max_depth)
-    return Decoded(fmt, events, body)
+    return Decoded(fmt, len(events), body, events)
