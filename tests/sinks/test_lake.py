@@ -208,3 +208,16 @@ def test_size_tiers_keep_merged_files_apart_from_small_ones() -> None:
     assert [
         size_tier(s) for s in (0, 255 * kib, 256 * kib, 2047 * kib, 2048 * kib, 16 * 1024 * kib)
     ] == [0, 0, 1, 1, 2, 3]
+
+
+def test_known_columns_take_only_values_of_their_exact_type(data_dir: Path) -> None:
+    lake = open_lake(data_dir)
+    write(lake, [event(1, {"n": 1, "x": 1.5, "flag": False})])
+    write(lake, [event(2, {"n": True, "x": 2, "flag": 1}), event(3, {"n": 2**63, "x": None})])
+    _, second, third = read_all(data_dir, lake)
+    assert second["data"] == {"n": True, "x": 2.0, "flag": 1}  # True and 1 kept in _extra
+    assert third["data"] == {"n": 2**63}  # beyond int64: in _extra, exact
+    (path,) = [p for p in (data_dir / "lake").rglob("*.parquet") if pq.read_table(p).num_rows == 2]
+    table = pq.read_table(path)
+    assert "n" not in table.column_names  # no row of this file had an int64 for it
+    assert table.column("x").to_pylist() == [2.0, None]

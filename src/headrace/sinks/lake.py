@@ -52,6 +52,10 @@ DEDUPE_WINDOW_US = 3600 * 1_000_000
 _UNSET = object()
 
 
+def _fits_int64(value: Any) -> bool:
+    return bool(INT64_MIN <= value <= INT64_MAX)
+
+
 def infer_type(value: Any) -> str | None:
     """The column type a first-seen value gets (``None`` for null: decided later)."""
     if isinstance(value, bool):
@@ -105,10 +109,20 @@ def arrow_type(column_type: str) -> Any:
 class _StreamColumns:
     types: dict[str, str] = field(default_factory=dict)
     lowered: set[str] = field(default_factory=set)
+    # column name -> the one Python type stored as-is (the hot path of shaping a row)
+    exact: dict[str, type] = field(default_factory=dict)
 
     def add(self, name: str, column_type: str) -> None:
         self.types[name] = column_type
         self.lowered.add(name.lower())
+        python_type = _EXACT_TYPES.get(column_type)
+        if python_type is None:
+            self.exact.pop(name, None)
+        else:
+            self.exact[name] = python_type
+
+
+_EXACT_TYPES: dict[str, type] = {"string": str, "int64": int, "float64": float, "bool": bool}
 
 
 @dataclass
@@ -195,7 +209,16 @@ class LakeSink:
         """The row of ``event`` (user fields, ``_extra``), or why it does not fit the schema."""
         row: dict[str, Any] = {}
         extra: dict[str, Any] = {}
+        exact = cols.exact
         for name, value in event.data.items():
+            python_type = exact.get(name)
+            if (
+                python_type is not None
+                and type(value) is python_type
+                and (python_type is not int or _fits_int64(value))
+            ):
+                row[name] = value
+                continue
             if name in SYSTEM_COLUMNS:
                 extra[name] = value
                 continue
@@ -227,16 +250,22 @@ class LakeSink:
         new_columns: dict[str, dict[str, str]] = defaultdict(dict)
         check_ids: dict[str, set[str]] = defaultdict(set)
         seen: set[str] = set()
+        streams: dict[str, tuple[StreamSchema, _StreamColumns, dict[str, str]]] = {}
         for event in events:
             if event.id in seen:
                 continue  # the same event twice in one batch
             seen.add(event.id)
-            schema = self.config.schema_for(event.stream)
-            cols = self._stream_columns(conn, event.stream)
-            for name, declared in schema.fields.items():
-                if cols.types.get(name) != declared and name not in new_columns[event.stream]:
-                    new_columns[event.stream][name] = declared
-            shaped = self._shape(event, schema, cols, new_columns[event.stream])
+            context = streams.get(event.stream)
+            if context is None:
+                schema = self.config.schema_for(event.stream)
+                cols = self._stream_columns(conn, event.stream)
+                added = new_columns[event.stream]
+                for name, declared in schema.fields.items():
+                    if cols.types.get(name) != declared:
+                        added[name] = declared  # declared types win over inferred ones
+                context = streams[event.stream] = (schema, cols, added)
+            schema, cols, added = context
+            shaped = self._shape(event, schema, cols, added)
             if isinstance(shaped, str):
                 failed.append(FailedRecord(event, "type_mismatch", shaped))
                 continue

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS lake_columns (
 CREATE TABLE IF NOT EXISTS lake_garbage (path TEXT PRIMARY KEY, delete_after_us INTEGER NOT NULL);
 """
 
-SYSTEM_COLUMNS = ("_id", "_received_at", "_time", "_extra")
+SYSTEM_COLUMNS = frozenset({"_id", "_received_at", "_time", "_extra"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
