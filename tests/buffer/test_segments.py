@@ -197,3 +197,60 @@ def test_ids_are_unique_and_time_ordered_across_many_requests() -> None:
     assert all(uuid.UUID(i).version == 7 for group in ids for i in group)
     ms = [int(group[0].replace("-", "")[:12], 16) for group in ids]
     assert ms == sorted(ms)
+
+
+def test_a_failed_fsync_abandons_the_segment_and_loses_no_stored_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from headrace.buffer import segments
+
+    w = writer(tmp_path)
+    w.open()
+    w.append([encode_frame(request(b'{"n":1}'))])
+    first = w.name
+    reader = BufferReader(tmp_path, {}, set())
+    real = segments.os.fdatasync
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(segments.os, "fdatasync", full_disk)
+    with pytest.raises(BufferFull, match=r"disk .* full"):
+        w.append([encode_frame(request(b'{"n":2}'))])
+    monkeypatch.setattr(segments.os, "fdatasync", real)
+    seen = [e.data["n"] for item in reader.poll(1 << 20)[0] for e in expand_events(item.request)]
+    w.append([encode_frame(request(b'{"n":3}'))])
+    assert w.name != first  # the next append started a new segment
+    recover_dead_writers(tmp_path)  # seals the abandoned one (its writer released it)
+    assert is_sealed(tmp_path / first)
+    seen += [e.data["n"] for item in reader.poll(1 << 20)[0] for e in expand_events(item.request)]
+    assert seen[0] == 1 and seen[-1] == 3  # 2 may be delivered (at least once), nothing is lost
+    assert reader.corrupt_segments == 0
+    w.close()
+
+
+def test_a_failed_roll_does_not_fail_frames_already_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = writer(tmp_path, segment_bytes=10)
+    w.open()
+    real_start = w._start_segment
+
+    def cannot_create() -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(w, "_start_segment", cannot_create)
+    w.append([encode_frame(request(b'{"n":1}'))])  # durable; the roll after it fails quietly
+    monkeypatch.setattr(w, "_start_segment", real_start)
+    w.append([encode_frame(request(b'{"n":2}'))])
+    w.close()
+    items, _ = BufferReader(tmp_path, {}, set()).poll(1 << 20)
+    assert [expand_events(i.request)[0].data["n"] for i in items] == [1, 2]
+
+
+def test_an_unnamed_segment_left_by_a_crash_is_removed(tmp_path: Path) -> None:
+    (tmp_path / ".0000000000000001-w0.seg.new").write_bytes(b"")
+    recover_dead_writers(tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -125,8 +125,26 @@ def recover_segment(path: Path) -> Recovery | None:
         os.close(fd)  # releases the lock
 
 
+def _remove_abandoned_new_files(directory: Path) -> None:
+    """Remove segments a writer created but died before naming (always empty)."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if not (entry.name.startswith(".") and entry.name.endswith(f"{SUFFIX}.new")):
+                continue
+            with contextlib.suppress(OSError):
+                fd = os.open(entry.path, os.O_RDONLY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.unlink(entry.path)
+                except BlockingIOError:
+                    pass  # its writer is naming it right now
+                finally:
+                    os.close(fd)
+
+
 def recover_dead_writers(directory: Path, writer: str | None = None) -> list[Recovery]:
     """Seal every unsealed segment whose writer is gone (only ``writer``'s, when given)."""
+    _remove_abandoned_new_files(directory)
     done = []
     for name in list_segments(directory):
         if writer is not None and writer_of(name) != writer:
@@ -183,11 +201,21 @@ class SegmentWriter:
         self._start_segment()
 
     def _start_segment(self) -> None:
-        self.name = segment_name(self.writer)
-        path = self.directory / self.name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        fsync_dir(self.directory)
+        # Created and locked under a name no one scans, then renamed into place: recovery must
+        # never find (and seal) a segment its writer has not locked yet.
+        name = segment_name(self.writer)
+        hidden = self.directory / f".{name}.new"
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(hidden, self.directory / name)
+            fsync_dir(self.directory)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                hidden.unlink()
+            raise
+        self.name = name
         self._fd, self._size, self._opened_at = fd, 0, time.monotonic()
 
     def _seal_current(self) -> None:
@@ -198,22 +226,40 @@ class SegmentWriter:
         os.close(self._fd)
         self._fd = None
 
+    def _abandon_current(self) -> None:
+        """Give up a segment whose write failed: a reader may already have read past where a
+        cut-back would end, so it is never cut back or written again. Closing releases the lock;
+        recovery then cuts any partial frame (which no reader takes) and seals it."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
     def append(self, frames: list[bytes]) -> None:
-        """Write ``frames`` and fsync once; on failure nothing of them stays in the segment."""
-        assert self._fd is not None, "writer is not open"
+        """Write ``frames`` and fsync once. On failure the segment is abandoned (the next append
+        starts a new one) and the frames count as not stored, though whole ones may be delivered
+        (at least once: the sender was told to retry)."""
+        if self._fd is None:
+            try:
+                self._start_segment()
+            except OSError as exc:
+                raise _as_buffer_error(exc) from exc
+        assert self._fd is not None
         data = b"".join(frames)
         try:
             _write_all(self._fd, data)
             os.fdatasync(self._fd)
         except OSError as exc:
-            # Cut back to the last durable frame so a partial write never reaches a reader.
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._size)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise BufferFull("the disk holding the buffer is full") from exc
-            raise
+            self._abandon_current()
+            raise _as_buffer_error(exc) from exc
         self._size += len(data)
-        self.maybe_roll()
+        try:
+            self.maybe_roll()
+        except OSError as exc:
+            # The frames are durable; only the next segment could not be started. The next
+            # append tries again (and answers 503 if it still cannot).
+            log.error("buffer: cannot start a new segment: %s", exc)
+            self._abandon_current()
 
     def maybe_roll(self) -> None:
         """Seal the segment and start a new one when it is big or old enough."""
@@ -235,6 +281,12 @@ class SegmentWriter:
                 (self.directory / self.name).unlink()
             return
         self._seal_current()
+
+
+def _as_buffer_error(exc: OSError) -> BufferFull:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BufferFull("the disk holding the buffer is full")
+    return BufferFull(f"the buffer cannot be written: {exc.strerror}")
 
 
 class CapacityGuard:
@@ -327,9 +379,10 @@ class GroupCommitter:
             self.healthy, self.last_error = True, None
         except BufferFull as exc:
             error = exc
-            self.guard.reason = str(exc)
-        except OSError as exc:
-            error = BufferFull(f"the buffer cannot be written: {exc.strerror}")
+            self.healthy, self.last_error = False, str(exc)
+        except Exception as exc:  # never leave a request waiting on a dead thread
+            log.exception("buffer: commit failed")
+            error = BufferFull(f"the buffer cannot be written: {exc}")
             self.healthy, self.last_error = False, str(exc)
         assert self._loop is not None
         futures = [future for _, future in batch]
@@ -341,6 +394,7 @@ class GroupCommitter:
             self.guard.refresh()
         except OSError as exc:
             self.healthy, self.last_error = False, str(exc)
+            self.writer._abandon_current()
 
     def stop(self) -> None:
         """Commit what is pending, seal the segment and stop the thread."""
