@@ -221,3 +221,50 @@ def test_known_columns_take_only_values_of_their_exact_type(data_dir: Path) -> N
     table = pq.read_table(path)
     assert "n" not in table.column_names  # no row of this file had an int64 for it
     assert table.column("x").to_pylist() == [2.0, None]
+
+
+def test_the_same_id_on_two_streams_is_two_events(data_dir: Path) -> None:
+    lake = open_lake(data_dir)
+    write(
+        lake,
+        [
+            event(1, {"a": 1}, stream="orders", may_repeat=True),
+            event(1, {"a": 2}, stream="users", may_repeat=True),
+        ],
+    )
+    assert [e["data"] for e in read_all(data_dir, lake, "orders")] == [{"a": 1}]
+    assert [e["data"] for e in read_all(data_dir, lake, "users")] == [{"a": 2}]
+
+
+def test_a_declared_type_overrides_an_inferred_column(data_dir: Path) -> None:
+    write(open_lake(data_dir), [event(1, {"code": 1})])
+    lake = open_lake(data_dir, streams={"clicks": StreamSchema(fields={"code": "string"})})
+    failed = write(lake, [event(2, {"code": "x"}), event(3, {"code": 5})])
+    assert [(f.event.id, f.reason) for f in failed] == [("id-00003", "type_mismatch")]
+    (path,) = [
+        p
+        for p in (data_dir / "lake").rglob("*.parquet")
+        if pq.read_table(p).column("_id").to_pylist() == ["id-00002"]
+    ]
+    assert pq.read_schema(path).field("code").type == "string"
+
+
+def test_fields_named_like_partitions_survive_queries_and_compaction(data_dir: Path) -> None:
+    lake = open_lake(data_dir, compaction=CompactionSettings(min_files=2, interval=0, grace=0))
+    write(lake, [event(1, {"dt": "mine", "hour": 99})])
+    write(lake, [event(2, {"dt": "also mine", "hour": 7})])
+    lake.maintain()
+    assert lake.compactions == 1
+    assert [e["data"] for e in read_all(data_dir, lake)] == [
+        {"dt": "mine", "hour": 99},
+        {"dt": "also mine", "hour": 7},
+    ]
+
+
+def test_names_differing_only_in_case_get_one_column_in_one_batch(data_dir: Path) -> None:
+    lake = open_lake(data_dir)
+    write(lake, [event(1, {"Foo": 1, "foo": 2})])
+    (stored,) = read_all(data_dir, lake)
+    assert stored["data"] == {"Foo": 1, "foo": 2}
+    (path,) = (data_dir / "lake").rglob("*.parquet")
+    assert [n for n in pq.read_schema(path).names if n.lower() == "foo"] == ["Foo"]

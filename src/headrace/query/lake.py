@@ -95,7 +95,8 @@ def _plan(
         return None
     paths = [str(lake_root / f.path) for f in files]
     params: dict[str, Any] = {"files": paths}
-    source = "read_parquet($files, union_by_name = true)"
+    # hive_partitioning off: the dt=/hour= directories must not shadow fields named dt or hour
+    source = "read_parquet($files, union_by_name = true, hive_partitioning = false)"
     present = {row[0] for row in db.execute(f"DESCRIBE SELECT * FROM {source}", params).fetchall()}
     registered = columns_of(catalog, q.sink_id, q.stream)
     columns = {name: kind for name, kind in registered.items() if name in present}

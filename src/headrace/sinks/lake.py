@@ -204,12 +204,16 @@ class LakeSink:
         return cols
 
     def _shape(
-        self, event: Event, schema: StreamSchema, cols: _StreamColumns, new: dict[str, str]
+        self,
+        event: Event,
+        schema: StreamSchema,
+        cols: _StreamColumns,
+        new: dict[str, str],
+        exact: dict[str, type],
     ) -> dict[str, Any] | str:
         """The row of ``event`` (user fields, ``_extra``), or why it does not fit the schema."""
         row: dict[str, Any] = {}
         extra: dict[str, Any] = {}
-        exact = cols.exact
         for name, value in event.data.items():
             python_type = exact.get(name)
             if (
@@ -227,7 +231,9 @@ class LakeSink:
             if column_type is None:
                 column_type = infer_type(value)
                 full = len(cols.types) + len(new) >= self.config.max_columns
-                if column_type is None or full or name.lower() in cols.lowered:
+                lowered = name.lower()
+                clash = lowered in cols.lowered or any(n.lower() == lowered for n in new)
+                if column_type is None or full or clash:
                     extra[name] = value
                     continue
                 new[name] = column_type
@@ -249,12 +255,14 @@ class LakeSink:
         parts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         new_columns: dict[str, dict[str, str]] = defaultdict(dict)
         check_ids: dict[str, set[str]] = defaultdict(set)
-        seen: set[str] = set()
-        streams: dict[str, tuple[StreamSchema, _StreamColumns, dict[str, str]]] = {}
+        seen: set[tuple[str, str]] = set()
+        streams: dict[
+            str, tuple[StreamSchema, _StreamColumns, dict[str, str], dict[str, type]]
+        ] = {}
         for event in events:
-            if event.id in seen:
+            if (event.stream, event.id) in seen:
                 continue  # the same event twice in one batch
-            seen.add(event.id)
+            seen.add((event.stream, event.id))
             context = streams.get(event.stream)
             if context is None:
                 schema = self.config.schema_for(event.stream)
@@ -263,9 +271,11 @@ class LakeSink:
                 for name, declared in schema.fields.items():
                     if cols.types.get(name) != declared:
                         added[name] = declared  # declared types win over inferred ones
-                context = streams[event.stream] = (schema, cols, added)
-            schema, cols, added = context
-            shaped = self._shape(event, schema, cols, added)
+                # the exact-type shortcut only for columns whose type is settled
+                exact = {k: v for k, v in cols.exact.items() if k not in added}
+                context = streams[event.stream] = (schema, cols, added, exact)
+            schema, cols, added, exact = context
+            shaped = self._shape(event, schema, cols, added, exact)
             if isinstance(shaped, str):
                 failed.append(FailedRecord(event, "type_mismatch", shaped))
                 continue
@@ -288,12 +298,14 @@ class LakeSink:
                     types = {**cols.types, **new_columns[stream]}
                     written.append(self._write_file(stream, partition, rows, types))
             self._commit(conn, written, new_columns, checkpoint, failed)
-        except (OSError, sqlite3.Error) as exc:
-            for item in written:
+        except BaseException as exc:
+            for item in written:  # never leave files the catalog does not list
                 with contextlib.suppress(OSError):
                     (self.root / item.rel_path).unlink()
             self._error = f"cannot write the lake: {exc}"
-            raise TransientSinkError(self._error) from exc
+            if isinstance(exc, OSError | sqlite3.Error):
+                raise TransientSinkError(self._error) from exc
+            raise
         for stream, added in new_columns.items():
             cols = self._stream_columns(conn, stream)
             for name, column_type in added.items():
@@ -462,7 +474,7 @@ class LakeSink:
         db = duckdb.connect()
         try:
             db.execute(
-                f"COPY (SELECT * FROM read_parquet($files, union_by_name = true) "
+                f"COPY (SELECT * FROM read_parquet($files, union_by_name = true, hive_partitioning = false) "
                 "QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _received_at) = 1 "
                 f"ORDER BY _time) TO {_sql_string(str(tmp))} (FORMAT parquet, COMPRESSION zstd)",
                 {"files": [str(self.root / p) for p in old]},
