@@ -8,6 +8,7 @@ its random part), and delivery can derive every id from the stored request alone
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 
@@ -24,16 +25,19 @@ class _RandomPool:
     def __init__(self) -> None:
         self._buffer = b""
         self._offset = 0
+        self._lock = threading.Lock()  # sink threads make file names while ingest makes ids
 
     def take(self, size: int) -> bytes:
-        if self._offset + size > len(self._buffer):
-            self._buffer, self._offset = os.urandom(4096), 0
-        chunk = self._buffer[self._offset : self._offset + size]
-        self._offset += size
-        return chunk
+        with self._lock:
+            if self._offset + size > len(self._buffer):
+                self._buffer, self._offset = os.urandom(4096), 0
+            chunk = self._buffer[self._offset : self._offset + size]
+            self._offset += size
+            return chunk
 
     def reset(self) -> None:
         self._buffer, self._offset = b"", 0
+        self._lock = threading.Lock()
 
 
 _pool = _RandomPool()

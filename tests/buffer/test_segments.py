@@ -254,3 +254,8 @@ def test_an_unnamed_segment_left_by_a_crash_is_removed(tmp_path: Path) -> None:
     (tmp_path / ".0000000000000001-w0.seg.new").write_bytes(b"")
     recover_dead_writers(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ndjson_splits_on_newlines_only_as_ingest_does() -> None:
+    events = expand_events(request(b'{"a":\r1}\r\n{"b":2}\n\n', FORMAT_NDJSON, 2))
+    assert [e.data for e in events] == [{"a": 1}, {"b": 2}]

@@ -191,3 +191,43 @@ def test_retention_removes_only_sealed_delivered_expired_segments(data_dir: Path
     assert remove_expired_segments(buffer_dir, conn, ["a", "b"], retention=3600) == [old]
     assert list_segments(buffer_dir) == [new]
     assert remove_expired_segments(buffer_dir, conn, ["a", "b"], retention=3600) == []
+
+
+def test_a_nearly_full_buffer_gives_up_delivered_segments_before_their_retention(
+    data_dir: Path,
+) -> None:
+    from headrace.buffer.segments import list_segments
+    from headrace.runtime.delivery import remove_expired_segments
+
+    buffer_dir = data_dir / "buffer"
+    for n in range(4):
+        fill(buffer_dir, [[{"n": n, "pad": "x" * 400}]])
+    names = list_segments(buffer_dir)
+    conn = state.connect(data_dir / "state.db")
+    state.init_schema(conn)
+    state.Checkpoint("a", dict.fromkeys(names[:3], 1), set(names[:3])).apply(
+        conn
+    )  # last one undelivered
+    total = sum((buffer_dir / n).stat().st_size for n in names)
+    removed = remove_expired_segments(buffer_dir, conn, ["a"], retention=3600, max_bytes=total)
+    assert removed == names[:1]  # just enough to get under 80%, oldest first
+    assert (
+        remove_expired_segments(buffer_dir, conn, ["a"], retention=3600, max_bytes=1) == names[1:3]
+    )
+    assert list_segments(buffer_dir) == names[3:]  # undelivered data is never removed
+
+
+def test_an_unexpected_error_ends_the_worker_visibly(data_dir: Path) -> None:
+    (data_dir / "buffer").write_text("not a directory")  # every read of the buffer fails
+    metrics = Registry()
+    conn = state.connect(data_dir / "state.db")
+    state.init_schema(conn)
+    worker = DeliveryWorker(
+        RecordingSink(), ["src"], batch=BatchSettings(), retry=RetrySettings(),
+        buffer_dir=data_dir / "buffer", state_path=data_dir / "state.db", metrics=metrics,
+        stop=threading.Event(),
+    )  # fmt: skip
+    worker.thread.start()
+    worker.thread.join(10)
+    assert not worker.thread.is_alive()  # the delivery process sees this and exits to restart
+    assert metrics.values[key("headrace_sink_healthy", sink="out")] == 0

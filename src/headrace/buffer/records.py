@@ -133,7 +133,10 @@ def _decode_events(request: BufferedRequest) -> list[Any]:
     if request.fmt == FORMAT_ARRAY:
         items = _json_decoder.decode(request.body)
         return items if isinstance(items, list) else [items]
-    return [_json_decoder.decode(line) for line in request.body.splitlines() if line.strip()]
+    # Split exactly as ingest did (on "\n" only): a bare "\r" inside a line is JSON whitespace.
+    return [
+        _json_decoder.decode(line) for line in request.body.split(b"\n") if line.strip(b" \t\r\n")
+    ]
 
 
 def expand_events(request: BufferedRequest) -> list[Event]:

@@ -201,7 +201,8 @@ class LocalBuffer(Model):
     segment_age: Seconds = 300.0
     """...or past this age, so retention can remove old data."""
     retention: Seconds = 24 * 3600.0
-    """How long delivered data is kept for ``headrace replay``."""
+    """How long delivered data is kept for ``headrace replay`` (less when the buffer nears
+    ``max_bytes``: room for new events comes first)."""
 
 
 SOURCE_TYPES: dict[str, type[Model]] = {"http": HttpSource}

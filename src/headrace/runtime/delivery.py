@@ -10,6 +10,7 @@ nothing more is read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import sqlite3
@@ -86,7 +87,15 @@ class DeliveryWorker:
         return request.sinks is None or self.sink.id in request.sinks
 
     def run(self) -> None:
-        """Deliver until stopped."""
+        """Deliver until stopped; an unexpected error ends the thread (and so the process,
+        which the supervisor restarts from the saved positions)."""
+        try:
+            self._run()
+        except Exception:
+            self.metrics.set(self._k_healthy, 0)
+            log.exception("delivery to %s failed", self.sink.id)
+
+    def _run(self) -> None:
         self._conn = state.connect(self.state_path)
         positions, done = state.load_positions(self._conn, self.sink.id)
         self.committed = dict(positions)
@@ -147,27 +156,22 @@ class DeliveryWorker:
         attempt = 0
         while True:
             attempt += 1
-            checkpoint = state.Checkpoint(self.sink.id, batch.positions, batch.finished, attempt)
+            checkpoint = state.Checkpoint(
+                self.sink.id, batch.positions, batch.finished, attempt, list(batch.undecodable)
+            )
             try:
-                failed = list(batch.undecodable)
+                failed: list[FailedRecord] = []
                 if batch.events:
-                    result = self.sink.write(batch.events, checkpoint)
-                    failed += result.failed
-                    already_saved = self.sink.commits_checkpoint
-                else:
-                    already_saved = False
-                if already_saved:
-                    if batch.undecodable:
-                        self._save(state.Checkpoint(self.sink.id), batch.undecodable)
-                else:
+                    failed = self.sink.write(batch.events, checkpoint).failed
+                if not (batch.events and self.sink.commits_checkpoint):
                     self._save(checkpoint, failed)
-                self._delivered(batch, failed)
+                self._delivered(batch, [*batch.undecodable, *failed])
                 return True
             except TerminalSinkError as exc:
                 log.error("sink %s refused a batch of %d: %s", self.sink.id, len(batch.events), exc)
                 dead = [FailedRecord(e, exc.reason, str(exc)) for e in batch.events]
-                self._save(checkpoint, dead + batch.undecodable)
-                self._delivered(batch, dead + batch.undecodable)
+                self._save(checkpoint, dead)
+                self._delivered(batch, [*batch.undecodable, *dead])
                 return True
             except Exception as exc:
                 transient = isinstance(exc, TransientSinkError)
@@ -179,8 +183,8 @@ class DeliveryWorker:
                 if limit and attempt >= limit:
                     reason = "retries_exhausted"
                     dead = [FailedRecord(e, reason, str(exc)) for e in batch.events]
-                    self._save(checkpoint, dead + batch.undecodable)
-                    self._delivered(batch, dead + batch.undecodable)
+                    self._save(checkpoint, dead)
+                    self._delivered(batch, [*batch.undecodable, *dead])
                     return True
                 delay = random.uniform(  # noqa: S311 - jitter, not security
                     0, min(self.retry.max_backoff, self.retry.initial_backoff * 2 ** (attempt - 1))
@@ -233,22 +237,39 @@ class DeliveryWorker:
 
 
 def remove_expired_segments(
-    buffer_dir: Path, conn: sqlite3.Connection, sinks: list[str], retention: float
+    buffer_dir: Path,
+    conn: sqlite3.Connection,
+    sinks: list[str],
+    retention: float,
+    max_bytes: int | None = None,
 ) -> list[str]:
-    """Delete sealed segments every sink has delivered and that are older than ``retention``."""
+    """Delete sealed segments every sink has delivered once they are older than ``retention``;
+    past 80% of ``max_bytes``, the oldest delivered ones go early (retention yields to room for
+    new events, so a full buffer always means an undelivered backlog)."""
     finished = state.segments_finished_by_all(conn, sinks)
     cutoff = time.time() - retention
-    removed = []
+    sizes = {}
     for name in list_segments(buffer_dir):
+        with contextlib.suppress(FileNotFoundError):
+            sizes[name] = (buffer_dir / name).stat().st_size
+    excess = sum(sizes.values()) - int(0.8 * max_bytes) if max_bytes else 0
+    removed = []
+    for name in sizes:  # oldest first
         path = buffer_dir / name
-        if name not in finished:
+        if name not in finished or not is_sealed(path):
             continue
         try:
-            if path.stat().st_mtime > cutoff or not is_sealed(path):
+            expired = path.stat().st_mtime <= cutoff
+            if not expired and excess <= 0:
                 continue
             path.unlink()
         except FileNotFoundError:
             pass
+        if not expired:
+            log.warning(
+                "buffer over 80%% of its limit: removed delivered %s before its retention", name
+            )
+        excess -= sizes[name]
         state.forget_segment(conn, name)
         removed.append(name)
     return removed

@@ -19,7 +19,7 @@ from headrace.telemetry import metrics as m
 
 log = logging.getLogger("headrace.delivery")
 RECOVER_EVERY = 5.0
-RETENTION_EVERY = 60.0
+RETENTION_EVERY = 5.0
 
 
 def _open_sinks(
@@ -54,8 +54,9 @@ def _maintain_loop(sinks: dict[str, Sink], stop: threading.Event, metrics: m.Reg
                 metrics.set(m.key("headrace_lake_compactions_total", sink=sink_id), compactions)
 
 
-def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> None:
-    """Deliver until ``stop`` is set, then drain the batches in hand."""
+def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> int:
+    """Deliver until ``stop`` is set, then drain the batches in hand; returns the exit status
+    (1 when a sink's worker died: the supervisor starts the process again)."""
     buffer_dir = data_dir / "buffer"
     buffer_dir.mkdir(parents=True, exist_ok=True)
     run_dir = data_dir / "run"
@@ -66,7 +67,7 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> N
     recover_segments(buffer_dir, metrics)
     sinks = _open_sinks(pipeline, data_dir, stop)
     if sinks is None:
-        return
+        return 0
     workers = [
         DeliveryWorker(
             sink,
@@ -85,8 +86,15 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> N
     upkeep = threading.Thread(target=_maintain_loop, args=(sinks, stop, metrics), daemon=True)
     upkeep.start()
     last_recover = last_retention = 0.0
+    status = 0
     try:
         while not stop.wait(1.0):
+            dead = [w.sink.id for w in workers if not w.thread.is_alive()]
+            if dead:
+                log.critical("delivery to %s stopped on an error; restarting delivery", dead)
+                status = 1
+                stop.set()
+                break
             now = time.monotonic()
             try:
                 if now - last_recover >= RECOVER_EVERY:
@@ -95,7 +103,11 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> N
                 if now - last_retention >= RETENTION_EVERY:
                     last_retention = now
                     removed = remove_expired_segments(
-                        buffer_dir, conn, list(sinks), pipeline.buffer.retention
+                        buffer_dir,
+                        conn,
+                        list(sinks),
+                        pipeline.buffer.retention,
+                        pipeline.buffer.max_bytes,
                     )
                     if removed:
                         log.info("retention removed %d delivered segment(s)", len(removed))
@@ -117,6 +129,7 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> N
             m.write_snapshot(run_dir, "delivery", metrics)
             (run_dir / "delivery.json").unlink()
         conn.close()
+    return status
 
 
 def _publish(run_dir: Path, sinks: dict[str, Sink], metrics: m.Registry) -> None:

@@ -53,7 +53,7 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(supervisor: int) -> None:
     """Ask Linux to SIGTERM this child if the supervisor dies, so no orphan keeps serving."""
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
@@ -61,7 +61,7 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the supervisor died before the request above took effect
+    if os.getppid() != supervisor:  # it died before the request above took effect
         raise SystemExit(0)
 
 
@@ -72,6 +72,7 @@ def ingest_main(
     address: tuple[str, int],
     noop: bool,
     log_cfg: dict[str, Any],
+    supervisor: int,
 ) -> None:
     """Entry point of an ingest worker process."""
     import sys
@@ -80,7 +81,7 @@ def ingest_main(
 
     from headrace.ingest.app import IngestApp
 
-    _die_with_parent()
+    _die_with_parent(supervisor)
     setup_logging(**log_cfg)
     # The group-commit thread must get the GIL back soon after its fsync returns, or every
     # request waiting on that commit waits up to the default 5 ms switch interval too.
@@ -100,11 +101,13 @@ def ingest_main(
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def delivery_main(pipeline: Pipeline, data_dir: Path, log_cfg: dict[str, Any]) -> None:
+def delivery_main(
+    pipeline: Pipeline, data_dir: Path, log_cfg: dict[str, Any], supervisor: int
+) -> None:
     """Entry point of the delivery process."""
     from headrace.runtime.delivery_process import run_delivery
 
-    _die_with_parent()
+    _die_with_parent(supervisor)
     setup_logging(**log_cfg)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -119,7 +122,7 @@ def delivery_main(pipeline: Pipeline, data_dir: Path, log_cfg: dict[str, Any]) -
         except BlockingIOError:
             if stop.wait(0.2):
                 return
-    run_delivery(pipeline, data_dir, stop)
+    raise SystemExit(run_delivery(pipeline, data_dir, stop))
 
 
 @dataclass
@@ -196,7 +199,7 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
         "delivery",
         lambda: ctx.Process(
             target=delivery_main,
-            args=(pipeline, data_dir, options.log_cfg),
+            args=(pipeline, data_dir, options.log_cfg, os.getpid()),
             name="headrace-delivery",
         ),
     )
@@ -205,7 +208,15 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
             f"ingest-{slot}",
             lambda slot=slot: ctx.Process(
                 target=ingest_main,
-                args=(pipeline, data_dir, slot, address, options.noop_endpoint, options.log_cfg),
+                args=(
+                    pipeline,
+                    data_dir,
+                    slot,
+                    address,
+                    options.noop_endpoint,
+                    options.log_cfg,
+                    os.getpid(),
+                ),
                 name=f"headrace-ingest-{slot}",
             ),
         )

@@ -72,9 +72,12 @@ class Checkpoint:
     positions: dict[str, int] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
     attempts: int = 1
+    dead: list[FailedRecord] = field(default_factory=list)
+    """Records refused before the sink saw them (undecodable), saved with the positions."""
 
     def apply(self, conn: sqlite3.Connection, failed: Iterable[FailedRecord] = ()) -> None:
         """Write the positions and dead letters; the caller owns the transaction."""
+        failed = [*self.dead, *failed]
         conn.executemany(
             "INSERT INTO positions (sink, segment, offset, done) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (sink, segment) DO UPDATE SET offset = excluded.offset, "

@@ -175,8 +175,13 @@ class LakeSink:
         return self._error
 
     def _remove_orphans(self, conn: sqlite3.Connection) -> None:
-        known = {row[0] for row in conn.execute("SELECT path FROM lake_files")}
-        known |= {row[0] for row in conn.execute("SELECT path FROM lake_garbage")}
+        known = {
+            row[0] for row in conn.execute("SELECT path FROM lake_files WHERE sink = ?", (self.id,))
+        }
+        known |= {
+            row[0]
+            for row in conn.execute("SELECT path FROM lake_garbage WHERE sink = ?", (self.id,))
+        }
         removed = 0
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
@@ -515,8 +520,8 @@ class LakeSink:
                 ),
             )
             conn.executemany(
-                "INSERT OR REPLACE INTO lake_garbage (path, delete_after_us) VALUES (?, ?)",
-                [(p, delete_after) for p in old],
+                "INSERT OR REPLACE INTO lake_garbage (sink, path, delete_after_us) VALUES (?, ?, ?)",
+                [(self.id, p, delete_after) for p in old],
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -533,12 +538,12 @@ class LakeSink:
     def _collect_garbage(self, conn: sqlite3.Connection) -> None:
         now = time.time_ns() // 1000
         due = conn.execute(
-            "SELECT path FROM lake_garbage WHERE delete_after_us <= ?", (now,)
+            "SELECT path FROM lake_garbage WHERE sink = ? AND delete_after_us <= ?", (self.id, now)
         ).fetchall()
         for (rel,) in due:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / rel).unlink()
-            conn.execute("DELETE FROM lake_garbage WHERE path = ?", (rel,))
+            conn.execute("DELETE FROM lake_garbage WHERE sink = ? AND path = ?", (self.id, rel))
 
 
 def size_tier(size: int) -> int:

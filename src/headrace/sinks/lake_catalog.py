@@ -8,7 +8,7 @@ listed them just before the swap can finish.
 
     lake_files(sink, stream, partition, path, rows, bytes, min_time_us, max_time_us, created_us)
     lake_columns(sink, stream, name, type, position)
-    lake_garbage(path, delete_after_us)          -- path relative to the lake root
+    lake_garbage(sink, path, delete_after_us)    -- paths relative to the sink's lake root
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ CREATE TABLE IF NOT EXISTS lake_columns (
     sink TEXT NOT NULL, stream TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
     position INTEGER NOT NULL, PRIMARY KEY (sink, stream, name)
 );
-CREATE TABLE IF NOT EXISTS lake_garbage (path TEXT PRIMARY KEY, delete_after_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS lake_garbage (
+    sink TEXT NOT NULL, path TEXT NOT NULL, delete_after_us INTEGER NOT NULL,
+    PRIMARY KEY (sink, path)
+);
 """
 
 SYSTEM_COLUMNS = frozenset({"_id", "_received_at", "_time", "_extra"})
