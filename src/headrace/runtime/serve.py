@@ -34,6 +34,7 @@ from headrace.telemetry.logs import setup_logging
 
 log = logging.getLogger("headrace.serve")
 RESTART_WINDOW = 30.0
+DELIVERY_NICENESS = 10
 MAX_EARLY_DEATHS = 5
 
 
@@ -109,6 +110,10 @@ def delivery_main(
 
     _die_with_parent(supervisor)
     setup_logging(**log_cfg)
+    # Under a burst, answering senders comes first: the buffer holds what delivery has not
+    # reached yet, and delivery still gets every cycle ingest leaves idle.
+    with contextlib.suppress(OSError):
+        os.nice(DELIVERY_NICENESS)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
