@@ -4,7 +4,6 @@
     ├── ConfigError              a pipeline file that cannot be used (carries every problem found)
     ├── RequestRejected          an HTTP request refused with a status and a machine-readable reason
     ├── BufferFull               the buffer cannot take more right now (answered 503 + Retry-After)
-    ├── BufferCorrupt            a buffer segment holds bytes that fail their checksum
     └── SinkError                a sink could not take a batch
         ├── TransientSinkError   worth retrying with backoff (connection lost, disk full, 5xx)
         └── TerminalSinkError    retrying cannot help; the records go to the dead-letter store
@@ -65,10 +64,6 @@ class BufferFull(HeadraceError):
     def __init__(self, message: str, retry_after: int = 5) -> None:
         self.retry_after = retry_after
         super().__init__(message)
-
-
-class BufferCorrupt(HeadraceError):
-    """A buffer segment contains a record that fails its checksum."""
 
 
 class SinkError(HeadraceError):

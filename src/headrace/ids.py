@@ -61,11 +61,6 @@ def event_id(base: int, index: int) -> str:
     return str(uuid.UUID(int=base + index))
 
 
-def base_id_str(base: int) -> str:
-    """The canonical text form of a base id (the id of the request's first event)."""
-    return str(uuid.UUID(int=base))
-
-
 def event_ids(base: int, count: int) -> list[str]:
     """The ids of events ``0..count-1`` of a request (fast: the index is the last 6 hex digits)."""
     digits = f"{base:032x}"

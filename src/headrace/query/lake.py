@@ -21,7 +21,7 @@ import msgspec
 
 from headrace.config.models import LakeSink
 from headrace.runtime.state import connect
-from headrace.sinks.lake_catalog import SYSTEM_COLUMNS, columns_of, files_for, parse_time_us
+from headrace.sinks.lake_catalog import columns_of, files_for, parse_time_us
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -299,7 +299,6 @@ def export_csv(
 
 
 __all__ = [
-    "SYSTEM_COLUMNS",
     "LakeQuery",
     "QueryError",
     "count_events",

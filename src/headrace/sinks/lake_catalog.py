@@ -76,14 +76,6 @@ def files_for(
     return [LakeFile(*row) for row in conn.execute(sql + " ORDER BY max_time_us DESC", args)]
 
 
-def streams_of(conn: sqlite3.Connection, sink: str) -> list[str]:
-    """Streams that have at least one column registered in the sink."""
-    rows = conn.execute(
-        "SELECT DISTINCT stream FROM lake_columns WHERE sink = ? ORDER BY 1", (sink,)
-    )
-    return [row[0] for row in rows]
-
-
 def columns_of(conn: sqlite3.Connection, sink: str, stream: str) -> dict[str, str]:
     """The stream's user columns and their types, in the order they were added."""
     rows = conn.execute(
