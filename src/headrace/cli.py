@@ -82,11 +82,10 @@ def _lake_sink(pipeline: Pipeline, stream: str, sink_name: str | None) -> tuple[
         if not isinstance(sink, LakeSink):
             raise click.UsageError(f'sink "{sink_name}" cannot be exported from')
         return sink_name, sink
-    source_id = _source_of_stream(pipeline, stream)
-    for sink_id, sink in pipeline.sinks.items():
-        if isinstance(sink, LakeSink) and source_id in sink.inputs:
-            return sink_id, sink
-    raise click.UsageError(f'no lake sink stores the stream "{stream}"')
+    found = pipeline.lake_for_source(_source_of_stream(pipeline, stream))
+    if found is None:
+        raise click.UsageError(f'no lake sink stores the stream "{stream}"')
+    return found
 
 
 @contextlib.contextmanager

@@ -231,6 +231,13 @@ class Pipeline(Model):
         """The limits that apply to ``source``."""
         return source.limits or self.limits
 
+    def lake_for_source(self, source_id: str) -> tuple[str, LakeSink] | None:
+        """The first lake sink storing ``source_id``'s events (what GET and export read)."""
+        for sink_id, sink in self.sinks.items():
+            if isinstance(sink, LakeSink) and source_id in sink.inputs:
+                return sink_id, sink
+        return None
+
     def sinks_for_source(self, source_id: str) -> list[str]:
         """Ids of the sinks that receive events from ``source_id``."""
         return [sid for sid, sink in self.sinks.items() if source_id in sink.inputs]

@@ -26,7 +26,7 @@ import msgspec
 
 from headrace.buffer.records import BufferedRequest, encode_frame
 from headrace.buffer.segments import CapacityGuard, GroupCommitter, SegmentWriter
-from headrace.config.models import NAME_PATTERN, HttpSource, LakeSink, Limits, Pipeline
+from headrace.config.models import NAME_PATTERN, HttpSource, Limits, Pipeline
 from headrace.errors import BufferFull, RequestRejected
 from headrace.ids import event_ids, new_base_id
 from headrace.ingest.decode import decompress, parse_events
@@ -343,7 +343,7 @@ class IngestApp:
     async def _query(self, scope: Scope, send: Send, route: Route, stream: str) -> None:
         from headrace.query.lake import QueryError, query_events
 
-        sink = _lake_for(self.pipeline, route.source_id)
+        sink = self.pipeline.lake_for_source(route.source_id)
         if sink is None:
             await _error(
                 send, RequestRejected(404, "not_queryable", "no lake sink stores this stream")
@@ -387,13 +387,6 @@ def read_delivery_status(run_dir: Path) -> dict[str, Any] | None:
     if time.time() - float(status.get("updated_at", 0)) > STATUS_FRESH_SECONDS:
         return None
     return status
-
-
-def _lake_for(pipeline: Pipeline, source_id: str) -> tuple[str, LakeSink] | None:
-    for sink_id, sink in pipeline.sinks.items():
-        if isinstance(sink, LakeSink) and source_id in sink.inputs:
-            return sink_id, sink
-    return None
 
 
 def _explicit_ids(
