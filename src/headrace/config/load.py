@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from headrace.config.models import (
+    AUTH_TYPES,
     NAME_PATTERN,
     SINK_TYPES,
     SOURCE_TYPES,
@@ -141,6 +142,8 @@ def _interpolate(value: Any, path: PathKey, env: Mapping[str, str], problems: _P
 def _describe_pydantic_error(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
+        if len(err["loc"]) > 1:  # inside a nested model, whose keys are not ``model``'s
+            return "unknown key (see `headrace docs` for the keys)"
         known = ", ".join(sorted(model.model_fields))
         return f"unknown key (known keys: {known})"
     if kind == "missing":
@@ -156,7 +159,12 @@ def _validate_model(
         return model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+            # a tagged union names its tag in the location (auth.0.hmac.secrets): drop it
+            loc = tuple(
+                p for i, p in enumerate(err["loc"])
+                if isinstance(p, str | int)
+                and not (p in AUTH_TYPES and i > 0 and isinstance(err["loc"][i - 1], int))
+            )  # fmt: skip
             problems.add((*path, *loc), _describe_pydantic_error(err, model))
         return None
 

@@ -12,7 +12,7 @@ import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -73,6 +73,79 @@ class Limits(Model):
     """Deepest nesting of arrays and objects in an event; deeper answers 400."""
 
 
+NonEmptySecret = Annotated[SecretStr, Field(min_length=1)]
+
+
+class TokenAuth(Model):
+    """A header must equal one of the secrets (compared in constant time), e.g.
+    ``Authorization: ALLOW=ORDERAPP``. Fails with 401."""
+
+    type: Literal["token"]
+    header: str = "Authorization"
+    """Header holding the token."""
+    secrets: list[NonEmptySecret] = Field(min_length=1)
+    """Accepted tokens; list two while rotating."""
+
+
+class HmacAuth(Model):
+    """An HMAC signature over the raw body as sent (before decompression). Presets:
+    ``standard-webhooks`` (webhook-id/-timestamp/-signature, ``whsec_`` secrets, a 300 s window
+    both ways), ``github`` (X-Hub-Signature-256: sha256=<hex>), ``controlshift``
+    (X-ControlShift-Webhook-Signature: sha256=<hex>), or ``generic`` with the keys below.
+    Fails with 401."""
+
+    type: Literal["hmac"]
+    preset: Literal["standard-webhooks", "github", "controlshift", "generic"] = "generic"
+    """Which provider's scheme; ``generic`` takes header, algorithm, encoding and prefix."""
+    secrets: list[NonEmptySecret] = Field(min_length=1)
+    """Signing secrets; any may match, so two can be live while rotating."""
+    header: str | None = None
+    """Header holding the signature (required for ``generic``; overrides a preset's)."""
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    """Hash of the HMAC (``generic``)."""
+    encoding: Literal["hex", "base64"] = "hex"
+    """How the signature is written (``generic``)."""
+    prefix: str | None = None
+    """Text before the signature, e.g. ``sha256=`` (``generic``; overrides a preset's)."""
+    timestamp_header: str | None = None
+    """Header holding a Unix timestamp; the signed content is then ``<timestamp>.<body>`` and
+    the timestamp must be within ``tolerance`` of now (``generic``)."""
+    tolerance: Seconds = 300.0
+    """Largest difference, past or future, between a signed timestamp and now."""
+
+    @field_validator("header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class IpAllowAuth(Model):
+    """The client address must be in one of the networks (for senders with fixed addresses).
+    Fails with 403."""
+
+    type: Literal["ip_allow"]
+    cidrs: list[str] = Field(min_length=1)
+    """Networks such as ``192.0.2.0/24`` or ``2001:db8::/32``."""
+
+    @field_validator("cidrs")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f'"{cidr}" is not a network address') from exc
+        return value
+
+
+Authorizer = Annotated[TokenAuth | HmacAuth | IpAllowAuth, Field(discriminator="type")]
+AUTH_TYPES = ("token", "hmac", "ip_allow")
+
+
 class HttpSource(Model):
     """Events POSTed over HTTP: a JSON object, a JSON array of objects, or NDJSON."""
 
@@ -93,6 +166,14 @@ class HttpSource(Model):
     """Fixed body answered on success instead of the JSON summary (sent as-is)."""
     limits: Limits | None = None
     """Request limits for this source; defaults to the pipeline's ``limits``."""
+    auth: list[Authorizer] = Field(default_factory=list)
+    """Authorizers (``token``, ``hmac``, ``ip_allow``); a request passes if any of them does.
+    One authorizer may be written without the list."""
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
     @field_validator("path")
     @classmethod

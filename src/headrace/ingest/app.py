@@ -29,6 +29,7 @@ from headrace.buffer.segments import CapacityGuard, GroupCommitter, SegmentWrite
 from headrace.config.models import NAME_PATTERN, HttpSource, Limits, Pipeline
 from headrace.errors import BufferFull, RequestRejected
 from headrace.ids import event_ids, new_base_id
+from headrace.ingest.auth import RequestFacts, SourceAuth
 from headrace.ingest.decode import decompress, parse_events
 from headrace.telemetry import metrics as m
 
@@ -154,6 +155,16 @@ class IngestApp:
             ),
         )
         self.metrics = m.Registry()
+        self._auth = {sid: SourceAuth(src) for sid, src in pipeline.sources.items() if src.auth}
+        self._wanted_headers = {
+            route.source_id: route.header_names
+            | (
+                self._auth[route.source_id].header_names
+                if route.source_id in self._auth
+                else frozenset()
+            )
+            for route in [*self.router.exact.values(), *(p.route for p in self.router.patterns)]
+        }
         self._keys = {
             sid: _SourceKeys.of(sid, src.success_status) for sid, src in pipeline.sources.items()
         }
@@ -262,9 +273,14 @@ class IngestApp:
                     "invalid_stream",
                     "stream names use letters, digits, '_', '.' and '-' (at most 128)",
                 )
-            headers = _headers(scope, route.header_names)
+            headers = _headers(scope, self._wanted_headers[source_id])
             raw = await _read_body(receive, headers, route.limits.max_body_bytes)
             received_at_us = time.time_ns() // 1000
+            auth = self._auth.get(source_id)
+            if auth is not None:
+                client = scope.get("client")
+                facts = RequestFacts(headers, raw, client[0] if client else None)
+                auth.verify(facts, received_at_us / 1_000_000)
             body = decompress(raw, headers.get("content-encoding"), route.limits)
             decoded = parse_events(
                 body,
@@ -277,7 +293,8 @@ class IngestApp:
             keys = self._keys[source_id]
             self.metrics.add(keys.received, count)
             base = new_base_id(received_at_us // 1000)
-            ids = _explicit_ids(route.source, headers, decoded.events or [], count, base)
+            id_header = route.source.id_header or (auth.delivery_id_header if auth else None)
+            ids = _explicit_ids(route.source, id_header, headers, decoded.events or [], count, base)
             if count:
                 frame = encode_frame(
                     BufferedRequest(
@@ -390,10 +407,15 @@ def read_delivery_status(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _explicit_ids(
-    source: HttpSource, headers: dict[str, str], events: list[dict[str, Any]], count: int, base: int
+    source: HttpSource,
+    id_header: str | None,
+    headers: dict[str, str],
+    events: list[dict[str, Any]],
+    count: int,
+    base: int,
 ) -> list[str] | None:
-    if source.id_header:
-        value = headers.get(source.id_header.lower())
+    if id_header:
+        value = headers.get(id_header.lower())
         if value:
             return [value] if count == 1 else [f"{value}:{i}" for i in range(count)]
     if source.id_field:
