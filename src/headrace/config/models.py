@@ -146,6 +146,31 @@ Authorizer = Annotated[TokenAuth | HmacAuth | IpAllowAuth, Field(discriminator="
 AUTH_TYPES = ("token", "hmac", "ip_allow")
 
 
+class RateLimit(Model):
+    """A token bucket per source: ``rate`` requests a second on average, bursts up to ``burst``.
+    Excess requests answer 429 with Retry-After. Each of N ingest workers enforces 1/N of it."""
+
+    rate: float = Field(gt=0)
+    """Requests a second, on average."""
+    burst: int | None = Field(default=None, ge=1)
+    """Requests allowed at once after a quiet spell; defaults to one second's worth."""
+
+
+class Cors(Model):
+    """Cross-origin requests from browsers: preflight answers and response headers."""
+
+    allow_origins: list[str] = Field(min_length=1)
+    """Origins allowed to send (``https://shop.example``), or ``"*"`` for any."""
+    allow_methods: list[str] = Field(default_factory=lambda: ["POST"])
+    """Methods a page may use."""
+    allow_headers: list[str] = Field(default_factory=lambda: ["Content-Type", "Authorization"])
+    """Request headers a page may send."""
+    allow_credentials: bool = False
+    """Whether cookies and HTTP auth may be sent (never with ``"*"``)."""
+    max_age: Seconds = 600.0
+    """How long a browser may cache a preflight answer."""
+
+
 class HttpSource(Model):
     """Events POSTed over HTTP: a JSON object, a JSON array of objects, or NDJSON."""
 
@@ -166,6 +191,10 @@ class HttpSource(Model):
     """Fixed body answered on success instead of the JSON summary (sent as-is)."""
     limits: Limits | None = None
     """Request limits for this source; defaults to the pipeline's ``limits``."""
+    rate_limit: RateLimit | None = None
+    """Requests a second this source takes; more answer 429 with Retry-After."""
+    cors: Cors | None = None
+    """Lets web pages on other origins POST to this source."""
     auth: list[Authorizer] = Field(default_factory=list)
     """Authorizers (``token``, ``hmac``, ``ip_allow``); a request passes if any of them does.
     One authorizer may be written without the list."""

@@ -31,6 +31,7 @@ from headrace.errors import BufferFull, RequestRejected
 from headrace.ids import event_ids, new_base_id
 from headrace.ingest.auth import RequestFacts, SourceAuth
 from headrace.ingest.decode import decompress, parse_events
+from headrace.ingest.limits import CorsPolicy, TokenBucket
 from headrace.telemetry import metrics as m
 
 log = logging.getLogger("headrace.ingest")
@@ -133,6 +134,7 @@ class IngestApp:
         *,
         writer_name: str = "w0",
         noop_endpoint: bool = False,
+        workers: int = 1,
     ) -> None:
         self.pipeline = pipeline
         self.data_dir = data_dir
@@ -155,21 +157,28 @@ class IngestApp:
             ),
         )
         self.metrics = m.Registry()
-        self._auth = {sid: SourceAuth(src) for sid, src in pipeline.sources.items() if src.auth}
-        self._wanted_headers = {
-            route.source_id: route.header_names
-            | (
-                self._auth[route.source_id].header_names
-                if route.source_id in self._auth
-                else frozenset()
-            )
-            for route in [*self.router.exact.values(), *(p.route for p in self.router.patterns)]
+        sources = pipeline.sources.items()
+        self._auth = {sid: SourceAuth(src) for sid, src in sources if src.auth}
+        self._buckets = {
+            sid: TokenBucket.for_worker(src.rate_limit, workers)
+            for sid, src in sources
+            if src.rate_limit
+        }
+        self._cors = {sid: CorsPolicy(src.cors) for sid, src in sources if src.cors}
+        routes = [*self.router.exact.values(), *(p.route for p in self.router.patterns)]
+        self._wanted_headers = {  # the request headers ingest decodes, per source
+            r.source_id: r.header_names | {b"origin"} | self._auth_headers(r.source_id)
+            for r in routes
         }
         self._keys = {
             sid: _SourceKeys.of(sid, src.success_status) for sid, src in pipeline.sources.items()
         }
         self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
+
+    def _auth_headers(self, source_id: str) -> frozenset[bytes]:
+        auth = self._auth.get(source_id)
+        return auth.header_names if auth is not None else frozenset()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -239,6 +248,8 @@ class IngestApp:
             route, stream = matched
             if method == "POST":
                 await self._ingest(scope, receive, send, route, stream)
+            elif method == "OPTIONS" and route.source_id in self._cors:
+                await self._preflight(scope, send, self._cors[route.source_id])
             elif method == "GET" and path.startswith(STREAM_ROUTE_PREFIX):
                 await self._query(scope, send, route, stream)
             else:
@@ -262,10 +273,25 @@ class IngestApp:
         else:
             await _error(send, RequestRejected(404, "not_found", f"nothing at {path}"))
 
+    async def _preflight(self, scope: Scope, send: Send, policy: CorsPolicy) -> None:
+        wanted = {b"origin", b"access-control-request-method", b"access-control-request-headers"}
+        headers = _headers(scope, frozenset(wanted))
+        try:
+            allowed = policy.preflight(
+                headers.get("origin"),
+                headers.get("access-control-request-method"),
+                headers.get("access-control-request-headers"),
+            )
+        except RequestRejected as exc:
+            await _error(send, exc)
+            return
+        await _send(send, 204, b"", allowed)
+
     async def _ingest(
         self, scope: Scope, receive: Receive, send: Send, route: Route, stream: str
     ) -> None:
         source_id = route.source_id
+        cors: list[tuple[bytes, bytes]] = []
         try:
             if not NAME_PATTERN.match(stream):
                 raise RequestRejected(
@@ -274,6 +300,12 @@ class IngestApp:
                     "stream names use letters, digits, '_', '.' and '-' (at most 128)",
                 )
             headers = _headers(scope, self._wanted_headers[source_id])
+            policy = self._cors.get(source_id)
+            if policy is not None:
+                cors = policy.response_headers(headers.get("origin"))
+            bucket = self._buckets.get(source_id)
+            if bucket is not None:
+                bucket.take()
             raw = await _read_body(receive, headers, route.limits.max_body_bytes)
             received_at_us = time.time_ns() // 1000
             auth = self._auth.get(source_id)
@@ -314,7 +346,7 @@ class IngestApp:
                 m.key("headrace_requests_rejected_total", source=source_id, reason=exc.reason)
             )
             self._count_request(source_id, exc.status)
-            await _error(send, exc)
+            await _error(send, exc, cors)
             return
         except BufferFull as exc:
             self.metrics.add(
@@ -323,7 +355,7 @@ class IngestApp:
             self._count_request(source_id, 503)
             reply = {"error": "buffer_full", "message": str(exc)}
             extra = [(b"retry-after", str(exc.retry_after).encode())]
-            await _send(send, 503, _json.encode(reply), JSON_HEADERS + extra)
+            await _send(send, 503, _json.encode(reply), JSON_HEADERS + extra + cors)
             return
         except Exception:
             log.exception("ingest into %s failed unexpectedly; nothing was stored", source_id)
@@ -340,11 +372,11 @@ class IngestApp:
                 send,
                 route.source.success_status,
                 route.source.success_body.encode(),
-                [(b"content-type", b"text/plain; charset=utf-8")],
+                [(b"content-type", b"text/plain; charset=utf-8"), *cors],
             )
             return
         accepted = {"accepted": count, "ids": ids if ids is not None else event_ids(base, count)}
-        await _send(send, route.source.success_status, _json.encode(accepted))
+        await _send(send, route.source.success_status, _json.encode(accepted), JSON_HEADERS + cors)
 
     def _count_request(self, source_id: str, status: int) -> None:
         self.metrics.add(m.key("headrace_requests_total", source=source_id, status=str(status)))
@@ -477,6 +509,12 @@ async def _send(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _error(send: Send, exc: RequestRejected) -> None:
+async def _error(
+    send: Send, exc: RequestRejected, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = {"error": exc.reason, "message": exc.message, **exc.detail}
-    await _send(send, exc.status, _json.encode(body))
+    headers = JSON_HEADERS + (extra or [])
+    retry_after = exc.detail.get("retry_after")
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await _send(send, exc.status, _json.encode(body), headers)

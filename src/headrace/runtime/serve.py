@@ -74,6 +74,7 @@ def ingest_main(
     noop: bool,
     log_cfg: dict[str, Any],
     supervisor: int,
+    workers: int,
 ) -> None:
     """Entry point of an ingest worker process."""
     import sys
@@ -88,7 +89,7 @@ def ingest_main(
     # request waiting on that commit waits up to the default 5 ms switch interval too.
     sys.setswitchinterval(0.0002)
     sock = listen_socket(*address)
-    app = IngestApp(pipeline, data_dir, writer_name=f"w{slot}", noop_endpoint=noop)
+    app = IngestApp(pipeline, data_dir, writer_name=f"w{slot}", noop_endpoint=noop, workers=workers)
     config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -221,6 +222,7 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
                     options.noop_endpoint,
                     options.log_cfg,
                     os.getpid(),
+                    workers,
                 ),
                 name=f"headrace-ingest-{slot}",
             ),
