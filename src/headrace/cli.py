@@ -435,6 +435,100 @@ def dlq_replay(data_dir: Path, sink: str | None, reason: str | None, ids: tuple[
     click.echo(f"queued {count} dead letter(s) for delivery")
 
 
+@main.group()
+def badrows() -> None:
+    """Inspect and replay refused events and requests (schema, decode and size refusals)."""
+
+
+def _badrow_store(data_dir: Path) -> Any:
+    from headrace.ingest.badrows import BadRowStore
+
+    if not (data_dir / "badrows.db").exists():
+        raise click.UsageError(f"no bad rows in {data_dir}")
+    return BadRowStore(data_dir)
+
+
+@badrows.command("list")
+@data_dir_option
+@click.option("--source", help="Only this source's bad rows.")
+@click.option("--reason", help="Only this reason (schema_violation, decode_error, size_violation).")
+@click.option("--all", "include_replayed", is_flag=True, help="Include those already replayed.")
+@click.option("--limit", default=100, show_default=True, help="Most rows to show.")
+def badrows_list(
+    data_dir: Path, source: str | None, reason: str | None, include_replayed: bool, limit: int
+) -> None:
+    """List bad rows, oldest first."""
+    from headrace.query.lake import iso
+
+    rows = _badrow_store(data_dir).find(
+        source=source, reason=reason, include_replayed=include_replayed, limit=limit
+    )
+    if not rows:
+        click.echo("no bad rows")
+        return
+    click.echo(
+        f"{'ID':>6}  {'SOURCE':<14} {'REASON':<17} {'RECEIVED AT':<27} {'BYTES':>7}  WHERE / WHY"
+    )
+    for row in rows:
+        click.echo(
+            f"{row.id:>6}  {row.source:<14} {row.reason:<17} {iso(row.received_at_us):<27} "
+            f"{row.raw_bytes:>7}  {row.path or '-'} {row.message[:70]}"
+        )
+
+
+@badrows.command("show")
+@data_dir_option
+@click.argument("row_id", type=int)
+def badrows_show(data_dir: Path, row_id: int) -> None:
+    """Show one bad row with its raw bytes (as text)."""
+    import msgspec
+
+    row = _badrow_store(data_dir).get(row_id)
+    if row is None:
+        raise click.UsageError(f"no bad row with id {row_id}")
+    info = row.as_dict()
+    with contextlib.suppress(msgspec.DecodeError, UnicodeDecodeError):  # JSON when it is JSON
+        info["raw"] = msgspec.json.decode(row.raw)
+    click.echo(msgspec.json.format(msgspec.json.encode(info), indent=2).decode())
+
+
+@badrows.command("replay")
+@config_option
+@data_dir_option
+@click.option("--source", help="Only this source's bad rows.")
+@click.option("--reason", help="Only this reason.")
+@click.option("--id", "ids", type=int, multiple=True, help="Only these rows (repeatable).")
+def badrows_replay(
+    config_path: Path | None, data_dir: Path, source: str | None, reason: str | None,
+    ids: tuple[int, ...],
+) -> None:  # fmt: skip
+    """Check bad rows again with the current pipeline and deliver what now passes.
+
+    Rows whose every event passes are marked replayed; replaying a row again never stores an
+    event twice.
+    """
+    from headrace.ingest.badrows import replay_bad_rows
+
+    pipeline = _load(config_path)
+    store = _badrow_store(data_dir)
+    if ids:
+        rows = [r for i in ids if (r := store.get(i)) is not None and r.replayed_at_us is None]
+    else:
+        rows, after = [], 0
+        while batch := store.find(source=source, reason=reason, after_id=after, limit=10_000):
+            rows.extend(batch)
+            after = batch[-1].id
+    if not rows:
+        click.echo("nothing to replay")
+        return
+    outcome = replay_bad_rows(data_dir / "buffer", pipeline, rows)
+    store.mark_replayed(outcome.rows or [])
+    click.echo(
+        f"queued {outcome.events} event(s) from {len(rows)} bad row(s); "
+        f"{outcome.still_bad} row(s) still fail; {outcome.skipped} skipped (truncated or no such source)"
+    )
+
+
 @main.command()
 @click.argument("kind", type=click.Choice(["sources", "sinks", "pipeline"]), default="pipeline")
 @click.argument("type_name", required=False)

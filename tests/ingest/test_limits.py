@@ -65,7 +65,9 @@ async def test_rate_limit_and_cors_over_http(data_dir: Path) -> None:
             limited = await client.post(url, json={"a": 3}, headers=shop)
             assert (limited.status_code, limited.json()["error"]) == (429, "rate_limited")
             assert int(limited.headers["retry-after"]) >= 1
-            assert limited.headers.get("access-control-allow-origin") == "https://shop.example", limited.headers
+            assert limited.headers.get("access-control-allow-origin") == "https://shop.example", (
+                limited.headers
+            )
             preflight = await client.options(url, headers={
                 **shop, "access-control-request-method": "POST",
                 "access-control-request-headers": "content-type, x-api-key"})  # fmt: skip

@@ -245,6 +245,37 @@ def _check_graph(raw: dict[str, Any], sources: dict[str, Model], problems: _Prob
             seen_paths[key] = source_id
 
 
+def _resolve_schema(source_id: str, source: Model, file: str | None, problems: _Problems) -> Model:
+    """Read a schema file (relative to the pipeline file) and check the schema is valid."""
+    if not isinstance(source, HttpSource) or source.json_schema is None:
+        return source
+    path: PathKey = ("sources", source_id, "schema")
+    schema = source.json_schema
+    if isinstance(schema, str):
+        base = Path(file).parent if file else Path.cwd()
+        schema_file = base / schema
+        try:
+            schema = yaml.safe_load(schema_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            problems.add(path, f"cannot read the schema file {schema_file}: {exc}")
+            return source
+        if not isinstance(schema, dict):
+            problems.add(path, f"{schema_file} does not hold a JSON Schema object")
+            return source
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        problems.add(
+            path, f"not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message}"
+        )
+        return source
+    return source.model_copy(update={"json_schema": schema})
+
+
 def parse_pipeline(
     text: str, *, file: str | None = None, env: Mapping[str, str] | None = None
 ) -> Pipeline:
@@ -270,6 +301,7 @@ def parse_pipeline(
     buffer = _validate_model(LocalBuffer, raw.get("buffer") or {}, ("buffer",), problems)
     limits = _validate_model(Limits, raw.get("limits") or {}, ("limits",), problems)
     _check_graph(raw, sources, problems)
+    sources = {sid: _resolve_schema(sid, src, file, problems) for sid, src in sources.items()}
     if problems.items:
         raise ConfigError(problems.items)
     return Pipeline.model_validate(

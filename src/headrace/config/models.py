@@ -57,7 +57,9 @@ Bytes = Annotated[int, BeforeValidator(_parse_size), Field(ge=0)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, frozen=True, populate_by_name=True
+    )
 
 
 class Limits(Model):
@@ -191,6 +193,14 @@ class HttpSource(Model):
     """Fixed body answered on success instead of the JSON summary (sent as-is)."""
     limits: Limits | None = None
     """Request limits for this source; defaults to the pipeline's ``limits``."""
+    json_schema: dict[str, Any] | str | None = Field(default=None, alias="schema")
+    """JSON Schema (inline, or a file beside the pipeline file; drafts 4 to 2020-12) each event
+    must match."""
+    unknown_fields: Literal["reject", "drop", "keep"] = "keep"
+    """Top-level fields the schema's ``properties`` do not name: refused, removed, or kept."""
+    on_invalid: Literal["reject_request", "keep_valid"] = "reject_request"
+    """With a schema, an invalid event refuses the whole request (400), or only itself (the
+    valid ones are stored, the answer lists the rest)."""
     rate_limit: RateLimit | None = None
     """Requests a second this source takes; more answer 429 with Retry-After."""
     cors: Cors | None = None

@@ -24,14 +24,16 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from headrace.buffer.records import BufferedRequest, encode_frame
+from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
 from headrace.buffer.segments import CapacityGuard, GroupCommitter, SegmentWriter
 from headrace.config.models import NAME_PATTERN, HttpSource, Limits, Pipeline
 from headrace.errors import BufferFull, RequestRejected
 from headrace.ids import event_ids, new_base_id
 from headrace.ingest.auth import RequestFacts, SourceAuth
-from headrace.ingest.decode import decompress, parse_events
+from headrace.ingest.badrows import REASONS, BadRowStore
+from headrace.ingest.decode import Decoded, decompress, parse_events
 from headrace.ingest.limits import CorsPolicy, TokenBucket
+from headrace.ingest.validation import SchemaCheck, Violation
 from headrace.telemetry import metrics as m
 
 log = logging.getLogger("headrace.ingest")
@@ -165,6 +167,9 @@ class IngestApp:
             if src.rate_limit
         }
         self._cors = {sid: CorsPolicy(src.cors) for sid, src in sources if src.cors}
+        self._schemas = {sid: SchemaCheck(src) for sid, src in sources if src.json_schema}
+        self.badrows = BadRowStore(data_dir)
+        self._pending_writes: set[asyncio.Future[None]] = set()
         routes = [*self.router.exact.values(), *(p.route for p in self.router.patterns)]
         self._wanted_headers = {  # the request headers ingest decodes, per source
             r.source_id: r.header_names | {b"origin"} | self._auth_headers(r.source_id)
@@ -195,6 +200,8 @@ class IngestApp:
         """Commit what is pending and seal the segment."""
         if self._metrics_task is not None:
             self._metrics_task.cancel()
+        if self._pending_writes:
+            await asyncio.gather(*self._pending_writes, return_exceptions=True)
         if self._started:
             await asyncio.to_thread(self.committer.stop)
             self._refresh_gauges()
@@ -257,6 +264,8 @@ class IngestApp:
                     send,
                     RequestRejected(405, "method_not_allowed", f"{method} is not allowed here"),
                 )
+        elif path == "/v1/badrows" and method == "GET":
+            await self._badrows(scope, send)
         elif path == "/healthz":
             await _send(send, 200, _json.encode({"status": "ok"}))
         elif path == "/readyz":
@@ -292,6 +301,8 @@ class IngestApp:
     ) -> None:
         source_id = route.source_id
         cors: list[tuple[bytes, bytes]] = []
+        kept_raw = b""  # what a bad row keeps: the body, decompressed once that has worked
+        rejected: list[dict[str, Any]] = []
         try:
             if not NAME_PATTERN.match(stream):
                 raise RequestRejected(
@@ -307,6 +318,7 @@ class IngestApp:
             if bucket is not None:
                 bucket.take()
             raw = await _read_body(receive, headers, route.limits.max_body_bytes)
+            kept_raw = raw
             received_at_us = time.time_ns() // 1000
             auth = self._auth.get(source_id)
             if auth is not None:
@@ -314,16 +326,20 @@ class IngestApp:
                 facts = RequestFacts(headers, raw, client[0] if client else None)
                 auth.verify(facts, received_at_us / 1_000_000)
             body = decompress(raw, headers.get("content-encoding"), route.limits)
+            kept_raw = body
+            schema = self._schemas.get(source_id)
             decoded = parse_events(
                 body,
                 declared_format=route.source.format,
                 content_type=headers.get("content-type"),
                 limits=route.limits,
-                need_values=route.source.id_field is not None,
+                need_values=route.source.id_field is not None or schema is not None,
             )
-            count = decoded.count
             keys = self._keys[source_id]
-            self.metrics.add(keys.received, count)
+            self.metrics.add(keys.received, decoded.count)
+            if schema is not None:
+                decoded, rejected = self._validate(route, stream, decoded, schema, received_at_us)
+            count = decoded.count
             base = new_base_id(received_at_us // 1000)
             id_header = route.source.id_header or (auth.delivery_id_header if auth else None)
             ids = _explicit_ids(route.source, id_header, headers, decoded.events or [], count, base)
@@ -345,6 +361,13 @@ class IngestApp:
             self.metrics.add(
                 m.key("headrace_requests_rejected_total", source=source_id, reason=exc.reason)
             )
+            kind = REASONS.get(exc.reason)
+            if kind is not None:  # auth, rate and routing refusals are not bad rows
+                errors: Any = exc.detail.get("errors") or [{}]
+                path = str(errors[0].get("path", ""))
+                self._keep_bad_rows(
+                    [(source_id, stream, kind, path, exc.message, time.time_ns() // 1000, kept_raw)]
+                )
             self._count_request(source_id, exc.status)
             await _error(send, exc, cors)
             return
@@ -375,8 +398,59 @@ class IngestApp:
                 [(b"content-type", b"text/plain; charset=utf-8"), *cors],
             )
             return
-        accepted = {"accepted": count, "ids": ids if ids is not None else event_ids(base, count)}
+        accepted: dict[str, Any] = {
+            "accepted": count,
+            "ids": ids if ids is not None else event_ids(base, count),
+        }
+        if rejected:
+            accepted["rejected"] = rejected
         await _send(send, route.source.success_status, _json.encode(accepted), JSON_HEADERS + cors)
+
+    def _validate(
+        self, route: Route, stream: str, decoded: Decoded, schema: SchemaCheck, received_at_us: int
+    ) -> tuple[Decoded, list[dict[str, Any]]]:
+        """Check every event; refuse the request or keep only the valid events, per the source."""
+        assert decoded.events is not None
+        kept: list[dict[str, Any]] = []
+        violations: list[Violation] = []
+        invalid: dict[int, list[Violation]] = {}
+        changed = False
+        for index, event in enumerate(decoded.events):
+            stored, problems = schema.check(index, event)
+            if problems:
+                invalid[index] = problems
+                violations += problems
+            else:
+                kept.append(stored)
+                changed |= stored is not event
+        if invalid and route.source.on_invalid == "reject_request":
+            raise RequestRejected(
+                400, "schema_violation",
+                f"{len(invalid)} of {decoded.count} event(s) do not match the schema",
+                errors=[v.as_dict() for v in violations[:50]],
+            )  # fmt: skip
+        if invalid:
+            self._keep_bad_rows([
+                (route.source_id, stream, "schema_violation", problems[0].path,
+                 "; ".join(f"{p.path}: {p.message}" for p in problems)[:2000], received_at_us,
+                 _json.encode(decoded.events[index]))
+                for index, problems in invalid.items()
+            ])  # fmt: skip
+        if invalid or changed:
+            body = _json.encode(kept)
+            decoded = Decoded(FORMAT_ARRAY, len(kept), body, kept)
+        return decoded, [v.as_dict() for v in violations[:50]]
+
+    def _keep_bad_rows(self, rows: list[tuple[str, str, str, str, str, int, bytes]]) -> None:
+        """Store refusals from a thread; the answer does not wait for SQLite."""
+        future = asyncio.get_running_loop().run_in_executor(None, self.badrows.add, rows)
+        self._pending_writes.add(future)
+        future.add_done_callback(self._bad_rows_written)
+
+    def _bad_rows_written(self, future: asyncio.Future[None]) -> None:
+        self._pending_writes.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("cannot keep bad rows: %s", future.exception())
 
     def _count_request(self, source_id: str, status: int) -> None:
         self.metrics.add(m.key("headrace_requests_total", source=source_id, status=str(status)))
@@ -407,6 +481,27 @@ class IngestApp:
             await _error(send, RequestRejected(400, exc.reason, str(exc)))
             return
         await _send(send, 200, _json.encode(result))
+
+    async def _badrows(self, scope: Scope, send: Send) -> None:
+        """``GET /v1/badrows?source=&reason=&after=&limit=``: kept refusals, oldest first."""
+        params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        try:
+            limit = min(int(params.get("limit", "100")), 1000)
+            after = int(params.get("after", "0"))
+        except ValueError:
+            await _error(
+                send, RequestRejected(400, "invalid_parameter", "limit and after are whole numbers")
+            )
+            return
+        rows = await asyncio.to_thread(
+            self.badrows.find, source=params.get("source"), reason=params.get("reason"),
+            include_replayed=params.get("replayed") == "true", after_id=after, limit=limit,
+        )  # fmt: skip
+        body = {
+            "bad_rows": [r.as_dict() for r in rows],
+            "next_after": rows[-1].id if len(rows) == limit else None,
+        }
+        await _send(send, 200, _json.encode(body))
 
     async def _readyz(self, send: Send) -> None:
         problems: dict[str, str] = {}

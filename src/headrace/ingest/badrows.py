@@ -1,0 +1,212 @@
+"""The bad-rows store: every refused event or request (auth aside), kept for a look and a replay.
+
+``<data>/badrows.db`` (SQLite, WAL), one table::
+
+    bad_rows(id, source, stream, reason, path, message, received_at_us,
+             raw (at most RAW_LIMIT bytes), raw_bytes (the full size), replayed_at_us)
+
+Reasons: ``schema_violation``, ``decode_error`` (invalid JSON, bad gzip, not an object, too deep,
+numbers out of range), ``size_violation`` (too large, too many events). Ingest workers write
+from a thread so the event loop never waits on SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RAW_LIMIT = 64 * 1024
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bad_rows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL, stream TEXT NOT NULL, reason TEXT NOT NULL,
+    path TEXT NOT NULL, message TEXT NOT NULL, received_at_us INTEGER NOT NULL,
+    raw BLOB NOT NULL, raw_bytes INTEGER NOT NULL, replayed_at_us INTEGER
+);
+CREATE INDEX IF NOT EXISTS bad_rows_by_source ON bad_rows (source, id);
+"""
+REASONS = {  # RequestRejected reasons kept as bad rows, by kind
+    "invalid_json": "decode_error", "not_an_object": "decode_error", "empty_body": "decode_error",
+    "decode_error": "decode_error", "too_deep": "decode_error",
+    "number_out_of_range": "decode_error", "unsupported_encoding": "decode_error",
+    "body_too_large": "size_violation", "decompressed_too_large": "size_violation",
+    "too_many_events": "size_violation", "schema_violation": "schema_violation",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """One kept refusal."""
+
+    id: int
+    source: str
+    stream: str
+    reason: str
+    path: str
+    message: str
+    received_at_us: int
+    raw: bytes
+    raw_bytes: int
+    replayed_at_us: int | None
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``raw`` holds all the bytes (only then can it be replayed)."""
+        return len(self.raw) == self.raw_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly form (raw as text, invalid UTF-8 replaced)."""
+        return {
+            "id": self.id, "source": self.source, "stream": self.stream, "reason": self.reason,
+            "path": self.path, "message": self.message, "received_at_us": self.received_at_us,
+            "raw": self.raw.decode("utf-8", "replace"), "raw_bytes": self.raw_bytes,
+            "replayed_at_us": self.replayed_at_us,
+        }  # fmt: skip
+
+
+class BadRowStore:
+    """Writes and reads ``badrows.db``; safe to share between threads."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "badrows.db"
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.executescript(SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def add(self, rows: list[tuple[str, str, str, str, str, int, bytes]]) -> None:
+        """Keep refusals: (source, stream, reason, path, message, received_at_us, raw)."""
+        with self._lock:
+            self._connection().executemany(
+                "INSERT INTO bad_rows (source, stream, reason, path, message, received_at_us, "
+                "raw, raw_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (s, st, r, p, m[:2000], t, raw[:RAW_LIMIT], len(raw))
+                    for s, st, r, p, m, t, raw in rows
+                ],
+            )
+
+    def find(
+        self, *, source: str | None = None, reason: str | None = None,
+        include_replayed: bool = False, after_id: int = 0, limit: int = 100,
+    ) -> list[BadRow]:  # fmt: skip
+        """Bad rows, oldest first."""
+        sql = "SELECT * FROM bad_rows WHERE id > ?"
+        args: list[Any] = [after_id]
+        if source:
+            sql += " AND source = ?"
+            args.append(source)
+        if reason:
+            sql += " AND reason = ?"
+            args.append(reason)
+        if not include_replayed:
+            sql += " AND replayed_at_us IS NULL"
+        with self._lock:
+            rows = self._connection().execute(sql + " ORDER BY id LIMIT ?", (*args, limit))
+            return [BadRow(*row) for row in rows.fetchall()]
+
+    def get(self, row_id: int) -> BadRow | None:
+        """One bad row."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT * FROM bad_rows WHERE id = ?", (row_id,))
+                .fetchone()
+            )
+        return BadRow(*row) if row else None
+
+    def mark_replayed(self, ids: list[int]) -> None:
+        """Mark rows whose events were sent on."""
+        now = time.time_ns() // 1000
+        with self._lock:
+            self._connection().executemany(
+                "UPDATE bad_rows SET replayed_at_us = ? WHERE id = ?", [(now, i) for i in ids]
+            )
+
+
+@dataclass
+class ReplayOutcome:
+    """What replaying bad rows did."""
+
+    events: int = 0
+    rows: list[int] | None = None  # rows every event of which now passes (marked replayed)
+    still_bad: int = 0
+    skipped: int = 0  # truncated, or their source is gone
+
+
+def replay_bad_rows(buffer_dir: Path, pipeline: Any, rows: list[BadRow]) -> ReplayOutcome:
+    """Check bad rows again with the current pipeline and queue the events that now pass.
+
+    Event ids derive from the row, so replaying a row twice never stores an event twice.
+    """
+    import uuid
+
+    import msgspec
+
+    from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
+    from headrace.buffer.replay import _ReplayWriter
+    from headrace.config.models import HttpSource
+    from headrace.errors import RequestRejected
+    from headrace.ingest.decode import decompress, parse_events
+    from headrace.ingest.validation import SchemaCheck
+
+    outcome = ReplayOutcome(rows=[])
+    assert outcome.rows is not None
+    with _ReplayWriter(buffer_dir, "badrows") as out:
+        for row in rows:
+            source = pipeline.sources.get(row.source)
+            if not row.complete or not isinstance(source, HttpSource):
+                outcome.skipped += 1
+                continue
+            limits = pipeline.limits_for(source)
+            try:
+                body = decompress(row.raw, None, limits)
+                decoded = parse_events(body, declared_format=source.format, content_type=None,
+                                       limits=limits, need_values=True)  # fmt: skip
+            except RequestRejected:
+                outcome.still_bad += 1
+                continue
+            assert decoded.events is not None
+            check = SchemaCheck(source) if source.json_schema else None
+            passing = []
+            for index, event in enumerate(decoded.events):
+                stored, problems = check.check(index, event) if check else (event, [])
+                if not problems:
+                    passing.append((index, stored))
+            if len(passing) < len(decoded.events):
+                outcome.still_bad += 1
+            if not passing:
+                continue
+            ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"headrace:badrow:{row.id}:{row.received_at_us}:{i}"))
+                   for i, _ in passing]  # fmt: skip
+            out.add(
+                BufferedRequest(
+                    received_at_us=row.received_at_us,
+                    base_id=bytes(16),
+                    stream=row.stream,
+                    source=row.source,
+                    count=len(passing),
+                    fmt=FORMAT_ARRAY,
+                    body=msgspec.json.encode([e for _, e in passing]),
+                    ids=ids,
+                    replay=True,
+                )
+            )
+            outcome.events += len(passing)
+            if len(passing) == len(decoded.events):
+                outcome.rows.append(row.id)
+    return outcome

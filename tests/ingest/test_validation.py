@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from headrace.buffer.reader import BufferReader
+from headrace.buffer.records import expand_events
+from headrace.cli import main
+from headrace.config.load import parse_pipeline
+from headrace.errors import ConfigError
+from headrace.ingest.app import IngestApp
+
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {"requestid": {"type": "string"}, "action": {"enum": ["click", "view"]}},
+    "required": ["requestid", "action"],
+}
+
+
+def pipeline_text(**source: Any) -> str:
+    return json.dumps({
+        "sources": {"clicks": {"type": "http", "schema": SCHEMA, **source}, "open": {"type": "http"}},
+        "sinks": {"lake": {"type": "lake", "inputs": ["clicks", "open"]}},
+    })  # fmt: skip
+
+
+async def client_for(
+    data_dir: Path, text: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, IngestApp]]:
+    app = IngestApp(parse_pipeline(text), data_dir)
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            yield client, app
+    finally:
+        await app.shutdown()
+
+
+def stored(data_dir: Path) -> list[dict[str, Any]]:
+    items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 24)
+    return [e.data for item in items for e in expand_events(item.request)]
+
+
+async def settle(app: IngestApp) -> None:
+    while app._pending_writes:
+        await asyncio.sleep(0.01)
+
+
+GOOD = {"requestid": "r1", "action": "click"}
+BAD = {"requestid": "r2", "action": "hover"}
+
+
+@pytest.mark.anyio
+async def test_an_invalid_event_refuses_the_request_and_is_kept(data_dir: Path) -> None:
+    async for client, app in client_for(data_dir, pipeline_text()):
+        response = await client.post("/v1/streams/clicks/events", json=[GOOD, BAD])
+        assert (response.status_code, response.json()["error"]) == (400, "schema_violation")
+        assert response.json()["errors"] == [
+            {"index": 1, "path": "/action", "message": "'hover' is not one of ['click', 'view']"}
+        ]
+        await settle(app)
+        (row,) = app.badrows.find()
+        assert (row.reason, row.source, row.path) == ("schema_violation", "clicks", "/action")
+        assert json.loads(row.raw) == [GOOD, BAD]
+    assert stored(data_dir) == []
+
+
+@pytest.mark.anyio
+async def test_keep_valid_stores_the_valid_and_lists_the_rest(data_dir: Path) -> None:
+    async for client, app in client_for(data_dir, pipeline_text(on_invalid="keep_valid")):
+        response = await client.post(
+            "/v1/streams/clicks/events", json=[GOOD, BAD, {"action": "view"}]
+        )
+        body = response.json()
+        assert (response.status_code, body["accepted"], len(body["ids"])) == (202, 1, 1)
+        assert [r["index"] for r in body["rejected"]] == [1, 2]
+        await settle(app)
+        assert [json.loads(r.raw) for r in app.badrows.find()] == [BAD, {"action": "view"}]
+        listed = (await client.get("/v1/badrows", params={"source": "clicks"})).json()["bad_rows"]
+        assert [r["reason"] for r in listed] == ["schema_violation", "schema_violation"]
+    assert stored(data_dir) == [GOOD]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("policy", "status", "kept"),
+    [("drop", 202, GOOD), ("reject", 400, None), ("keep", 202, {**GOOD, "extra": 1})],
+)
+async def test_unknown_fields_policy(
+    data_dir: Path, policy: str, status: int, kept: dict[str, Any] | None
+) -> None:
+    async for client, _ in client_for(data_dir, pipeline_text(unknown_fields=policy)):
+        response = await client.post("/v1/streams/clicks/events", json={**GOOD, "extra": 1})
+        assert response.status_code == status
+        if policy == "reject":
+            assert response.json()["errors"][0]["path"] == "/extra"
+    assert stored(data_dir) == ([kept] if kept else [])
+
+
+@pytest.mark.anyio
+async def test_decode_refusals_are_bad_rows_and_auth_refusals_are_not(data_dir: Path) -> None:
+    text = pipeline_text().replace(
+        '"open": {"type": "http"}',
+        '"open": {"type": "http", "auth": {"type": "token", "secrets": ["t"]}}',
+    )
+    async for client, app in client_for(data_dir, text):
+        assert (await client.post("/v1/streams/clicks/events", content=b'{"a":')).status_code == 400
+        assert (await client.post("/v1/streams/open/events", json={})).status_code == 401
+        await settle(app)
+        (row,) = app.badrows.find()
+        assert (row.reason, row.raw, row.source) == ("decode_error", b'{"a":', "clicks")
+
+
+def test_schema_files_and_invalid_schemas_are_checked_at_load(tmp_path: Path) -> None:
+    (tmp_path / "clicks.schema.json").write_text(json.dumps(SCHEMA))
+    config = tmp_path / "p.yaml"
+    config.write_text(pipeline_text().replace(json.dumps(SCHEMA), '"clicks.schema.json"'))
+    from headrace.config.load import load_pipeline
+
+    assert load_pipeline(config).sources["clicks"].json_schema == SCHEMA
+    with pytest.raises(ConfigError) as info:
+        parse_pipeline(pipeline_text().replace('"type": "object"', '"type": "objekt"'))
+    (problem,) = info.value.problems
+    assert problem.path == "sources.clicks.schema" and "not a valid JSON Schema" in problem.message
+
+
+@pytest.mark.anyio
+async def test_replay_delivers_what_now_passes_once(data_dir: Path, tmp_path: Path) -> None:
+    async for client, app in client_for(data_dir, pipeline_text(on_invalid="keep_valid")):
+        await client.post("/v1/streams/clicks/events", json=[GOOD, BAD])
+        await settle(app)
+    relaxed = json.loads(pipeline_text())
+    relaxed["sources"]["clicks"]["schema"]["properties"]["action"] = {"type": "string"}
+    config = tmp_path / "relaxed.json"
+    config.write_text(json.dumps(relaxed))
+    runner = CliRunner()
+    listed = runner.invoke(main, ["badrows", "list", "--data-dir", str(data_dir)])
+    assert "schema_violation" in listed.output
+    shown = runner.invoke(main, ["badrows", "show", "--data-dir", str(data_dir), "1"])
+    assert '"hover"' in shown.output
+    result = runner.invoke(
+        main, ["badrows", "replay", "--data-dir", str(data_dir), "--config", str(config)]
+    )
+    assert "queued 1 event(s) from 1 bad row(s); 0 row(s) still fail" in result.output, (
+        result.output
+    )
+    again = runner.invoke(
+        main, ["badrows", "replay", "--data-dir", str(data_dir), "--config", str(config)]
+    )
+    assert "nothing to replay" in again.output
+    items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 24)
+    replayed = [e for item in items for e in expand_events(item.request) if e.may_repeat]
+    assert [e.data for e in replayed] == [BAD]
