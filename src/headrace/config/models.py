@@ -123,6 +123,17 @@ class HmacAuth(Model):
         return value
 
 
+class ApiKeyAuth(Model):
+    """A key issued with ``headrace keys create --source <id>``, in a header or a query
+    parameter. Keys are stored only as hashes. Fails with 401."""
+
+    type: Literal["api_key"]
+    header: str = "X-Api-Key"
+    """Header holding the key."""
+    query: str | None = None
+    """Query parameter that may hold the key instead (for senders that cannot set headers)."""
+
+
 class IpAllowAuth(Model):
     """The client address must be in one of the networks (for senders with fixed addresses).
     Fails with 403."""
@@ -144,8 +155,8 @@ class IpAllowAuth(Model):
         return value
 
 
-Authorizer = Annotated[TokenAuth | HmacAuth | IpAllowAuth, Field(discriminator="type")]
-AUTH_TYPES = ("token", "hmac", "ip_allow")
+Authorizer = Annotated[TokenAuth | HmacAuth | ApiKeyAuth | IpAllowAuth, Field(discriminator="type")]
+AUTH_TYPES = ("token", "hmac", "api_key", "ip_allow")
 
 
 class RateLimit(Model):
@@ -206,7 +217,8 @@ class HttpSource(Model):
     cors: Cors | None = None
     """Lets web pages on other origins POST to this source."""
     auth: list[Authorizer] = Field(default_factory=list)
-    """Authorizers (``token``, ``hmac``, ``ip_allow``); a request passes if any of them does.
+    """Authorizers (``token``, ``hmac``, ``api_key``, ``ip_allow``); a request passes if any of
+    them does.
     One authorizer may be written without the list."""
 
     @field_validator("auth", mode="before")

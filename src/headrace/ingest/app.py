@@ -26,7 +26,7 @@ import msgspec
 
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
 from headrace.buffer.segments import CapacityGuard, GroupCommitter, SegmentWriter
-from headrace.config.models import NAME_PATTERN, HttpSource, Limits, Pipeline
+from headrace.config.models import NAME_PATTERN, HttpSource, Limits, Pipeline, RateLimit
 from headrace.errors import BufferFull, RequestRejected
 from headrace.ids import event_ids, new_base_id
 from headrace.ingest.auth import RequestFacts, SourceAuth
@@ -160,7 +160,9 @@ class IngestApp:
         )
         self.metrics = m.Registry()
         sources = pipeline.sources.items()
-        self._auth = {sid: SourceAuth(src) for sid, src in sources if src.auth}
+        self._auth = {sid: SourceAuth(src, sid, data_dir) for sid, src in sources if src.auth}
+        self._workers = workers
+        self._key_buckets: dict[int, TokenBucket] = {}
         self._buckets = {
             sid: TokenBucket.for_worker(src.rate_limit, workers)
             for sid, src in sources
@@ -180,6 +182,13 @@ class IngestApp:
         }
         self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
+
+    def _key_bucket(self, key_id: int, rate: float) -> TokenBucket:
+        bucket = self._key_buckets.get(key_id)
+        if bucket is None or bucket.rate != rate / self._workers:
+            bucket = TokenBucket.for_worker(RateLimit(rate=rate), self._workers)
+            self._key_buckets[key_id] = bucket
+        return bucket
 
     def _auth_headers(self, source_id: str) -> frozenset[bytes]:
         auth = self._auth.get(source_id)
@@ -323,8 +332,12 @@ class IngestApp:
             auth = self._auth.get(source_id)
             if auth is not None:
                 client = scope.get("client")
-                facts = RequestFacts(headers, raw, client[0] if client else None)
-                auth.verify(facts, received_at_us / 1_000_000)
+                facts = RequestFacts(
+                    headers, raw, client[0] if client else None, scope.get("query_string", b"")
+                )
+                key = auth.verify(facts, received_at_us / 1_000_000)
+                if key is not None and key.rate:
+                    self._key_bucket(key.id, key.rate).take()
             body = decompress(raw, headers.get("content-encoding"), route.limits)
             kept_raw = body
             schema = self._schemas.get(source_id)

@@ -13,11 +13,15 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl
 
-from headrace.config.models import HmacAuth, HttpSource, IpAllowAuth, TokenAuth
+from headrace.config.models import ApiKeyAuth, HmacAuth, HttpSource, IpAllowAuth, TokenAuth
 from headrace.errors import RequestRejected
+from headrace.ingest.keys import ApiKey, KeyStore, hash_key
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class RequestFacts:
     headers: dict[str, str]  # names in lower case
     body: bytes  # as sent
     client: str | None  # the peer's address
+    query: bytes = b""  # the raw query string
 
 
 Check = Callable[[RequestFacts, float], str | None]  # None: passed; else why it failed
@@ -138,6 +143,40 @@ class HmacCheck:
         return None if matched else "invalid_signature"
 
 
+class ApiKeyCheck:
+    """A live key issued for this source, in a header or a query parameter."""
+
+    RELOAD_EVERY = 2.0
+
+    def __init__(self, config: ApiKeyAuth, source_id: str, data_dir: Path) -> None:
+        self.header = config.header.lower()
+        self.query = config.query
+        self.store = KeyStore(data_dir)
+        self.source_id = source_id
+        self.header_names = frozenset({self.header.encode("latin-1")})
+        self._keys: dict[str, ApiKey] = {}
+        self._loaded_at = -1e9
+
+    def _presented(self, request: RequestFacts) -> str | None:
+        value = request.headers.get(self.header)
+        if value is None and self.query and request.query:
+            for name, given in parse_qsl(request.query.decode("latin-1")):
+                if name == self.query:
+                    return given
+        return value
+
+    def match(self, request: RequestFacts) -> tuple[ApiKey | None, str | None]:
+        """The key presented, or why there is none."""
+        now = time.monotonic()
+        if now - self._loaded_at >= self.RELOAD_EVERY:  # new and revoked keys within seconds
+            self._keys, self._loaded_at = self.store.live_hashes(self.source_id), now
+        presented = self._presented(request)
+        if presented is None:
+            return None, "missing_api_key"
+        key = self._keys.get(hash_key(presented))  # a hash of 256 random bits: nothing to time
+        return (key, None) if key is not None else (None, "invalid_api_key")
+
+
 class IpAllowCheck:
     """The peer's address inside one of the networks."""
 
@@ -160,13 +199,18 @@ class IpAllowCheck:
 class SourceAuth:
     """The authorizers of one source; ``verify`` raises ``RequestRejected`` unless one passes."""
 
-    def __init__(self, source: HttpSource) -> None:
-        self.checks: list[tuple[str, TokenCheck | HmacCheck | IpAllowCheck]] = []
+    def __init__(
+        self, source: HttpSource, source_id: str = "", data_dir: Path | None = None
+    ) -> None:
+        self.checks: list[tuple[str, TokenCheck | HmacCheck | ApiKeyCheck | IpAllowCheck]] = []
         for auth in source.auth:
             if isinstance(auth, TokenAuth):
                 self.checks.append(("token", TokenCheck(auth)))
             elif isinstance(auth, HmacAuth):
                 self.checks.append(("hmac", HmacCheck(auth)))
+            elif isinstance(auth, ApiKeyAuth):
+                assert data_dir is not None, "api keys live in the data directory"
+                self.checks.append(("api_key", ApiKeyCheck(auth, source_id, data_dir)))
             else:
                 self.checks.append(("ip_allow", IpAllowCheck(auth)))
         self.header_names = frozenset().union(*(c.header_names for _, c in self.checks))
@@ -176,13 +220,20 @@ class SourceAuth:
             None,
         )  # fmt: skip
 
-    def verify(self, request: RequestFacts, now: float) -> None:
-        """Pass, or raise 401/403 listing why each authorizer refused."""
+    def verify(self, request: RequestFacts, now: float) -> ApiKey | None:
+        """Pass (returning the API key used, if one was), or raise 401/403 listing why each
+        authorizer refused."""
         failures = []
         for kind, check in self.checks:
-            problem = check(request, now)
-            if problem is None:
-                return
+            if isinstance(check, ApiKeyCheck):
+                key, problem = check.match(request)
+                if key is not None:
+                    return key
+            else:
+                problem = check(request, now)
+                if problem is None:
+                    return None
+            assert problem is not None
             failures.append((kind, problem))
         only_address = all(kind == "ip_allow" for kind, _ in failures)
         status = 403 if only_address else 401
