@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headrace.buffer.reader import BufferReader
 from headrace.buffer.records import expand_events
@@ -161,3 +163,60 @@ async def test_replay_delivers_what_now_passes_once(data_dir: Path, tmp_path: Pa
     items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 24)
     replayed = [e for item in items for e in expand_events(item.request) if e.may_repeat]
     assert [e.data for e in replayed] == [BAD]
+
+
+SIMPLE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "minLength": 2, "maxLength": 5},
+        "n": {"type": "integer", "minimum": 0, "maximum": 10},
+        "x": {"type": "number"},
+        "ok": {"type": "boolean"},
+        "kind": {"enum": ["a", "b"]},
+    },
+    "required": ["id", "kind"],
+    "additionalProperties": False,
+}
+json_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-20, 20), st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "a", "b", "ab", "abcdef", "c"]),
+)  # fmt: skip
+events = st.dictionaries(
+    st.sampled_from(["id", "n", "x", "ok", "kind", "other"]), json_values, max_size=6
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(batch=st.lists(events, min_size=1, max_size=4))
+def test_the_fast_schema_never_accepts_what_the_full_validator_refuses(
+    batch: list[dict[str, Any]],
+) -> None:
+    from jsonschema import Draft202012Validator
+
+    from headrace.config.models import Limits
+    from headrace.ingest.decode import parse_events
+    from headrace.ingest.validation import FastSchema
+
+    fast = FastSchema.build(SIMPLE, "keep")
+    assert fast is not None
+    full = Draft202012Validator(SIMPLE)
+    body = json.dumps(batch).encode()
+    decoded = parse_events(
+        body, declared_format="auto", content_type=None, limits=Limits(), skimmer=fast
+    )
+    if decoded.events is None:  # skimmed: the fast form vouched for every event
+        assert all(full.is_valid(event) for event in batch)
+
+
+def test_only_simple_schemas_get_a_fast_form() -> None:
+    from headrace.ingest.validation import FastSchema
+
+    assert FastSchema.build(SCHEMA, "keep") is not None
+    assert FastSchema.build(SCHEMA, "drop") is None  # dropping needs the values
+    assert FastSchema.build({**SIMPLE, "minProperties": 1}, "keep") is None
+    assert (
+        FastSchema.build(
+            {"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}}, "keep"
+        )
+        is None
+    )

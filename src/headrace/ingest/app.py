@@ -341,16 +341,21 @@ class IngestApp:
             body = decompress(raw, headers.get("content-encoding"), route.limits)
             kept_raw = body
             schema = self._schemas.get(source_id)
+            # with a simple schema, a body that surely fits needs no values built at all: its
+            # fast form checks it while skimming; anything else is decoded and fully checked
+            fast = schema.fast if schema is not None and route.source.id_field is None else None
             decoded = parse_events(
                 body,
                 declared_format=route.source.format,
                 content_type=headers.get("content-type"),
                 limits=route.limits,
-                need_values=route.source.id_field is not None or schema is not None,
+                need_values=route.source.id_field is not None
+                or (schema is not None and fast is None),
+                skimmer=fast,
             )
             keys = self._keys[source_id]
             self.metrics.add(keys.received, decoded.count)
-            if schema is not None:
+            if schema is not None and decoded.events is not None:
                 decoded, rejected = self._validate(route, stream, decoded, schema, received_at_us)
             count = decoded.count
             base = new_base_id(received_at_us // 1000)

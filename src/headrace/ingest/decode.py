@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -197,15 +197,28 @@ def _sniff(body: bytes, declared: str, content_type: str | None) -> str:
     return "json"
 
 
-def _skim(body: bytes, limits: Limits) -> Decoded | None:
+class Skimmer(Protocol):
+    """Decoders that check a body's structure without building its values (see ``_skim``)."""
+
+    array: msgspec.json.Decoder[Any]
+    object: msgspec.json.Decoder[Any]
+
+
+class _AnyObjects:
+    array = _skim_array
+    object = _skim_object
+
+
+def _skim(body: bytes, limits: Limits, skimmer: Skimmer) -> Decoded | None:
     """Check a JSON body without building its values; ``None`` when the full path must decide
-    (an error to describe, a body that may be deep or hold out-of-range numbers, NDJSON)."""
+    (an error to describe, a body that may be deep or hold out-of-range numbers, NDJSON, or a
+    body a schema's skimmer does not accept)."""
     try:
         body.decode("utf-8")  # the skimming decoder does not check skipped strings
         if body[:1] == b"[":
-            fmt, count = FORMAT_ARRAY, len(_skim_array.decode(body))
+            fmt, count = FORMAT_ARRAY, len(skimmer.array.decode(body))
         else:
-            _skim_object.decode(body)
+            skimmer.object.decode(body)
             fmt, count = FORMAT_OBJECT, 1
     except (ValueError, msgspec.MsgspecError, RecursionError):
         return None
@@ -227,9 +240,11 @@ def parse_events(
     content_type: str | None,
     limits: Limits,
     need_values: bool = False,
+    skimmer: Skimmer | None = None,
 ) -> Decoded:
     """Check ``raw`` (and decode its events if ``need_values``), or raise ``RequestRejected``
-    saying why."""
+    saying why. With a ``skimmer`` (a schema's fast form), a skimmed body has also been checked
+    against the schema; one it refuses is decoded in full for the caller to check."""
     body = raw.lstrip(_WHITESPACE)
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:].lstrip(_WHITESPACE)
@@ -240,7 +255,7 @@ def parse_events(
         raise RequestRejected(400, "empty_body", "the body holds no events")
     fmt_name = _sniff(body, declared_format, content_type)
     if fmt_name == "json" and not need_values and body[:1] in (b"[", b"{"):
-        skimmed = _skim(body, limits)
+        skimmed = _skim(body, limits, skimmer or _AnyObjects)
         if skimmed is not None:
             return skimmed
     if fmt_name == "json":
