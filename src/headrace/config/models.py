@@ -184,6 +184,35 @@ class Cors(Model):
     """How long a browser may cache a preflight answer."""
 
 
+class EventMap(Model):
+    """A declarative change applied to each event at ingest (after validation), in this order:
+    ``select``, ``rename``, ``drop``, ``set``, ``copy``."""
+
+    select: list[str] | None = None
+    """Keep only these top-level fields."""
+    rename: dict[str, str] = Field(default_factory=dict)
+    """Old name: new name."""
+    drop: list[str] = Field(default_factory=list)
+    """Remove these fields."""
+    set: dict[str, Any] = Field(default_factory=dict)
+    """Field: constant value."""
+    copy_fields: dict[str, str] = Field(default_factory=dict, alias="copy")
+    """Field: request metadata, one of ``$stream``, ``$source``, ``$client_ip``,
+    ``$principal`` (the API key's name), ``$received_at``, or ``$header.<name>``."""
+
+    @field_validator("copy_fields")
+    @classmethod
+    def _known_metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        known = ("$stream", "$source", "$client_ip", "$principal", "$received_at")
+        for field_name, source in value.items():
+            if source not in known and not (source.startswith("$header.") and len(source) > 8):
+                raise ValueError(
+                    f'{field_name}: "{source}" is not request metadata '
+                    f"({', '.join(known)}, or $header.<name>)"
+                )
+        return value
+
+
 class HttpSource(Model):
     """Events POSTed over HTTP: a JSON object, a JSON array of objects, or NDJSON."""
 
@@ -212,6 +241,8 @@ class HttpSource(Model):
     on_invalid: Literal["reject_request", "keep_valid"] = "reject_request"
     """With a schema, an invalid event refuses the whole request (400), or only itself (the
     valid ones are stored, the answer lists the rest)."""
+    map: EventMap | None = None
+    """Select, rename, drop, set and copy fields of each event at ingest."""
     rate_limit: RateLimit | None = None
     """Requests a second this source takes; more answer 429 with Retry-After."""
     cors: Cors | None = None

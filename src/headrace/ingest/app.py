@@ -33,6 +33,7 @@ from headrace.ingest.auth import RequestFacts, SourceAuth
 from headrace.ingest.badrows import REASONS, BadRowStore
 from headrace.ingest.decode import Decoded, decompress, parse_events
 from headrace.ingest.limits import CorsPolicy, TokenBucket
+from headrace.ingest.mapping import Mapper, RequestMeta
 from headrace.ingest.validation import SchemaCheck, Violation
 from headrace.telemetry import metrics as m
 
@@ -170,11 +171,15 @@ class IngestApp:
         }
         self._cors = {sid: CorsPolicy(src.cors) for sid, src in sources if src.cors}
         self._schemas = {sid: SchemaCheck(src) for sid, src in sources if src.json_schema}
+        self._mappers = {sid: Mapper(src.map) for sid, src in sources if src.map}
         self.badrows = BadRowStore(data_dir)
         self._pending_writes: set[asyncio.Future[None]] = set()
         routes = [*self.router.exact.values(), *(p.route for p in self.router.patterns)]
         self._wanted_headers = {  # the request headers ingest decodes, per source
-            r.source_id: r.header_names | {b"origin"} | self._auth_headers(r.source_id)
+            r.source_id: r.header_names
+            | {b"origin"}
+            | self._auth_headers(r.source_id)
+            | (self._mappers[r.source_id].header_names if r.source_id in self._mappers else set())
             for r in routes
         }
         self._keys = {
@@ -330,12 +335,13 @@ class IngestApp:
             kept_raw = raw
             received_at_us = time.time_ns() // 1000
             auth = self._auth.get(source_id)
+            principal = None
             if auth is not None:
                 client = scope.get("client")
                 facts = RequestFacts(
                     headers, raw, client[0] if client else None, scope.get("query_string", b"")
                 )
-                key = auth.verify(facts, received_at_us / 1_000_000)
+                principal = key = auth.verify(facts, received_at_us / 1_000_000)
                 if key is not None and key.rate:
                     self._key_bucket(key.id, key.rate).take()
             body = decompress(raw, headers.get("content-encoding"), route.limits)
@@ -343,7 +349,9 @@ class IngestApp:
             schema = self._schemas.get(source_id)
             # with a simple schema, a body that surely fits needs no values built at all: its
             # fast form checks it while skimming; anything else is decoded and fully checked
-            fast = schema.fast if schema is not None and route.source.id_field is None else None
+            mapper = self._mappers.get(source_id)
+            needs_values = route.source.id_field is not None or mapper is not None
+            fast = schema.fast if schema is not None and not needs_values else None
             decoded = parse_events(
                 body,
                 declared_format=route.source.format,
@@ -360,7 +368,20 @@ class IngestApp:
             count = decoded.count
             base = new_base_id(received_at_us // 1000)
             id_header = route.source.id_header or (auth.delivery_id_header if auth else None)
+            # id_field names a field of the event as sent, before any map
             ids = _explicit_ids(route.source, id_header, headers, decoded.events or [], count, base)
+            if mapper is not None and decoded.events:
+                client = scope.get("client")
+                meta = RequestMeta(stream, source_id, client[0] if client else None,
+                                   principal.name if principal else None, received_at_us, headers)  # fmt: skip
+                try:
+                    mapped = [mapper.apply(event, meta) for event in decoded.events]
+                    body_out = _json.encode(mapped)
+                except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                    raise RequestRejected(
+                        400, "mapping_error", f"the map cannot be applied: {exc}"
+                    ) from exc
+                decoded = Decoded(FORMAT_ARRAY, len(mapped), body_out, mapped)
             if count:
                 frame = encode_frame(
                     BufferedRequest(

@@ -6,7 +6,7 @@
              raw (at most RAW_LIMIT bytes), raw_bytes (the full size), replayed_at_us)
 
 Reasons: ``schema_violation``, ``decode_error`` (invalid JSON, bad gzip, not an object, too deep,
-numbers out of range), ``size_violation`` (too large, too many events). Ingest workers write
+numbers out of range), ``size_violation`` (too large, too many events), ``mapping_error``. Ingest workers write
 from a thread so the event loop never waits on SQLite.
 """
 
@@ -35,6 +35,7 @@ REASONS = {  # RequestRejected reasons kept as bad rows, by kind
     "number_out_of_range": "decode_error", "unsupported_encoding": "decode_error",
     "body_too_large": "size_violation", "decompressed_too_large": "size_violation",
     "too_many_events": "size_violation", "schema_violation": "schema_violation",
+    "mapping_error": "mapping_error",
 }  # fmt: skip
 
 
