@@ -134,6 +134,21 @@ class ApiKeyAuth(Model):
     """Query parameter that may hold the key instead (for senders that cannot set headers)."""
 
 
+class PythonAuth(Model):
+    """Your function decides (the Lambda-authorizer replacement). ``function`` is
+    ``module:callable``, called with a dict (method, path, headers, query, client_ip) and
+    returning ``True``/``False`` or ``{"allow": bool, "principal": str, "context": {...}}``;
+    the principal and context can be copied into events with ``map``. Fails with 401."""
+
+    type: Literal["python"]
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """``module:callable``, importable by the server (e.g. ``myapp.auth:authorize``)."""
+    cache_header: str | None = None
+    """Header whose value keys a cache of results (e.g. ``Authorization``); none: no cache."""
+    cache_ttl: Seconds = 300.0
+    """How long a cached result stands."""
+
+
 class IpAllowAuth(Model):
     """The client address must be in one of the networks (for senders with fixed addresses).
     Fails with 403."""
@@ -155,8 +170,10 @@ class IpAllowAuth(Model):
         return value
 
 
-Authorizer = Annotated[TokenAuth | HmacAuth | ApiKeyAuth | IpAllowAuth, Field(discriminator="type")]
-AUTH_TYPES = ("token", "hmac", "api_key", "ip_allow")
+Authorizer = Annotated[
+    TokenAuth | HmacAuth | ApiKeyAuth | PythonAuth | IpAllowAuth, Field(discriminator="type")
+]
+AUTH_TYPES = ("token", "hmac", "api_key", "python", "ip_allow")
 
 
 class RateLimit(Model):
@@ -198,17 +215,21 @@ class EventMap(Model):
     """Field: constant value."""
     copy_fields: dict[str, str] = Field(default_factory=dict, alias="copy")
     """Field: request metadata, one of ``$stream``, ``$source``, ``$client_ip``,
-    ``$principal`` (the API key's name), ``$received_at``, or ``$header.<name>``."""
+    ``$principal`` (the API key's name, or what a python authorizer returned), ``$received_at``,
+    ``$header.<name>`` or ``$context.<key>`` (from a python authorizer)."""
 
     @field_validator("copy_fields")
     @classmethod
     def _known_metadata(cls, value: dict[str, str]) -> dict[str, str]:
         known = ("$stream", "$source", "$client_ip", "$principal", "$received_at")
         for field_name, source in value.items():
-            if source not in known and not (source.startswith("$header.") and len(source) > 8):
+            prefixed = any(
+                source.startswith(p) and len(source) > len(p) for p in ("$header.", "$context.")
+            )
+            if source not in known and not prefixed:
                 raise ValueError(
                     f'{field_name}: "{source}" is not request metadata '
-                    f"({', '.join(known)}, or $header.<name>)"
+                    f"({', '.join(known)}, $header.<name> or $context.<key>)"
                 )
         return value
 
@@ -248,8 +269,8 @@ class HttpSource(Model):
     cors: Cors | None = None
     """Lets web pages on other origins POST to this source."""
     auth: list[Authorizer] = Field(default_factory=list)
-    """Authorizers (``token``, ``hmac``, ``api_key``, ``ip_allow``); a request passes if any of
-    them does.
+    """Authorizers (``token``, ``hmac``, ``api_key``, ``python``, ``ip_allow``); a request passes
+    if any of them does.
     One authorizer may be written without the list."""
 
     @field_validator("auth", mode="before")

@@ -341,7 +341,8 @@ class IngestApp:
                 facts = RequestFacts(
                     headers, raw, client[0] if client else None, scope.get("query_string", b"")
                 )
-                principal = key = auth.verify(facts, received_at_us / 1_000_000)
+                principal = auth.verify(facts, received_at_us / 1_000_000, "POST", scope["path"])
+                key = principal.api_key if principal is not None else None
                 if key is not None and key.rate:
                     self._key_bucket(key.id, key.rate).take()
             body = decompress(raw, headers.get("content-encoding"), route.limits)
@@ -357,8 +358,7 @@ class IngestApp:
                 declared_format=route.source.format,
                 content_type=headers.get("content-type"),
                 limits=route.limits,
-                need_values=route.source.id_field is not None
-                or (schema is not None and fast is None),
+                need_values=needs_values or (schema is not None and fast is None),
                 skimmer=fast,
             )
             keys = self._keys[source_id]
@@ -372,8 +372,11 @@ class IngestApp:
             ids = _explicit_ids(route.source, id_header, headers, decoded.events or [], count, base)
             if mapper is not None and decoded.events:
                 client = scope.get("client")
-                meta = RequestMeta(stream, source_id, client[0] if client else None,
-                                   principal.name if principal else None, received_at_us, headers)  # fmt: skip
+                meta = RequestMeta(
+                    stream, source_id, client[0] if client else None,
+                    principal.name if principal else None, received_at_us, headers,
+                    principal.context if principal else {},
+                )  # fmt: skip
                 try:
                     mapped = [mapper.apply(event, meta) for event in decoded.events]
                     body_out = _json.encode(mapped)

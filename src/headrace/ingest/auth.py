@@ -12,14 +12,25 @@ import base64
 import binascii
 import hashlib
 import hmac
+import importlib
 import ipaddress
+import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
-from headrace.config.models import ApiKeyAuth, HmacAuth, HttpSource, IpAllowAuth, TokenAuth
+from headrace.config.models import (
+    ApiKeyAuth,
+    HmacAuth,
+    HttpSource,
+    IpAllowAuth,
+    PythonAuth,
+    TokenAuth,
+)
 from headrace.errors import RequestRejected
 from headrace.ingest.keys import ApiKey, KeyStore, hash_key
 
@@ -33,6 +44,8 @@ class RequestFacts:
     client: str | None  # the peer's address
     query: bytes = b""  # the raw query string
 
+
+log = logging.getLogger("headrace.ingest.auth")
 
 Check = Callable[[RequestFacts, float], str | None]  # None: passed; else why it failed
 
@@ -177,6 +190,71 @@ class ApiKeyCheck:
         return (key, None) if key is not None else (None, "invalid_api_key")
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who sent a request, as an authorizer established it."""
+
+    name: str | None
+    context: dict[str, Any]
+    api_key: ApiKey | None = None
+
+
+class PythonCheck:
+    """A user function decides; results are cached by an identity header for a while."""
+
+    CACHE_SIZE = 10_000
+
+    def __init__(self, config: PythonAuth) -> None:
+        module_name, _, attribute = config.function.partition(":")
+        self.function: Callable[[dict[str, Any]], Any] = getattr(
+            importlib.import_module(module_name), attribute
+        )
+        self.cache_header = config.cache_header.lower() if config.cache_header else None
+        self.ttl = config.cache_ttl
+        self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+        self.header_names = frozenset(
+            {self.cache_header.encode("latin-1")} if self.cache_header else ()
+        )
+
+    def decide(
+        self, request: RequestFacts, method: str, path: str
+    ) -> tuple[Principal | None, str | None]:
+        """The principal (allowed), or why not."""
+        identity = request.headers.get(self.cache_header) if self.cache_header else None
+        now = time.monotonic()
+        if identity is not None:
+            hit = self._cache.get(identity)
+            if hit is not None and hit[0] > now:
+                self._cache.move_to_end(identity)
+                return hit[1], None if hit[1] is not None else "denied"
+        query = dict(parse_qsl(request.query.decode("latin-1")))
+        call = {"method": method, "path": path, "headers": dict(request.headers),
+                "query": query, "client_ip": request.client}  # fmt: skip
+        try:
+            answer = self.function(call)
+        except Exception:
+            log.exception("the python authorizer raised; the request is refused")
+            return None, "authorizer_error"
+        principal = _principal_of(answer)
+        if identity is not None:
+            self._cache[identity] = (now + self.ttl, principal)
+            if len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return principal, None if principal is not None else "denied"
+
+
+def _principal_of(answer: Any) -> Principal | None:
+    if answer is True:
+        return Principal(None, {})
+    if isinstance(answer, dict) and answer.get("allow") is True:
+        context = answer.get("context")
+        name = answer.get("principal")
+        return Principal(
+            str(name) if name is not None else None, context if isinstance(context, dict) else {}
+        )
+    return None
+
+
 class IpAllowCheck:
     """The peer's address inside one of the networks."""
 
@@ -202,7 +280,9 @@ class SourceAuth:
     def __init__(
         self, source: HttpSource, source_id: str = "", data_dir: Path | None = None
     ) -> None:
-        self.checks: list[tuple[str, TokenCheck | HmacCheck | ApiKeyCheck | IpAllowCheck]] = []
+        self.checks: list[
+            tuple[str, TokenCheck | HmacCheck | ApiKeyCheck | PythonCheck | IpAllowCheck]
+        ] = []
         for auth in source.auth:
             if isinstance(auth, TokenAuth):
                 self.checks.append(("token", TokenCheck(auth)))
@@ -211,6 +291,8 @@ class SourceAuth:
             elif isinstance(auth, ApiKeyAuth):
                 assert data_dir is not None, "api keys live in the data directory"
                 self.checks.append(("api_key", ApiKeyCheck(auth, source_id, data_dir)))
+            elif isinstance(auth, PythonAuth):
+                self.checks.append(("python", PythonCheck(auth)))
             else:
                 self.checks.append(("ip_allow", IpAllowCheck(auth)))
         self.header_names = frozenset().union(*(c.header_names for _, c in self.checks))
@@ -220,15 +302,21 @@ class SourceAuth:
             None,
         )  # fmt: skip
 
-    def verify(self, request: RequestFacts, now: float) -> ApiKey | None:
-        """Pass (returning the API key used, if one was), or raise 401/403 listing why each
-        authorizer refused."""
+    def verify(
+        self, request: RequestFacts, now: float, method: str = "POST", path: str = "/"
+    ) -> Principal | None:
+        """Pass (returning who sent it, when an authorizer knows), or raise 401/403 listing why
+        each authorizer refused."""
         failures = []
         for kind, check in self.checks:
             if isinstance(check, ApiKeyCheck):
                 key, problem = check.match(request)
                 if key is not None:
-                    return key
+                    return Principal(key.name or None, {}, key)
+            elif isinstance(check, PythonCheck):
+                principal, problem = check.decide(request, method, path)
+                if principal is not None:
+                    return principal
             else:
                 problem = check(request, now)
                 if problem is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ class RequestMeta:
     principal: str | None
     received_at_us: int
     headers: dict[str, str]  # lower-case names
+    context: dict[str, Any] = field(default_factory=dict)  # from a python authorizer
 
 
 class Mapper:
@@ -54,6 +55,8 @@ class Mapper:
 def _metadata(source: str, meta: RequestMeta) -> Any:
     if source.startswith("$header."):
         return meta.headers.get(source[8:].lower())
+    if source.startswith("$context."):
+        return meta.context.get(source[9:])
     if source == "$received_at":
         moment = datetime.fromtimestamp(meta.received_at_us / 1_000_000, tz=UTC)
         return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from headrace.buffer.reader import BufferReader
+from headrace.buffer.records import expand_events
+from headrace.config.load import parse_pipeline
+from headrace.ingest.app import IngestApp
+
+AUTHORIZER = """
+CALLS = []
+
+def authorize(request):
+    CALLS.append(request)
+    token = request["headers"].get("authorization", "")
+    if token == "boom":
+        raise RuntimeError("the directory is down")
+    if token.startswith("user:"):
+        return {"allow": True, "principal": token[5:], "context": {"tier": "gold", "path": request["path"]}}
+    return False
+"""
+
+PIPELINE = json.dumps({
+    "sources": {"api": {
+        "type": "http",
+        "auth": {"type": "python", "function": "hr_test_authorizer:authorize",
+                 "cache_header": "Authorization", "cache_ttl": "60s"},
+        "map": {"copy": {"user": "$principal", "tier": "$context.tier"}},
+    }},
+    "sinks": {"lake": {"type": "lake", "inputs": ["api"]}},
+})  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_python_authorizer_decides_caches_and_attaches_its_principal(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "hr_test_authorizer.py").write_text(AUTHORIZER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import hr_test_authorizer  # type: ignore[import-not-found]
+
+    app = IngestApp(parse_pipeline(PIPELINE), data_dir)
+    await app.startup()
+    url = "/v1/streams/api/events"
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            for _ in range(3):
+                ok = await client.post(url, json={"a": 1}, headers={"authorization": "user:ada"})
+                assert ok.status_code == 202
+            assert len(hr_test_authorizer.CALLS) == 1  # cached by the Authorization header
+            call = hr_test_authorizer.CALLS[0]
+            assert (call["method"], call["path"], call["client_ip"]) == ("POST", url, "127.0.0.1")
+            denied = await client.post(url, json={}, headers={"authorization": "nobody"})
+            assert (denied.status_code, denied.json()["error"]) == (401, "denied")
+            broken = await client.post(url, json={}, headers={"authorization": "boom"})
+            assert (broken.status_code, broken.json()["error"]) == (401, "authorizer_error")
+    finally:
+        await app.shutdown()
+    items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 20)
+    stored = [e.data for item in items for e in expand_events(item.request)]
+    assert stored == [{"a": 1, "user": "ada", "tier": "gold"}] * 3
