@@ -220,3 +220,14 @@ def test_only_simple_schemas_get_a_fast_form() -> None:
         )
         is None
     )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=\u00b9", "after=-1", "limit=1001", "after=" + "9" * 30]
+)
+async def test_bad_rows_listing_refuses_bad_parameters(data_dir: Path, query: str) -> None:
+    async for client, _ in client_for(data_dir, pipeline_text()):
+        response = await client.get(f"/v1/badrows?{query}")
+        assert (response.status_code, response.json()["error"]) == (400, "invalid_parameter")
+        assert (await client.get("/v1/streams/open/events?limit=\u00b9")).status_code == 400

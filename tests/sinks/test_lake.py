@@ -268,3 +268,31 @@ def test_names_differing_only_in_case_get_one_column_in_one_batch(data_dir: Path
     assert stored["data"] == {"Foo": 1, "foo": 2}
     (path,) = (data_dir / "lake").rglob("*.parquet")
     assert [n for n in pq.read_schema(path).names if n.lower() == "foo"] == ["Foo"]
+
+
+def test_filters_on_any_field_name_in_extra(data_dir: Path) -> None:
+    odd = 'a"b/c~d\u00e9'
+    lake = open_lake(data_dir, max_columns=1)
+    write(lake, [event(1, {"first": 1, odd: "yes"}), event(2, {"first": 2, odd: "no"})])
+    found = query_events(data_dir, "lake", lake.config, "clicks", [(odd, "yes"), ("\u023a", "x")])
+    assert found["events"] == []  # both filters apply; the second matches nothing
+    found = query_events(data_dir, "lake", lake.config, "clicks", [(odd, "yes")])
+    assert [e["id"] for e in found["events"]] == ["id-00001"]
+
+
+def test_a_forged_cursor_is_refused(data_dir: Path) -> None:
+    import base64
+
+    import pytest
+
+    from headrace.query.lake import QueryError
+
+    lake = open_lake(data_dir)
+    write(lake, [event(1, {"a": 1})])
+    for forged in (
+        "not-base64!",
+        base64.urlsafe_b64encode(b'[100000000000000000000000000, "x"]').decode(),
+    ):
+        with pytest.raises(QueryError) as info:
+            query_events(data_dir, "lake", lake.config, "clicks", [("cursor", forged)])
+        assert info.value.reason == "invalid_cursor"

@@ -280,6 +280,10 @@ class IngestApp:
                 )
         elif path == "/v1/badrows" and method == "GET":
             await self._badrows(scope, send)
+        elif path == "/openapi.json" and method == "GET":
+            from headrace.ingest.openapi import openapi_document
+
+            await _send(send, 200, _json.encode(openapi_document(self.pipeline)))
         elif path == "/healthz":
             await _send(send, 200, _json.encode({"status": "ok"}))
         elif path == "/readyz":
@@ -527,14 +531,19 @@ class IngestApp:
     async def _badrows(self, scope: Scope, send: Send) -> None:
         """``GET /v1/badrows?source=&reason=&after=&limit=``: kept refusals, oldest first."""
         params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        try:
-            limit = min(int(params.get("limit", "100")), 1000)
-            after = int(params.get("after", "0"))
-        except ValueError:
+        limit_text, after_text = params.get("limit", "100"), params.get("after", "0")
+        if not (
+            _whole(limit_text) and _whole(after_text)
+            and 1 <= int(limit_text) <= 1000 and int(after_text) < 2**63
+        ):  # fmt: skip
             await _error(
-                send, RequestRejected(400, "invalid_parameter", "limit and after are whole numbers")
+                send,
+                RequestRejected(
+                    400, "invalid_parameter", "limit is 1 to 1000; after is a whole number"
+                ),
             )
             return
+        limit, after = int(limit_text), int(after_text)
         rows = await asyncio.to_thread(
             self.badrows.find, source=params.get("source"), reason=params.get("reason"),
             include_replayed=params.get("replayed") == "true", after_id=after, limit=limit,
@@ -602,6 +611,11 @@ def _explicit_ids(
     return None
 
 
+def _whole(text: str) -> bool:
+    """A whole number in ASCII digits ("¹" is a digit to ``str.isdigit``, not to ``int``)."""
+    return text.isascii() and text.isdigit()
+
+
 def _headers(scope: Scope, wanted: frozenset[bytes]) -> dict[str, str]:
     # ASGI servers give header names in lower case; only the few ingest reads are decoded.
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
@@ -609,7 +623,7 @@ def _headers(scope: Scope, wanted: frozenset[bytes]) -> dict[str, str]:
 
 async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _whole(declared) and int(declared) > limit:
         raise RequestRejected(
             413, "body_too_large", f"the body is larger than {limit} bytes", limit=limit
         )

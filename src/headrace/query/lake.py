@@ -119,7 +119,8 @@ def _plan(
         if name in columns or name == "_id":
             matches.append(f"CAST({quote_identifier(name)} AS VARCHAR) = ${bind}")
         if "_extra" in present and name != "_id":
-            params[f"{bind}_path"] = "$." + quote_identifier(name)
+            # a JSON Pointer (RFC 6901) names any key safely: "~" and "/" are escaped
+            params[f"{bind}_path"] = "/" + name.replace("~", "~0").replace("/", "~1")
             matches.append(f"json_extract_string(_extra, ${bind}_path) = ${bind}")
         conditions.append("(" + " OR ".join(matches) + ")" if matches else "false")
     order = "DESC" if q.newest_first else "ASC"
@@ -200,6 +201,8 @@ def _decode_cursor(text: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         time_us, event_id = msgspec.json.decode(raw, type=tuple[int, str])
+        if not -(2**63) <= time_us < 2**63:
+            raise ValueError("out of range")
     except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
         raise QueryError("invalid_cursor", "the cursor is not one this API returned") from exc
     return time_us, event_id
@@ -212,7 +215,8 @@ def query_events(
     values = dict(params)
     limit = DEFAULT_LIMIT
     if "limit" in values:
-        if not values["limit"].isdigit() or not 1 <= int(values["limit"]) <= MAX_LIMIT:
+        text = values["limit"]
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
             raise QueryError("invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
         limit = int(values["limit"])
     q = LakeQuery(
