@@ -96,10 +96,16 @@ def test_standard_webhooks_refusals(headers: dict[str, str], body: bytes, reason
 def test_rotation_accepts_either_live_secret() -> None:
     rotating = {
         **STANDARD,
-        "secrets": ["whsec_" + base64.b64encode(b"new-key").decode(), SW_SECRET],
+        "secrets": [
+            "whsec_" + base64.b64encode(b"a-new-key-of-thirty-two-bytes!!!").decode(),
+            SW_SECRET,
+        ],
     }
     source_auth(rotating).verify(facts(sw_headers(), SW_BODY), SW_TS)
-    retired = {**STANDARD, "secrets": ["whsec_" + base64.b64encode(b"new-key").decode()]}
+    retired = {
+        **STANDARD,
+        "secrets": ["whsec_" + base64.b64encode(b"a-new-key-of-thirty-two-bytes!!!").decode()],
+    }
     assert (
         refusal(source_auth(retired), facts(sw_headers(), SW_BODY), SW_TS).reason
         == "invalid_signature"
@@ -231,3 +237,57 @@ async def test_signed_deliveries_over_http_keep_their_delivery_id(data_dir: Path
     items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 20)
     events = [e for item in items for e in expand_events(item.request)]
     assert [(e.id, e.may_repeat) for e in events] == [(SW_ID, True), (SW_ID, True)]
+
+
+def test_huge_timestamps_are_refused_not_crashed_on() -> None:
+    for ts in ("9" * 400, "9" * 5000):
+        headers = {"webhook-id": SW_ID, "webhook-timestamp": ts, "webhook-signature": SW_SIGNATURE}
+        assert (
+            refusal(source_auth(STANDARD), facts(headers, SW_BODY), SW_TS).reason
+            == "invalid_timestamp"
+        )
+
+
+@pytest.mark.parametrize("secret", ["whsec_", "whsec_c2hvcnQ=", "whsec_not base64!"])
+def test_weak_or_malformed_standard_webhooks_secrets_are_config_errors(secret: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="standard-webhooks secret"):
+        source_auth({**STANDARD, "secrets": [secret]})
+
+
+MIXED = f"""
+sources:
+  hooks:
+    type: http
+    auth:
+      - {{type: hmac, preset: standard-webhooks, secrets: ["{SW_SECRET}"], tolerance: 100000000d}}
+      - {{type: token, secrets: ["other-way-in"]}}
+    rate_limit: {{rate: 1, burst: 1}}
+sinks:
+  lake: {{type: lake, inputs: [hooks]}}
+"""
+
+
+@pytest.mark.anyio
+async def test_refused_requests_neither_use_the_rate_nor_become_bad_rows_nor_claim_ids(
+    data_dir: Path,
+) -> None:
+    app = IngestApp(parse_pipeline(MIXED), data_dir)
+    await app.startup()
+    url = "/v1/streams/hooks/events"
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            for _ in range(3):  # an attacker without credentials, with an oversized body
+                refused = await client.post(url, content=b"[" + b"1," * 10 + b"1]")
+                assert refused.status_code == 401
+            # the token holder's webhook-id is not trusted: no signature covered it
+            by_token = await client.post(
+                url, json={"a": 1}, headers={"authorization": "other-way-in", "webhook-id": SW_ID}
+            )
+            assert by_token.status_code == 202 and by_token.json()["ids"] != [SW_ID]
+    finally:
+        await app.shutdown()
+    assert app.badrows.find() == []

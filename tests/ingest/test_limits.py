@@ -82,3 +82,41 @@ async def test_rate_limit_and_cors_over_http(data_dir: Path) -> None:
             assert bad_header.status_code == 403
     finally:
         await app.shutdown()
+
+
+def test_credentials_with_any_origin_is_a_config_error() -> None:
+    from pydantic import ValidationError
+
+    from headrace.config.models import Cors
+
+    with pytest.raises(ValidationError, match='cannot go with "\\*"'):
+        Cors(allow_origins=["*"], allow_credentials=True)
+
+
+READ_GUARDED = """
+sources:
+  web: {type: http}
+api: {read_tokens: ["reader-secret"]}
+sinks:
+  lake: {type: lake, inputs: [web]}
+"""
+
+
+@pytest.mark.anyio
+async def test_read_tokens_guard_events_and_bad_rows(data_dir: Path) -> None:
+    app = IngestApp(parse_pipeline(READ_GUARDED), data_dir)
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            for path in ("/v1/streams/web/events", "/v1/badrows"):
+                refused = await client.get(path)
+                assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized_read")
+                ok = await client.get(path, headers={"authorization": "Bearer reader-secret"})
+                assert ok.status_code == 200
+            assert (
+                await client.post("/v1/streams/web/events", json={})
+            ).status_code == 202  # writes unchanged
+    finally:
+        await app.shutdown()

@@ -65,3 +65,47 @@ async def test_python_authorizer_decides_caches_and_attaches_its_principal(
     items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 20)
     stored = [e.data for item in items for e in expand_events(item.request)]
     assert stored == [{"a": 1, "user": "ada", "tier": "gold"}] * 3
+
+
+SCOPED = """
+CALLS = []
+
+def authorize(request):
+    CALLS.append(request["path"])
+    token = request["headers"].get("authorization", "")
+    signed = request["headers"].get("x-sig") == "ok"
+    return signed and token == "t-" + request["path"].rsplit("/", 2)[-2]
+"""
+
+
+@pytest.mark.anyio
+async def test_cached_answers_stand_only_for_the_same_request_shape(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "hr_scoped_authorizer.py").write_text(SCOPED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = PIPELINE.replace("hr_test_authorizer", "hr_scoped_authorizer").replace(
+        '"map": {"copy": {"user": "$principal", "tier": "$context.tier"}}',
+        '"path": "/in/{stream}/events"',
+    )
+    app = IngestApp(parse_pipeline(text), data_dir)
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            headers = {"authorization": "t-in", "x-sig": "ok"}  # every header reaches the function
+            assert (await client.post("/in/in/events", json={}, headers=headers)).status_code == 202
+            assert (await client.post("/in/in/events", json={}, headers=headers)).status_code == 202
+            other = await client.post("/in/secret/events", json={}, headers=headers)
+            assert other.status_code == 401  # the cached "allow" for /in/in does not stand here
+            # another identity is asked afresh (and, without x-sig, refused)
+            denied = await client.post(
+                "/in/in/events", json={}, headers={"authorization": "t-other"}
+            )
+            assert denied.status_code == 401
+    finally:
+        await app.shutdown()
+    import hr_scoped_authorizer  # type: ignore[import-not-found]
+
+    assert hr_scoped_authorizer.CALLS == ["/in/in/events", "/in/secret/events", "/in/in/events"]

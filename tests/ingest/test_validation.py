@@ -231,3 +231,27 @@ async def test_bad_rows_listing_refuses_bad_parameters(data_dir: Path, query: st
         response = await client.get(f"/v1/badrows?{query}")
         assert (response.status_code, response.json()["error"]) == (400, "invalid_parameter")
         assert (await client.get("/v1/streams/open/events?limit=\u00b9")).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "prop",
+    [
+        {"enum": ["a", "bb"], "minLength": 2},
+        {"type": "number", "maximum": 9007199254740992},
+        {"type": ["string", "null"]},
+        {"type": "integer", "minimum": 0.5},
+        {"type": "string", "minLength": 1.0},
+        {"type": "number", "minimum": True},
+        {"type": "number", "exclusiveMinimum": 0},
+    ],
+)
+def test_schemas_the_fast_form_cannot_mirror_exactly_get_none(prop: dict[str, Any]) -> None:
+    from headrace.ingest.validation import FastSchema
+
+    assert FastSchema.build({"type": "object", "properties": {"v": prop}}, "keep") is None
+    assert (
+        FastSchema.build(
+            {"type": "object", "properties": {"__weakref__": {"type": "string"}}}, "keep"
+        )
+        is None
+    )

@@ -20,6 +20,7 @@ from headrace.config.models import (
     SINK_TYPES,
     SOURCE_TYPES,
     TRANSFORM_TYPES,
+    ApiSettings,
     HttpSource,
     Limits,
     LocalBuffer,
@@ -30,7 +31,7 @@ from headrace.errors import ConfigError, ConfigProblem
 
 PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TOP_LEVEL = {"sources", "transforms", "sinks", "buffer", "limits"}
+_TOP_LEVEL = {"sources", "transforms", "sinks", "buffer", "limits", "api"}
 
 
 def format_path(path: PathKey) -> str:
@@ -300,6 +301,7 @@ def parse_pipeline(
     sinks = _validate_components("sinks", raw.get("sinks"), SINK_TYPES, problems)
     buffer = _validate_model(LocalBuffer, raw.get("buffer") or {}, ("buffer",), problems)
     limits = _validate_model(Limits, raw.get("limits") or {}, ("limits",), problems)
+    api = _validate_model(ApiSettings, raw.get("api") or {}, ("api",), problems)
     _check_graph(raw, sources, problems)
     sources = {sid: _resolve_schema(sid, src, file, problems) for sid, src in sources.items()}
     if problems.items:
@@ -311,6 +313,7 @@ def parse_pipeline(
             "sinks": sinks,
             "buffer": buffer,
             "limits": limits,
+            "api": api,
         }
     )
 

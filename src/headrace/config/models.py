@@ -12,7 +12,15 @@ import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -122,6 +130,17 @@ class HmacAuth(Model):
             raise ValueError("must not be empty")
         return value
 
+    @model_validator(mode="after")
+    def _secrets_fit_the_preset(self) -> HmacAuth:
+        if self.preset == "standard-webhooks":
+            from headrace.ingest.auth import standard_webhooks_key
+
+            for secret in self.secrets:
+                standard_webhooks_key(secret.get_secret_value())  # ValueError says why
+        elif self.preset == "generic" and not self.header:
+            raise ValueError("the generic preset needs a header")
+        return self
+
 
 class ApiKeyAuth(Model):
     """A key issued with ``headrace keys create --source <id>``, in a header or a query
@@ -144,7 +163,9 @@ class PythonAuth(Model):
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     """``module:callable``, importable by the server (e.g. ``myapp.auth:authorize``)."""
     cache_header: str | None = None
-    """Header whose value keys a cache of results (e.g. ``Authorization``); none: no cache."""
+    """Header naming who is asking (e.g. ``Authorization``); an allow is cached for that value
+    with the same method, path, client address and query. Use it only if no other header
+    changes the answer. None: no cache. Denials are never cached."""
     cache_ttl: Seconds = 300.0
     """How long a cached result stands."""
 
@@ -199,6 +220,12 @@ class Cors(Model):
     """Whether cookies and HTTP auth may be sent (never with ``"*"``)."""
     max_age: Seconds = 600.0
     """How long a browser may cache a preflight answer."""
+
+    @model_validator(mode="after")
+    def _no_credentials_for_any_origin(self) -> Cors:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError('allow_credentials cannot go with "*": name the origins')
+        return self
 
 
 class EventMap(Model):
@@ -389,6 +416,16 @@ class LocalBuffer(Model):
     ``max_bytes``: room for new events comes first)."""
 
 
+class ApiSettings(Model):
+    """Who may read events and bad rows back (``GET /v1/streams/*/events``, ``/v1/badrows``)."""
+
+    read_tokens: list[NonEmptySecret] = Field(default_factory=list)
+    """Tokens a reader sends in ``read_header`` (``Bearer <token>`` or the bare token); none:
+    reads are open (the server listens on 127.0.0.1 unless told otherwise)."""
+    read_header: str = "Authorization"
+    """Header holding a read token."""
+
+
 SOURCE_TYPES: dict[str, type[Model]] = {"http": HttpSource}
 TRANSFORM_TYPES: dict[str, type[Model]] = {}
 SINK_TYPES: dict[str, type[Model]] = {"lake": LakeSink}
@@ -410,6 +447,8 @@ class Pipeline(Model):
     """Where accepted events wait for delivery."""
     limits: Limits = Limits()
     """Default request limits for http sources."""
+    api: ApiSettings = ApiSettings()
+    """Who may read events and bad rows back."""
 
     def limits_for(self, source: HttpSource) -> Limits:
         """The limits that apply to ``source``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -163,6 +164,9 @@ class IngestApp:
         sources = pipeline.sources.items()
         self._auth = {sid: SourceAuth(src, sid, data_dir) for sid, src in sources if src.auth}
         self._workers = workers
+        api = pipeline.api
+        self._read_tokens = [t.get_secret_value().encode() for t in api.read_tokens]
+        self._read_header = api.read_header.lower().encode("latin-1")
         self._key_buckets: dict[int, TokenBucket] = {}
         self._buckets = {
             sid: TokenBucket.for_worker(src.rate_limit, workers)
@@ -175,13 +179,16 @@ class IngestApp:
         self.badrows = BadRowStore(data_dir)
         self._pending_writes: set[asyncio.Future[None]] = set()
         routes = [*self.router.exact.values(), *(p.route for p in self.router.patterns)]
-        self._wanted_headers = {  # the request headers ingest decodes, per source
+        self._wanted_headers: dict[str, frozenset[bytes] | None] = {  # decoded headers, per source
             r.source_id: r.header_names
             | {b"origin"}
             | self._auth_headers(r.source_id)
             | (self._mappers[r.source_id].header_names if r.source_id in self._mappers else set())
             for r in routes
         }
+        for source_id, auth in self._auth.items():
+            if auth.wants_all_headers:
+                self._wanted_headers[source_id] = None
         self._keys = {
             sid: _SourceKeys.of(sid, src.success_status) for sid, src in pipeline.sources.items()
         }
@@ -272,14 +279,16 @@ class IngestApp:
             elif method == "OPTIONS" and route.source_id in self._cors:
                 await self._preflight(scope, send, self._cors[route.source_id])
             elif method == "GET" and path.startswith(STREAM_ROUTE_PREFIX):
-                await self._query(scope, send, route, stream)
+                if await self._may_read(scope, send):
+                    await self._query(scope, send, route, stream)
             else:
                 await _error(
                     send,
                     RequestRejected(405, "method_not_allowed", f"{method} is not allowed here"),
                 )
         elif path == "/v1/badrows" and method == "GET":
-            await self._badrows(scope, send)
+            if await self._may_read(scope, send):
+                await self._badrows(scope, send)
         elif path == "/openapi.json" and method == "GET":
             from headrace.ingest.openapi import openapi_document
 
@@ -320,6 +329,7 @@ class IngestApp:
         source_id = route.source_id
         cors: list[tuple[bytes, bytes]] = []
         kept_raw = b""  # what a bad row keeps: the body, decompressed once that has worked
+        authorized = source_id not in self._auth  # bad rows only from senders that passed
         rejected: list[dict[str, Any]] = []
         try:
             if not NAME_PATTERN.match(stream):
@@ -332,9 +342,6 @@ class IngestApp:
             policy = self._cors.get(source_id)
             if policy is not None:
                 cors = policy.response_headers(headers.get("origin"))
-            bucket = self._buckets.get(source_id)
-            if bucket is not None:
-                bucket.take()
             raw = await _read_body(receive, headers, route.limits.max_body_bytes)
             kept_raw = raw
             received_at_us = time.time_ns() // 1000
@@ -349,6 +356,11 @@ class IngestApp:
                 key = principal.api_key if principal is not None else None
                 if key is not None and key.rate:
                     self._key_bucket(key.id, key.rate).take()
+            authorized = True
+            # Rate limits count authorized requests only: refused ones must not starve senders.
+            bucket = self._buckets.get(source_id)
+            if bucket is not None:
+                bucket.take()
             body = decompress(raw, headers.get("content-encoding"), route.limits)
             kept_raw = body
             schema = self._schemas.get(source_id)
@@ -371,7 +383,10 @@ class IngestApp:
                 decoded, rejected = self._validate(route, stream, decoded, schema, received_at_us)
             count = decoded.count
             base = new_base_id(received_at_us // 1000)
-            id_header = route.source.id_header or (auth.delivery_id_header if auth else None)
+            # a delivery id is trusted only when the signature that covers it was checked
+            id_header = route.source.id_header or (
+                principal.delivery_id_header if principal else None
+            )
             # id_field names a field of the event as sent, before any map
             ids = _explicit_ids(route.source, id_header, headers, decoded.events or [], count, base)
             if mapper is not None and decoded.events:
@@ -408,7 +423,7 @@ class IngestApp:
                 m.key("headrace_requests_rejected_total", source=source_id, reason=exc.reason)
             )
             kind = REASONS.get(exc.reason)
-            if kind is not None:  # auth, rate and routing refusals are not bad rows
+            if kind is not None and authorized:  # auth, rate and routing refusals are not
                 errors: Any = exc.detail.get("errors") or [{}]
                 path = str(errors[0].get("path", ""))
                 self._keep_bad_rows(
@@ -528,13 +543,28 @@ class IngestApp:
             return
         await _send(send, 200, _json.encode(result))
 
+    async def _may_read(self, scope: Scope, send: Send) -> bool:
+        """Whether the reader holds a read token (when the pipeline sets any); else answer 401."""
+        if not self._read_tokens:
+            return True
+        given = _headers(scope, frozenset({self._read_header})).get(self._read_header.decode())
+        if given is not None:
+            token = given.removeprefix("Bearer ").encode("latin-1")
+            matched = False
+            for expected in self._read_tokens:
+                matched |= hmac.compare_digest(token, expected)
+            if matched:
+                return True
+        await _error(send, RequestRejected(401, "unauthorized_read", "reading needs a read token"))
+        return False
+
     async def _badrows(self, scope: Scope, send: Send) -> None:
         """``GET /v1/badrows?source=&reason=&after=&limit=``: kept refusals, oldest first."""
         params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         limit_text, after_text = params.get("limit", "100"), params.get("after", "0")
         if not (
-            _whole(limit_text) and _whole(after_text)
-            and 1 <= int(limit_text) <= 1000 and int(after_text) < 2**63
+            _whole(limit_text) and _whole(after_text) and len(limit_text) <= 4 and len(after_text) <= 18
+            and 1 <= int(limit_text) <= 1000
         ):  # fmt: skip
             await _error(
                 send,
@@ -616,9 +646,14 @@ def _whole(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _headers(scope: Scope, wanted: frozenset[bytes]) -> dict[str, str]:
-    # ASGI servers give header names in lower case; only the few ingest reads are decoded.
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted}
+def _headers(scope: Scope, wanted: frozenset[bytes] | None) -> dict[str, str]:
+    # ASGI servers give header names in lower case; only the few ingest reads are decoded
+    # (all of them for a python authorizer, which may look at any).
+    return {
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in scope["headers"]
+        if wanted is None or k in wanted
+    }
 
 
 async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:

@@ -76,12 +76,15 @@ _PRESETS = {  # header, prefix, delivery-id header
 }
 
 
-def _standard_webhooks_key(secret: str) -> bytes:
-    encoded = secret.removeprefix("whsec_")
+def standard_webhooks_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_`` secret; ``ValueError`` if it is not base64 of 16+ bytes."""
     try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        return secret.encode()  # not base64: the secret as text
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("a standard-webhooks secret is whsec_ followed by base64") from exc
+    if len(key) < 16:
+        raise ValueError("a standard-webhooks secret must hold at least 16 bytes")
+    return key
 
 
 class HmacCheck:
@@ -94,7 +97,7 @@ class HmacCheck:
         self.encoding = config.encoding
         self.delivery_id_header: str | None
         if config.preset == "standard-webhooks":
-            self.keys = [_standard_webhooks_key(s.get_secret_value()) for s in config.secrets]
+            self.keys = [standard_webhooks_key(s.get_secret_value()) for s in config.secrets]
             self.header, self.prefix = "webhook-signature", ""
             self.timestamp_header: str | None = "webhook-timestamp"
             self.delivery_id_header = "webhook-id"
@@ -121,7 +124,8 @@ class HmacCheck:
         if raw is None:
             return None, "missing_timestamp"
         stripped = raw.strip()
-        if not (stripped.isascii() and stripped.isdigit()):  # "¹" is a digit to isdigit()
+        # ASCII digits only ("¹" is a digit to isdigit()), and few: int() of thousands fails
+        if not (stripped.isascii() and stripped.isdigit() and len(stripped) <= 12):
             return None, "invalid_timestamp"
         if abs(now - int(stripped)) > self.tolerance:
             return None, "timestamp_out_of_tolerance"
@@ -197,6 +201,7 @@ class Principal:
     name: str | None
     context: dict[str, Any]
     api_key: ApiKey | None = None
+    delivery_id_header: str | None = None  # set only when a signature check passed
 
 
 class PythonCheck:
@@ -211,7 +216,9 @@ class PythonCheck:
         )
         self.cache_header = config.cache_header.lower() if config.cache_header else None
         self.ttl = config.cache_ttl
-        self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+        self._cache: OrderedDict[
+            tuple[str, str, str, str | None, bytes], tuple[float, Principal]
+        ] = OrderedDict()
         self.header_names = frozenset(
             {self.cache_header.encode("latin-1")} if self.cache_header else ()
         )
@@ -221,12 +228,18 @@ class PythonCheck:
     ) -> tuple[Principal | None, str | None]:
         """The principal (allowed), or why not."""
         identity = request.headers.get(self.cache_header) if self.cache_header else None
+        # The function may decide on any input, so a cached answer stands only for the same
+        # identity, method, path, client and query; denials are not cached (no lock-outs).
+        cache_key = (
+            None if identity is None
+            else (identity, method, path, request.client, request.query)
+        )  # fmt: skip
         now = time.monotonic()
-        if identity is not None:
-            hit = self._cache.get(identity)
+        if cache_key is not None:
+            hit = self._cache.get(cache_key)
             if hit is not None and hit[0] > now:
-                self._cache.move_to_end(identity)
-                return hit[1], None if hit[1] is not None else "denied"
+                self._cache.move_to_end(cache_key)
+                return hit[1], None
         query = dict(parse_qsl(request.query.decode("latin-1")))
         call = {"method": method, "path": path, "headers": dict(request.headers),
                 "query": query, "client_ip": request.client}  # fmt: skip
@@ -236,11 +249,13 @@ class PythonCheck:
             log.exception("the python authorizer raised; the request is refused")
             return None, "authorizer_error"
         principal = _principal_of(answer)
-        if identity is not None:
-            self._cache[identity] = (now + self.ttl, principal)
+        if principal is None:
+            return None, "denied"
+        if cache_key is not None:
+            self._cache[cache_key] = (now + self.ttl, principal)
             if len(self._cache) > self.CACHE_SIZE:
                 self._cache.popitem(last=False)
-        return principal, None if principal is not None else "denied"
+        return principal, None
 
 
 def _principal_of(answer: Any) -> Principal | None:
@@ -296,6 +311,7 @@ class SourceAuth:
             else:
                 self.checks.append(("ip_allow", IpAllowCheck(auth)))
         self.header_names = frozenset().union(*(c.header_names for _, c in self.checks))
+        self.wants_all_headers = any(isinstance(c, PythonCheck) for _, c in self.checks)
         self.delivery_id_header = next(
             (c.delivery_id_header for _, c in self.checks
              if isinstance(c, HmacCheck) and c.delivery_id_header),
@@ -320,6 +336,8 @@ class SourceAuth:
             else:
                 problem = check(request, now)
                 if problem is None:
+                    if isinstance(check, HmacCheck) and check.delivery_id_header:
+                        return Principal(None, {}, None, check.delivery_id_header)
                     return None
             assert problem is not None
             failures.append((kind, problem))

@@ -163,6 +163,7 @@ def replay_bad_rows(buffer_dir: Path, pipeline: Any, rows: list[BadRow]) -> Repl
     from headrace.config.models import HttpSource
     from headrace.errors import RequestRejected
     from headrace.ingest.decode import decompress, parse_events
+    from headrace.ingest.mapping import Mapper, RequestMeta
     from headrace.ingest.validation import SchemaCheck
 
     outcome = ReplayOutcome(rows=[])
@@ -192,6 +193,10 @@ def replay_bad_rows(buffer_dir: Path, pipeline: Any, rows: list[BadRow]) -> Repl
                 outcome.still_bad += 1
             if not passing:
                 continue
+            if source.map is not None:  # as at ingest; request metadata is not kept, so it is null
+                mapper = Mapper(source.map)
+                meta = RequestMeta(row.stream, row.source, None, None, row.received_at_us, {})
+                passing = [(i, mapper.apply(e, meta)) for i, e in passing]
             ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"headrace:badrow:{row.id}:{row.received_at_us}:{i}"))
                    for i, _ in passing]  # fmt: skip
             out.add(

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -21,24 +22,70 @@ _SIMPLE_PROPERTY_KEYS = {"type", "enum", "title", "description", "minLength", "m
                          "minimum", "maximum"}  # fmt: skip
 
 
+_EXACT_FLOAT_LIMIT = 2**53  # beyond it a float no longer tells integers apart
+
+
+def _bound(value: Any, integral: bool) -> Any:
+    """A usable numeric bound, or ``_NOT_SIMPLE``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _NOT_SIMPLE
+    if not -_EXACT_FLOAT_LIMIT < value < _EXACT_FLOAT_LIMIT:
+        return _NOT_SIMPLE  # compared as floats, big values would round across the bound
+    if integral:
+        if isinstance(value, float) and not value.is_integer():
+            return _NOT_SIMPLE
+        return int(value)
+    return value
+
+
+def _length(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return _NOT_SIMPLE
+    return value
+
+
+_NOT_SIMPLE = object()
+
+
 def _property_type(spec: Any) -> Any:
     """The msgspec type of a simple property, or ``None`` if it is not simple."""
     if not isinstance(spec, dict) or not set(spec) <= _SIMPLE_PROPERTY_KEYS:
         return None
     if "enum" in spec:
         values = spec["enum"]
-        if "type" in spec or not values or not all(isinstance(v, str) for v in values):
+        if set(spec) - {"enum", "title", "description"}:
+            return None  # enum with other constraints: the full validator decides
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) for v in values)
+        ):
             return None
         return Literal[tuple(values)]
-    kind = _SIMPLE_TYPES.get(spec.get("type"))  # type: ignore[arg-type]
+    declared = spec.get("type")
+    kind = _SIMPLE_TYPES.get(declared) if isinstance(declared, str) else None
     if kind is None:
         return None
-    meta = {}
     if kind is str:
-        meta = {"min_length": spec.get("minLength"), "max_length": spec.get("maxLength")}
+        meta = {
+            "min_length": _length(spec.get("minLength")),
+            "max_length": _length(spec.get("maxLength")),
+        }
+        extra = set(spec) - {"type", "title", "description", "minLength", "maxLength"}
     elif kind in (int, float):
-        meta = {"ge": spec.get("minimum"), "le": spec.get("maximum")}
-    elif set(spec) - {"type", "title", "description"}:
+        integral = kind is int
+        meta = {
+            "ge": _bound(spec.get("minimum"), integral),
+            "le": _bound(spec.get("maximum"), integral),
+        }
+        extra = set(spec) - {"type", "title", "description", "minimum", "maximum"}
+    else:
+        meta, extra = {}, set(spec) - {"type", "title", "description"}
+    if extra or any(v is _NOT_SIMPLE for v in meta.values()):
         return None
     meta = {k: v for k, v in meta.items() if v is not None}
     return Annotated[kind, msgspec.Meta(**meta)] if meta else kind
@@ -56,6 +103,13 @@ class FastSchema:
     @classmethod
     def build(cls, schema: dict[str, Any], unknown_fields: str) -> FastSchema | None:
         """The fast form of ``schema``, or ``None`` when it is not simple enough."""
+        try:
+            return cls._build(schema, unknown_fields)
+        except (TypeError, ValueError):  # anything unexpected: the full validator does it all
+            return None
+
+    @classmethod
+    def _build(cls, schema: dict[str, Any], unknown_fields: str) -> FastSchema | None:
         properties = schema.get("properties")
         if (schema.get("type") != "object" or not isinstance(properties, dict)
                 or not set(schema) <= _SIMPLE_KEYS or unknown_fields == "drop"):  # fmt: skip
@@ -63,11 +117,21 @@ class FastSchema:
         additional = schema.get("additionalProperties", True)
         if additional not in (True, False):
             return None
-        required = set(schema.get("required", []))
+        required_list = schema.get("required", [])
+        if not isinstance(required_list, list) or not all(
+            isinstance(r, str) for r in required_list
+        ):
+            return None
+        required = set(required_list)
         fields: list[tuple[str, Any, Any]] = []
         for name, spec in properties.items():
             kind = _property_type(spec)
-            if kind is None or not name.isidentifier():
+            if (
+                kind is None
+                or not name.isidentifier()
+                or name.startswith("_")
+                or keyword.iskeyword(name)
+            ):
                 return None
             if name in required:
                 fields.append((name, kind, msgspec.NODEFAULT))
