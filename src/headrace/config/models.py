@@ -399,6 +399,80 @@ class LakeSink(Model):
         return self.streams.get(stream) or self.streams.get("*") or _NO_SCHEMA
 
 
+PgType = Literal["text", "bigint", "integer", "double precision", "numeric", "boolean",
+                 "timestamptz", "jsonb"]  # fmt: skip
+PG_NAME_BYTES = 63
+
+
+def _pg_name(value: str, what: str) -> str:
+    if not value or len(value.encode()) > PG_NAME_BYTES:
+        raise ValueError(
+            f'{what} "{value}" must be 1 to {PG_NAME_BYTES} bytes (PostgreSQL truncates longer names)'
+        )
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain NUL")
+    return value
+
+
+class PostgresSink(Model):
+    """Rows in a PostgreSQL table, written in batches with COPY; redelivered events never add rows.
+
+    The table (created if missing) has ``_event_id`` (unique), ``_received_at``, ``_created_at``,
+    the declared ``columns`` and, with ``unknown_fields: keep_json``, an ``_extra`` JSONB column.
+    Names are always quoted, so any name PostgreSQL allows works."""
+
+    type: Literal["postgres"]
+    inputs: list[str] = Field(min_length=1)
+    """Sources (or transforms) whose events this sink stores."""
+    dsn: SecretStr | None = None
+    """libpq connection string or URL (e.g. ``${DATABASE_URL}``); else the PG* environment
+    variables. Never logged."""
+    schema_name: str = Field(default="public", alias="schema")
+    """Schema holding the table."""
+    table: str
+    """Table name (created if missing)."""
+    columns: dict[str, PgType] = Field(default_factory=dict)
+    """Event field: column type. Values PostgreSQL refuses for the type go to the dead-letter
+    store one by one; the rest of the batch is stored."""
+    unknown_fields: Literal["keep_json", "evolve", "freeze"] = "keep_json"
+    """Fields not in ``columns``: kept in the ``_extra`` JSONB column, added as new columns
+    (``evolve``, ALTER TABLE ADD COLUMN), or refused (``freeze``: dead-letter store)."""
+    write_mode: Literal["append", "merge"] = "append"
+    """``append`` adds rows; ``merge`` keeps one row per ``dedupe_key``."""
+    dedupe_key: list[str] = Field(default_factory=list)
+    """Columns whose values identify a row (a unique index); required for ``merge``."""
+    on_conflict: Literal["nothing", "update"] = "nothing"
+    """With ``merge``: a row whose key exists is skipped, or replaces the stored values."""
+    batch: BatchSettings = BatchSettings()
+    """When batches are written."""
+    retry: RetrySettings = RetrySettings()
+    """How failures are retried."""
+
+    @field_validator("schema_name", "table")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return _pg_name(value, "name")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PostgresSink:
+        lowered: dict[str, str] = {}
+        for name in self.columns:
+            _pg_name(name, "column")
+            if name.startswith("_"):
+                raise ValueError(f'column "{name}": names starting with "_" are headrace\'s')
+            if name.lower() in lowered:
+                raise ValueError(
+                    f'columns "{lowered[name.lower()]}" and "{name}" differ only in case'
+                )
+            lowered[name.lower()] = name
+        missing = [k for k in self.dedupe_key if k not in self.columns]
+        if missing:
+            raise ValueError(f"dedupe_key names columns not in columns: {', '.join(missing)}")
+        if self.write_mode == "merge" and not self.dedupe_key:
+            raise ValueError("write_mode merge needs a dedupe_key")
+        return self
+
+
 class LocalBuffer(Model):
     """The embedded durable buffer: checksummed segment files, fsync'd with group commit."""
 
@@ -428,10 +502,10 @@ class ApiSettings(Model):
 
 SOURCE_TYPES: dict[str, type[Model]] = {"http": HttpSource}
 TRANSFORM_TYPES: dict[str, type[Model]] = {}
-SINK_TYPES: dict[str, type[Model]] = {"lake": LakeSink}
+SINK_TYPES: dict[str, type[Model]] = {"lake": LakeSink, "postgres": PostgresSink}
 
 Source = HttpSource
-Sink = LakeSink
+Sink = Annotated[LakeSink | PostgresSink, Field(discriminator="type")]
 
 
 class Pipeline(Model):

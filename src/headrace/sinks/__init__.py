@@ -6,6 +6,7 @@ from pathlib import Path
 
 from headrace.config.models import LakeSink as LakeSinkConfig
 from headrace.config.models import Model
+from headrace.config.models import PostgresSink as PostgresConfig
 from headrace.sinks.base import APPEND, MERGE, REPLACE, Sink
 
 __all__ = ["APPEND", "MERGE", "REPLACE", "Sink", "build_sink"]
@@ -17,4 +18,8 @@ def build_sink(sink_id: str, config: Model, data_dir: Path) -> Sink:
         from headrace.sinks.lake import LakeSink
 
         return LakeSink(sink_id, config, data_dir)
+    if isinstance(config, PostgresConfig):
+        from headrace.sinks.postgres import PostgresSink
+
+        return PostgresSink(sink_id, config, data_dir)
     raise ValueError(f"no sink implementation for {type(config).__name__}")

@@ -1,0 +1,118 @@
+"""Impressions over HTTP into PostgreSQL through a real server: stored once each."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from serverproc import ServerProcess
+
+DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+FIELDS = {"key": "text", "split": "text", "environmentName": "text", "treatment": "text",
+          "label": "text", "time": "bigint", "splitVersionNumber": "bigint"}  # fmt: skip
+
+
+def impressions(n: int) -> list[dict[str, object]]:
+    return [{"key": f"user-{i}", "split": "new-checkout", "environmentId": "env1",
+             "environmentName": "production", "treatment": "on" if i % 2 else "off",
+             "time": 1_763_800_000_000 + i, "bucketingKey": None, "label": "default rule",
+             "machineName": "web-1", "machineIp": "10.0.0.1", "splitVersionNumber": 7,
+             "sdk": "java", "sdkVersion": "4.1", "properties": None} for i in range(n)]  # fmt: skip
+
+
+def count(schema: str) -> int:
+    with psycopg.connect(DSN) as conn:
+        query = psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+            psycopg.sql.Identifier(schema, "impressions")
+        )
+        try:
+            return int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+        except psycopg.errors.UndefinedTable:
+            return -1
+
+
+def test_gzip_impressions_posted_twice_are_stored_once(tmp_path: Path) -> None:
+    schema = f"hr_e2e_{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "pipeline.json"
+    config.write_text(json.dumps({
+        "sources": {"split": {"type": "http", "path": "/webhooks/split/impressions", "success_status": 200}},
+        "sinks": {"db": {"type": "postgres", "inputs": ["split"], "dsn": DSN, "schema": schema,
+                         "table": "impressions", "columns": FIELDS, "write_mode": "merge",
+                         "dedupe_key": ["key", "split", "environmentName", "treatment", "label", "time",
+                                        "splitVersionNumber"]}},
+    }))  # fmt: skip
+    server = ServerProcess(tmp_path / "data", config=config).start()
+    try:
+        body = gzip.compress(json.dumps(impressions(500)).encode())
+        url = f"{server.url}/webhooks/split/impressions"
+        assert httpx.post(url, content=body).status_code == 200  # gzip, no Content-Encoding
+        assert (
+            httpx.post(url, content=body, headers={"content-encoding": "gzip"}).status_code == 200
+        )
+        deadline = time.monotonic() + 30
+        while count(schema) != 500 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # the second request is delivered too, and adds nothing
+        assert count(schema) == 500
+        assert server.metrics()['headrace_events_delivered_total{sink="db"}'] == 1000
+    finally:
+        assert server.stop() == 0
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    psycopg.sql.Identifier(schema)
+                )
+            )
+
+
+def test_an_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    from pgproxy import CuttableProxy
+
+    proxy = CuttableProxy(("127.0.0.1", 5432))
+    schema = f"hr_outage_{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "pipeline.json"
+    config.write_text(json.dumps({
+        "sources": {"split": {"type": "http"}},
+        "sinks": {"db": {"type": "postgres", "inputs": ["split"], "schema": schema, "table": "impressions",
+                         "dsn": f"host=127.0.0.1 port={proxy.port} user=postgres dbname=postgres",
+                         "columns": FIELDS, "retry": {"initial_backoff": "100ms", "max_backoff": "500ms"}}},
+    }))  # fmt: skip
+    server = ServerProcess(tmp_path / "data", config=config).start()
+    url = f"{server.url}/v1/streams/split/events"
+    try:
+        assert httpx.post(url, json=impressions(100)).status_code == 202
+        deadline = time.monotonic() + 30
+        while count(schema) != 100 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proxy.cut()
+        for _ in range(5):  # the database is gone; ingest goes on acknowledging
+            assert httpx.post(url, json=impressions(100)).status_code == 202
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{server.url}/readyz").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "sinks.db" in httpx.get(f"{server.url}/readyz").json()["problems"]
+        proxy.restore()
+        deadline = time.monotonic() + 60
+        while count(schema) != 600 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count(schema) == 600  # every acknowledged event, once
+        with psycopg.connect(DSN) as conn:
+            query = psycopg.sql.SQL("SELECT count(DISTINCT _event_id) FROM {}").format(
+                psycopg.sql.Identifier(schema, "impressions")
+            )
+            assert conn.execute(query).fetchone() == (600,)
+    finally:
+        proxy.cut()
+        assert server.stop() == 0
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    psycopg.sql.Identifier(schema)
+                )
+            )
