@@ -333,12 +333,12 @@ def test_unknown_sink_type_names_the_available_types() -> None:
             type: http
         sinks:
           pg:
-            type: postgres
+            type: carrier-pigeon
             inputs: [web]
         """
     )
     assert problem.path == "sinks.pg.type"
-    assert problem.message == 'unknown sink type "postgres" (available: lake)'
+    assert problem.message == 'unknown sink type "carrier-pigeon" (available: lake, postgres)'
     assert problem.line == 6
 
 
@@ -558,7 +558,7 @@ def test_bad_inputs_reference_is_reported_even_when_the_sink_type_is_unknown() -
                 type: lake
                 inputs: [web]
               pg:
-                type: postgres
+                type: carrier-pigeon
                 inputs: [clicks]
             """
         )
