@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import click
 
-from headrace.config.models import HttpSource, LakeSink, Pipeline, default_pipeline
+from headrace.config.models import HttpSource, LakeSink, Pipeline, PostgresSink, default_pipeline
 from headrace.errors import ConfigError, HeadraceError
 
 DEFAULT_DATA_DIR = "headrace-data"
@@ -208,7 +208,7 @@ def validate(file: Path) -> None:
 @main.command()
 @config_option
 @data_dir_option
-@click.option("--stream", "-s", required=True, help="Stream to export.")
+@click.option("--stream", "-s", help="Stream to export (from its lake sink).")
 @click.option("--since", help="Only events at or after this time (ISO 8601 or epoch s/ms).")
 @click.option("--until", help="Only events before this time (ISO 8601 or epoch s/ms).")
 @click.option(
@@ -236,20 +236,23 @@ def export(
     sink: str | None,
     output: Path | None,
 ) -> None:
-    """Write a stream's events as CSV (header row, RFC 4180 quoting), oldest first.
+    """Write events as CSV (header row, RFC 4180 quoting), oldest first.
 
-    Times are event times (the stream's time field) or, without one, receive times.
+    From the lake: --stream S (times are event times, or receive times without a time field).
+    From PostgreSQL: --sink NAME of a postgres sink; --where takes any column, --since/--until
+    filter the sink's export.time_column, and export.columns gives the header names.
     """
     from headrace.query.lake import LakeQuery, count_events, export_csv
 
     pipeline = _load(config_path)
+    chosen = pipeline.sinks.get(sink) if sink else None
+    if isinstance(chosen, PostgresSink):
+        _export_postgres(chosen, since, until, where, output)
+        return
+    if stream is None:
+        raise click.UsageError("name a --stream (or a postgres --sink)")
     sink_id, sink_config = _lake_sink(pipeline, stream, sink)
-    filters = []
-    for item in where:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f'"{item}" is not FIELD=VALUE', param_hint="--where")
-        filters.append((name, value))
+    filters = _where_pairs(where)
     query = LakeQuery(
         sink_id,
         stream,
@@ -273,6 +276,49 @@ def export(
         where_to = output or "standard output"
         click.echo(
             f"wrote {rows} row(s) to {where_to} in {time.monotonic() - started:.1f}s", err=True
+        )
+
+
+def _where_pairs(where: tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in where:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f'"{item}" is not FIELD=VALUE', param_hint="--where")
+        pairs.append((name, value))
+    return pairs
+
+
+def _export_postgres(
+    sink: PostgresSink,
+    since: str | None,
+    until: str | None,
+    where: tuple[str, ...],
+    output: Path | None,
+) -> None:
+    from headrace.query.lake import QueryError
+    from headrace.query.postgres import export_postgres
+
+    show = sys.stderr.isatty()
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        out = (
+            sys.stdout
+            if output is None
+            else stack.enter_context(open(output, "w", newline="", encoding="utf-8"))
+        )
+        with _progress(f"exporting {sink.table}", None, show) as advance:
+            try:
+                rows = export_postgres(
+                    sink, since_us=_parse_time("--since", since), until_us=_parse_time("--until", until),
+                    where=_where_pairs(where), out=out, progress=advance,
+                )  # fmt: skip
+            except QueryError as exc:
+                raise click.UsageError(str(exc)) from exc
+    if output is not None or show:
+        click.echo(
+            f"wrote {rows} row(s) to {output or 'standard output'} in {time.monotonic() - started:.1f}s",
+            err=True,
         )
 
 

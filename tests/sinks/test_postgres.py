@@ -141,3 +141,46 @@ def test_an_unreachable_database_is_transient(data_dir: Path) -> None:
 def test_names_and_keys_are_checked_by_validate(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         PostgresConfig.model_validate({"type": "postgres", "inputs": ["s"], **config})
+
+
+def test_export_filters_with_friendly_headers(schema: str, data_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from headrace.cli import main
+
+    columns = {"key": "text", "treatment": "text", "label": "text", "time": "bigint"}
+    pg = sink(schema, data_dir, columns=columns)
+    batch = [event(n, key=f"u{n % 3}", treatment="on" if n % 2 else "off", label="rule, \"quoted\"",
+                   time=1_700_000_000_000 + n * 1000) for n in range(30)]  # fmt: skip
+    pg.write(batch, Checkpoint("pg"))
+    config = tmp_path / "pipeline.json"
+    config.write_text(json.dumps({
+        "sources": {"s": {"type": "http"}},
+        "sinks": {"db": {"type": "postgres", "inputs": ["s"], "dsn": DSN, "schema": schema, "table": "impressions",
+                         "columns": columns, "export": {"columns": {"key": "User Key", "treatment": "Treatment",
+                         "label": "Rule", "time": "Time"}, "time_column": "time", "time_unit": "epoch_ms"}}},
+    }))  # fmt: skip
+    out = tmp_path / "export.csv"
+    args = ["export", "--config", str(config), "--sink", "db", "--where", "key=u1", "--where", "treatment=on",
+            "--since", "1700000005000", "--until", "1700000025000", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0] == "User Key,Treatment,Rule,Time"
+    with psycopg.connect(DSN) as conn:  # the same selection, asked by us
+        expected = conn.execute(
+            psycopg.sql.SQL("SELECT count(*) FROM {} WHERE key = 'u1' AND treatment = 'on' "
+                            "AND time >= 1700000005000 AND time < 1700000025000").format(
+                psycopg.sql.Identifier(schema, "impressions"))).fetchone()  # fmt: skip
+    assert expected is not None and len(lines) - 1 == expected[0] > 0
+    assert all(line.startswith('u1,on,"rule, ""quoted""",') for line in lines[1:])
+    hostile = CliRunner().invoke(
+        main, ["export", "--config", str(config), "--sink", "db", "--where", "key=x' OR '1'='1"]
+    )
+    assert hostile.exit_code == 0 and hostile.output.strip() == "User Key,Treatment,Rule,Time"
+    unknown = CliRunner().invoke(
+        main, ["export", "--config", str(config), "--sink", "db", "--where", "nope=1"]
+    )
+    assert unknown.exit_code == 2 and 'no column "nope"' in unknown.output

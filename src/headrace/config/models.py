@@ -414,6 +414,17 @@ def _pg_name(value: str, what: str) -> str:
     return value
 
 
+class PostgresExport(Model):
+    """How ``headrace export --sink`` writes this table as CSV."""
+
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Column: header name, in order (e.g. ``key: User Key``); default: every declared column."""
+    time_column: str = "_received_at"
+    """Column ``--since``/``--until`` filter on."""
+    time_unit: Literal["timestamp", "epoch_ms", "epoch_s"] = "timestamp"
+    """How ``time_column`` is stored: a timestamp, or a number of ms or s since the epoch."""
+
+
 class PostgresSink(Model):
     """Rows in a PostgreSQL table, written in batches with COPY; redelivered events never add rows.
 
@@ -443,6 +454,8 @@ class PostgresSink(Model):
     """Columns whose values identify a row (a unique index); required for ``merge``."""
     on_conflict: Literal["nothing", "update"] = "nothing"
     """With ``merge``: a row whose key exists is skipped, or replaces the stored values."""
+    export: PostgresExport = PostgresExport()
+    """What ``headrace export --sink`` writes."""
     batch: BatchSettings = BatchSettings()
     """When batches are written."""
     retry: RetrySettings = RetrySettings()
