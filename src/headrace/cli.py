@@ -373,6 +373,30 @@ def replay(
     )
 
 
+@main.command()
+@click.option("--recipe", "-r", help="Recipe to write (see --list).")
+@click.option("--list", "list_recipes", is_flag=True, help="List the recipes.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("pipeline.yaml"), show_default=True, help="File to write.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(recipe: str | None, list_recipes: bool, output: Path, force: bool) -> None:
+    """Write a ready-made pipeline file for one of headrace's jobs."""
+    from headrace.recipes import RECIPES
+
+    if list_recipes or recipe is None:
+        for name, (summary, _) in RECIPES.items():
+            click.echo(f"{name:<20} {summary}")
+        if recipe is None and not list_recipes:
+            click.echo("\nheadrace init --recipe NAME writes one.", err=True)
+        return
+    if recipe not in RECIPES:
+        raise click.UsageError(f'no recipe "{recipe}" (recipes: {", ".join(RECIPES)})')
+    if output.exists() and not force:
+        raise click.UsageError(f"{output} exists; --force overwrites it")
+    output.write_text(RECIPES[recipe][1], encoding="utf-8")
+    click.echo(f"wrote {output}; check it with: headrace validate {output}")
+
+
 @main.group()
 def dlq() -> None:
     """Inspect and replay the dead-letter store (events a sink refused for good)."""

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from serverproc import ServerProcess
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 FIELDS = {"key": "text", "split": "text", "environmentName": "text", "treatment": "text",
           "label": "text", "time": "bigint", "splitVersionNumber": "bigint"}  # fmt: skip
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "headrace.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def impressions(n: int) -> list[dict[str, object]]:
@@ -37,16 +46,15 @@ def count(schema: str) -> int:
             return -1
 
 
-def test_gzip_impressions_posted_twice_are_stored_once(tmp_path: Path) -> None:
+def test_the_recipe_stores_gzip_impressions_once_and_exports_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     schema = f"hr_e2e_{uuid.uuid4().hex[:8]}"
-    config = tmp_path / "pipeline.json"
-    config.write_text(json.dumps({
-        "sources": {"split": {"type": "http", "path": "/webhooks/split/impressions", "success_status": 200}},
-        "sinks": {"db": {"type": "postgres", "inputs": ["split"], "dsn": DSN, "schema": schema,
-                         "table": "impressions", "columns": FIELDS, "write_mode": "merge",
-                         "dedupe_key": ["key", "split", "environmentName", "treatment", "label", "time",
-                                        "splitVersionNumber"]}},
-    }))  # fmt: skip
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    monkeypatch.setenv("IMPRESSIONS_SCHEMA", schema)
+    config = tmp_path / "pipeline.yaml"
+    assert cli("init", "--recipe", "split-impressions", "-o", str(config)).returncode == 0
+    assert cli("validate", str(config)).returncode == 0
     server = ServerProcess(tmp_path / "data", config=config).start()
     try:
         body = gzip.compress(json.dumps(impressions(500)).encode())
@@ -60,7 +68,19 @@ def test_gzip_impressions_posted_twice_are_stored_once(tmp_path: Path) -> None:
             time.sleep(0.2)
         time.sleep(1.5)  # the second request is delivered too, and adds nothing
         assert count(schema) == 500
-        assert server.metrics()['headrace_events_delivered_total{sink="db"}'] == 1000
+        assert server.metrics()['headrace_events_delivered_total{sink="impressions_db"}'] == 1000
+        with psycopg.connect(DSN) as conn:
+            query = psycopg.sql.SQL('SELECT "time", time_at FROM {} ORDER BY "time" LIMIT 1').format(
+                psycopg.sql.Identifier(schema, "impressions"))  # fmt: skip
+            epoch_ms, time_at = conn.execute(query).fetchone()  # type: ignore[misc]
+            assert int(time_at.timestamp() * 1000) == epoch_ms
+        out = tmp_path / "on.csv"
+        exported = cli("export", "--config", str(config), "--sink", "impressions_db", "--where", "treatment=on",
+                       "--where", "environmentName=production", "-o", str(out))  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        lines = out.read_text().splitlines()
+        assert lines[0] == "User Key,Split,Environment,Treatment,Rule,Time"
+        assert len(lines) == 251 and all(",on," in line for line in lines[1:])
     finally:
         assert server.stop() == 0
         with psycopg.connect(DSN, autocommit=True) as conn:

@@ -184,3 +184,19 @@ def test_export_filters_with_friendly_headers(schema: str, data_dir: Path, tmp_p
         main, ["export", "--config", str(config), "--sink", "db", "--where", "nope=1"]
     )
     assert unknown.exit_code == 2 and 'no column "nope"' in unknown.output
+
+
+def test_columns_declared_later_are_added_to_the_table(schema: str, data_dir: Path) -> None:
+    first = sink(schema, data_dir, columns={"a": "text"})
+    first.write([event(1, a="x")], Checkpoint("pg"))
+    first.close()
+    later = sink(
+        schema,
+        data_dir,
+        columns={"a": "text", "b": "bigint"},
+        derived={"b_at": {"source": "b", "unit": "epoch_s"}},
+    )
+    later.write([event(2, a="y", b=60)], Checkpoint("pg"))
+    stored = rows(schema, columns='"a", "b", "b_at"')
+    assert [(a, b) for a, b, _ in stored] == [("x", None), ("y", 60)]
+    assert stored[1][2] is not None and stored[1][2].timestamp() == 60

@@ -414,6 +414,15 @@ def _pg_name(value: str, what: str) -> str:
     return value
 
 
+class DerivedTime(Model):
+    """A timestamptz column computed from an event field."""
+
+    source: str
+    """The event field holding the time."""
+    unit: Literal["epoch_ms", "epoch_s", "iso8601"] = "epoch_ms"
+    """How the field writes it."""
+
+
 class PostgresExport(Model):
     """How ``headrace export --sink`` writes this table as CSV."""
 
@@ -445,6 +454,8 @@ class PostgresSink(Model):
     columns: dict[str, PgType] = Field(default_factory=dict)
     """Event field: column type. Values PostgreSQL refuses for the type go to the dead-letter
     store one by one; the rest of the batch is stored."""
+    derived: dict[str, DerivedTime] = Field(default_factory=dict)
+    """timestamptz columns computed from a field, e.g. ``time_at: {source: time, unit: epoch_ms}``."""
     unknown_fields: Literal["keep_json", "evolve", "freeze"] = "keep_json"
     """Fields not in ``columns``: kept in the ``_extra`` JSONB column, added as new columns
     (``evolve``, ALTER TABLE ADD COLUMN), or refused (``freeze``: dead-letter store)."""
@@ -469,7 +480,7 @@ class PostgresSink(Model):
     @model_validator(mode="after")
     def _consistent(self) -> PostgresSink:
         lowered: dict[str, str] = {}
-        for name in self.columns:
+        for name in [*self.columns, *self.derived]:
             _pg_name(name, "column")
             if name.startswith("_"):
                 raise ValueError(f'column "{name}": names starting with "_" are headrace\'s')

@@ -94,6 +94,14 @@ class PostgresSink:
                     self._table(), sql.SQL(", ").join(columns)
                 )
             )
+            # columns declared after the table was made (a config change) are added
+            wanted = {**self.config.columns, **dict.fromkeys(self.config.derived, "timestamptz")}
+            for name, kind in wanted.items():
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                        self._table(), sql.Identifier(name), sql.SQL(kind)
+                    )
+                )
             if self.config.dedupe_key:
                 index = sql.Identifier(f"{self.config.table[:40]}_dedupe_key")
                 conn.execute(
@@ -155,6 +163,8 @@ class PostgresSink:
                     extra[name] = value
                     continue
             row[name] = Jsonb(value) if kind == "jsonb" or isinstance(value, dict | list) else value
+        for name, derived in self.config.derived.items():
+            row[name] = _derived_time(event.data.get(derived.source), derived.unit)
         if self.config.unknown_fields == "keep_json":
             row["_extra"] = Jsonb(extra) if extra else None
         return row
@@ -177,8 +187,13 @@ class PostgresSink:
             if new_columns:
                 self._add_columns(conn, new_columns)
             failed += self._insert_isolating(conn, rows)
-        except (psycopg.OperationalError, psycopg.errors.SerializationFailure,
-                psycopg.errors.DeadlockDetected, psycopg.InterfaceError) as exc:  # fmt: skip
+        except (
+            psycopg.OperationalError, psycopg.errors.SerializationFailure,
+            psycopg.errors.DeadlockDetected, psycopg.InterfaceError,
+            psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable,
+        ) as exc:  # fmt: skip
+            # a lost connection, or a table changed under us: reconnect (which recreates the
+            # table and its columns, and the staging table) and retry
             self.close()
             self._error = f"PostgreSQL: {_first_line(exc)}"
             raise TransientSinkError(self._error) from exc
@@ -257,6 +272,15 @@ class PostgresSink:
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
                 psycopg.errors.InvalidTextRepresentation) as exc:  # fmt: skip
             raise _Refused(_first_line(exc)) from exc
+
+
+def _derived_time(value: Any, unit: str) -> datetime | None:
+    """A time field as a timestamp, or ``None`` when it is missing or not one."""
+    from headrace.sinks.lake_catalog import parse_time_us
+
+    fmt = {"epoch_ms": "epoch_ms", "epoch_s": "epoch_s", "iso8601": "iso8601"}[unit]
+    us = parse_time_us(value, fmt)
+    return None if us is None else datetime.fromtimestamp(us / 1_000_000, tz=UTC)
 
 
 def _first_line(exc: Exception) -> str:
