@@ -28,6 +28,7 @@ log = logging.getLogger("headrace.sinks.postgres")
 
 SYSTEM_COLUMNS = ("_event_id", "_received_at")
 _INFER = {bool: "boolean", int: "bigint", float: "double precision", str: "text"}
+_PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
 
 
 class _Refused(Exception):
@@ -46,6 +47,8 @@ class PostgresSink:
         self.columns: dict[str, str] = dict(config.columns)
         self._conn: Any = None
         self._error: str | None = None
+        self._plain: frozenset[str] = frozenset()
+        self._plain_for: dict[str, str] | None = None
 
     # -- connection and table ----------------------------------------------------------------
 
@@ -118,6 +121,14 @@ class PostgresSink:
             ).fetchall()
         self.columns = {name: kind for name, kind in rows if not name.startswith("_")}
 
+    @property
+    def _plain_columns(self) -> frozenset[str]:
+        columns = self.columns
+        if self._plain_for is not columns:  # rebuilt only when the column map changes
+            self._plain = frozenset(n for n, kind in columns.items() if kind != "jsonb")
+            self._plain_for = columns
+        return self._plain
+
     def open(self) -> None:
         """Connect and create the table if missing; a database that is down now is retried
         at each write (ingest goes on buffering, other sinks go on delivering)."""
@@ -150,7 +161,11 @@ class PostgresSink:
             "_received_at": datetime.fromtimestamp(event.received_at_us / 1_000_000, tz=UTC),
         }
         extra: dict[str, Any] = {}
+        plain = self._plain_columns
         for name, value in event.data.items():
+            if name in plain and type(value) in _PLAIN_VALUES:
+                row[name] = value  # the common case: a scalar for a non-JSON column
+                continue
             kind = self.columns.get(name) or new_columns.get(name)
             if kind is None:
                 policy = self.config.unknown_fields
@@ -211,7 +226,7 @@ class PostgresSink:
                         self._table(), sql.Identifier(name), sql.SQL(kind)
                     )
                 )
-        self.columns.update(new_columns)
+        self.columns = {**self.columns, **new_columns}  # a new dict: cached views rebuild
 
     def _insert_isolating(
         self, conn: Any, rows: list[tuple[Event, dict[str, Any]]]
@@ -250,13 +265,11 @@ class PostgresSink:
                 ) as copy:
                     for row in rows:
                         copy.write_row([row.get(name) for name in names])
-                # events already stored (a redelivery) are not inserted again
-                conn.execute(
-                    sql.SQL("DELETE FROM {s} USING {t} WHERE {t}._event_id = {s}._event_id").format(
-                        s=stage, t=self._table()
-                    )
-                )
                 if key and self.config.on_conflict == "update":
+                    # events already stored (a redelivery) must not update their row again; in
+                    # the other modes ON CONFLICT DO NOTHING skips them (_event_id is unique)
+                    conn.execute(sql.SQL("DELETE FROM {s} USING {t} WHERE {t}._event_id = {s}._event_id").format(
+                        s=stage, t=self._table()))  # fmt: skip
                     keys = sql.SQL(", ").join(map(sql.Identifier, key))
                     updates = sql.SQL(", ").join(
                         sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n))
