@@ -251,6 +251,22 @@ class PostgresSink:
 
         names = list(dict.fromkeys(name for row in rows for name in row))
         idents = sql.SQL(", ").join(map(sql.Identifier, names))
+        if not (self.config.dedupe_key and self.config.on_conflict == "update"):
+            # Most batches hold only new events: COPY them straight in. A unique violation
+            # (a redelivery, a duplicate key) rolls that back and takes the staged path,
+            # which skips what is stored.
+            try:
+                with conn.transaction():
+                    copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(self._table(), idents)
+                    with conn.cursor().copy(copy_in) as copy:
+                        for row in rows:
+                            copy.write_row([row.get(name) for name in names])
+                return
+            except psycopg.errors.UniqueViolation:
+                pass
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+                    psycopg.errors.InvalidTextRepresentation) as exc:  # fmt: skip
+                raise _Refused(_first_line(exc)) from exc
         stage = sql.Identifier("_headrace_stage")
         key = self.config.dedupe_key
         try:
