@@ -47,8 +47,6 @@ class RequestFacts:
 
 log = logging.getLogger("headrace.ingest.auth")
 
-Check = Callable[[RequestFacts, float], str | None]  # None: passed; else why it failed
-
 
 class TokenCheck:
     """A header equal to one of the configured tokens."""

@@ -88,8 +88,14 @@ def _state(data_dir: Path) -> sqlite3.Connection | None:
 
 
 def _plan(
-    db: Any, catalog: sqlite3.Connection, lake_root: Path, q: LakeQuery, select: str
+    db: Any,
+    catalog: sqlite3.Connection,
+    lake_root: Path,
+    q: LakeQuery,
+    select: Callable[[dict[str, str]], str],
 ) -> _Plan | None:
+    """The query over the stream's files; ``select`` builds the select list from the user
+    columns present in them (so the files are listed and described once)."""
     files = files_for(catalog, q.sink_id, q.stream, q.since_us, q.until_us)
     if not files:
         return None
@@ -124,7 +130,7 @@ def _plan(
             matches.append(f"json_extract_string(_extra, ${bind}_path) = ${bind}")
         conditions.append("(" + " OR ".join(matches) + ")" if matches else "false")
     order = "DESC" if q.newest_first else "ASC"
-    sql = f"SELECT {select} FROM {source}"
+    sql = f"SELECT {select(columns)} FROM {source}"
     if conditions:
         sql += " WHERE " + " AND ".join(conditions)
     sql += f" ORDER BY _time {order}, _id {order}"
@@ -155,14 +161,13 @@ def _rows(
     lake_root = Path(sink.path) if sink.path else data_dir / "lake"
     db = duckdb.connect()
     try:
-        probe = _plan(db, catalog, lake_root, q, "1")
-        if probe is None:
-            return None
-        names = list(probe.columns)
-        plan = _plan(db, catalog, lake_root, q, _select_list(probe.columns))
+        plan = _plan(db, catalog, lake_root, q, _select_list)
     finally:
         catalog.close()
-    assert plan is not None
+    if plan is None:
+        db.close()
+        return None
+    names = list(plan.columns)
     cursor = db.execute(plan.sql, plan.params)
 
     def rows() -> Iterator[tuple[Any, ...]]:
@@ -251,7 +256,7 @@ def count_events(data_dir: Path, sink_id: str, sink: LakeSink, q: LakeQuery) -> 
     lake_root = Path(sink.path) if sink.path else data_dir / "lake"
     db = duckdb.connect()
     try:
-        plan = _plan(db, catalog, lake_root, q, "count(*)")
+        plan = _plan(db, catalog, lake_root, q, lambda _columns: "count(*)")
         if plan is None:
             return 0
         sql = plan.sql.split(" ORDER BY ")[0]

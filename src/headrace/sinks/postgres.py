@@ -257,15 +257,11 @@ class PostgresSink:
             # which skips what is stored.
             try:
                 with conn.transaction():
-                    copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(self._table(), idents)
-                    with conn.cursor().copy(copy_in) as copy:
-                        for row in rows:
-                            copy.write_row([row.get(name) for name in names])
+                    _copy_rows(conn, self._table(), idents, names, rows)
                 return
             except psycopg.errors.UniqueViolation:
                 pass
-            except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
-                    psycopg.errors.InvalidTextRepresentation) as exc:  # fmt: skip
+            except _data_errors() as exc:
                 raise _Refused(_first_line(exc)) from exc
         stage = sql.Identifier("_headrace_stage")
         key = self.config.dedupe_key
@@ -276,11 +272,7 @@ class PostgresSink:
                         "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                     ).format(stage, self._table())
                 )
-                with conn.cursor().copy(
-                    sql.SQL("COPY {} ({}) FROM STDIN").format(stage, idents)
-                ) as copy:
-                    for row in rows:
-                        copy.write_row([row.get(name) for name in names])
+                _copy_rows(conn, stage, idents, names, rows)
                 if key and self.config.on_conflict == "update":
                     # events already stored (a redelivery) must not update their row again; in
                     # the other modes ON CONFLICT DO NOTHING skips them (_event_id is unique)
@@ -298,17 +290,34 @@ class PostgresSink:
                 else:
                     conn.execute(sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT DO NOTHING").format(
                         t=self._table(), c=idents, s=stage))  # fmt: skip
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
-                psycopg.errors.InvalidTextRepresentation) as exc:  # fmt: skip
+        except _data_errors() as exc:
             raise _Refused(_first_line(exc)) from exc
+
+
+def _copy_rows(
+    conn: Any, table: Any, idents: Any, names: list[str], rows: list[dict[str, Any]]
+) -> None:
+    """COPY the ``names`` columns of ``rows`` into ``table``."""
+    from psycopg import sql
+
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, idents)) as copy:
+        for row in rows:
+            copy.write_row([row.get(name) for name in names])
+
+
+def _data_errors() -> tuple[type[Exception], ...]:
+    """The errors with which PostgreSQL refuses a batch for its data (psycopg is imported late)."""
+    import psycopg
+
+    return (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+            psycopg.errors.InvalidTextRepresentation)  # fmt: skip
 
 
 def _derived_time(value: Any, unit: str) -> datetime | None:
     """A time field as a timestamp, or ``None`` when it is missing or not one."""
     from headrace.sinks.lake_catalog import parse_time_us
 
-    fmt = {"epoch_ms": "epoch_ms", "epoch_s": "epoch_s", "iso8601": "iso8601"}[unit]
-    us = parse_time_us(value, fmt)
+    us = parse_time_us(value, unit)
     return None if us is None else datetime.fromtimestamp(us / 1_000_000, tz=UTC)
 
 
