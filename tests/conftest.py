@@ -24,3 +24,12 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "data"
     path.mkdir()
     yield path
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a moto server (S3 + DynamoDB) shared by the session's tests."""
+    from motoserver import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+        yield url

@@ -226,6 +226,12 @@ def validate(file: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV file to write (default: standard output).",
 )
+@click.option(
+    "--spreadsheet-safe",
+    is_flag=True,
+    help="Prefix text cells starting with = + - @ (or tab, CR) with ' so that a spreadsheet "
+    "shows them instead of running them as formulas (use for files opened in Excel).",
+)
 def export(
     config_path: Path | None,
     data_dir: Path,
@@ -235,6 +241,7 @@ def export(
     where: tuple[str, ...],
     sink: str | None,
     output: Path | None,
+    spreadsheet_safe: bool,
 ) -> None:
     """Write events as CSV (header row, RFC 4180 quoting), oldest first.
 
@@ -247,7 +254,7 @@ def export(
     pipeline = _load(config_path)
     chosen = pipeline.sinks.get(sink) if sink else None
     if isinstance(chosen, PostgresSink):
-        _export_postgres(chosen, since, until, where, output)
+        _export_postgres(chosen, since, until, where, output, spreadsheet_safe)
         return
     if stream is None:
         raise click.UsageError("name a --stream (or a postgres --sink)")
@@ -271,7 +278,9 @@ def export(
         else:
             out = stack.enter_context(open(output, "w", newline="", encoding="utf-8"))
         with _progress(f"exporting {stream}", total, show) as advance:
-            rows = export_csv(data_dir, sink_id, sink_config, query, out, advance)
+            rows = export_csv(
+                data_dir, sink_id, sink_config, query, out, advance, safe=spreadsheet_safe
+            )
     if output is not None or show:
         where_to = output or "standard output"
         click.echo(
@@ -295,26 +304,27 @@ def _export_postgres(
     until: str | None,
     where: tuple[str, ...],
     output: Path | None,
+    safe: bool = False,
 ) -> None:
     from headrace.query.lake import QueryError
-    from headrace.query.postgres import export_postgres
+    from headrace.query.postgres import PostgresExport
 
     show = sys.stderr.isatty()
     started = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        out = (
-            sys.stdout
-            if output is None
-            else stack.enter_context(open(output, "w", newline="", encoding="utf-8"))
-        )
-        with _progress(f"exporting {sink.table}", None, show) as advance:
-            try:
-                rows = export_postgres(
-                    sink, since_us=_parse_time("--since", since), until_us=_parse_time("--until", until),
-                    where=_where_pairs(where), out=out, progress=advance,
-                )  # fmt: skip
-            except QueryError as exc:
-                raise click.UsageError(str(exc)) from exc
+    selection = PostgresExport(
+        sink, since_us=_parse_time("--since", since), until_us=_parse_time("--until", until),
+        where=_where_pairs(where), safe=safe,
+    )  # fmt: skip
+    try:
+        with contextlib.ExitStack() as stack:
+            export = stack.enter_context(selection)
+            out = sys.stdout.buffer if output is None else stack.enter_context(open(output, "wb"))
+            total = export.count() if show else None  # the bar's end, only where it shows
+            with _progress(f"exporting {sink.table}", total, show) as advance:
+                rows = export.write_csv(out, advance if show else None)
+            out.flush()
+    except QueryError as exc:
+        raise click.UsageError(str(exc)) from exc
     if output is not None or show:
         click.echo(
             f"wrote {rows} row(s) to {output or 'standard output'} in {time.monotonic() - started:.1f}s",
@@ -687,7 +697,9 @@ def badrows_replay(
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["sources", "sinks", "pipeline"]), default="pipeline")
+@click.argument(
+    "kind", type=click.Choice(["sources", "transforms", "sinks", "pipeline"]), default="pipeline"
+)
 @click.argument("type_name", required=False)
 def docs(kind: str, type_name: str | None) -> None:
     """Print the documentation of pipeline-file components and their keys."""
@@ -695,6 +707,7 @@ def docs(kind: str, type_name: str | None) -> None:
 
     registries: dict[str, dict[str, Any]] = {
         "sources": models.SOURCE_TYPES,
+        "transforms": models.TRANSFORM_TYPES,
         "sinks": models.SINK_TYPES,
         "pipeline": {
             "pipeline": models.Pipeline,
@@ -724,12 +737,17 @@ def _describe_fields(model: Any, indent: str) -> None:
         default = ""
         if not info.is_required() and not is_model:
             default = f" (default: {info.get_default(call_default_factory=True)!r})"
-        click.echo(f"{indent}{field_name}{default}")
+        click.echo(f"{indent}{info.alias or field_name}{default}")
         for line in (info.description or "").splitlines():
             click.echo(f"{indent}    {line.strip()}")
         if is_model:
             _describe_fields(nested, indent + "    ")
 
+
+from headrace.loads.cli import load_command, loads_group  # noqa: E402 - commands of their own
+
+main.add_command(loads_group)
+main.add_command(load_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

@@ -4,9 +4,10 @@
     ├── ConfigError              a pipeline file that cannot be used (carries every problem found)
     ├── RequestRejected          an HTTP request refused with a status and a machine-readable reason
     ├── BufferFull               the buffer cannot take more right now (answered 503 + Retry-After)
-    └── SinkError                a sink could not take a batch
-        ├── TransientSinkError   worth retrying with backoff (connection lost, disk full, 5xx)
-        └── TerminalSinkError    retrying cannot help; the records go to the dead-letter store
+    ├── SinkError                a sink could not take a batch
+    │   ├── TransientSinkError   worth retrying with backoff (connection lost, disk full, 5xx)
+    │   └── TerminalSinkError    retrying cannot help; the records go to the dead-letter store
+    └── LoadError                a bulk load job failed (reason, job status, retriable or not)
 
 Third-party exceptions are translated at the boundary (``raise TransientSinkError(...) from exc``)
 so callers only ever handle these.
@@ -79,4 +80,21 @@ class TerminalSinkError(SinkError):
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
+        super().__init__(message)
+
+
+class LoadError(HeadraceError):
+    """A bulk load job could not go on.
+
+    ``reason`` is a short machine-readable word (``forbidden_address``, ``not_found``,
+    ``too_large``, ...); ``status`` is the job status it leads to (``failed`` or ``expired``);
+    ``retriable`` says whether a later attempt may succeed (a timeout, a 5xx, a lost connection).
+    """
+
+    def __init__(
+        self, reason: str, message: str, *, retriable: bool = False, status: str = "failed"
+    ) -> None:
+        self.reason = reason
+        self.retriable = retriable
+        self.status = status
         super().__init__(message)

@@ -321,7 +321,10 @@ def test_unknown_source_type_names_the_available_types() -> None:
         )
     )
     assert set(problems) == {"sources.web.type"}
-    assert problems["sources.web.type"].message == 'unknown source type "grpc" (available: http)'
+    assert (
+        problems["sources.web.type"].message
+        == 'unknown source type "grpc" (available: bulk_export, http)'
+    )
     assert problems["sources.web.type"].line == 3
 
 
@@ -338,11 +341,14 @@ def test_unknown_sink_type_names_the_available_types() -> None:
         """
     )
     assert problem.path == "sinks.pg.type"
-    assert problem.message == 'unknown sink type "carrier-pigeon" (available: lake, postgres)'
+    assert (
+        problem.message
+        == 'unknown sink type "carrier-pigeon" (available: dynamodb, lake, postgres, s3)'
+    )
     assert problem.line == 6
 
 
-def test_transform_types_are_unknown_until_one_is_registered_but_still_count_as_inputs() -> None:
+def test_an_unknown_transform_type_still_counts_as_an_input() -> None:
     problems = problems_of(
         """
         sources:
@@ -362,7 +368,10 @@ def test_transform_types_are_unknown_until_one_is_registered_but_still_count_as_
     # consumed by the transform, so neither graph check complains
     (problem,) = problems
     assert problem.path == "transforms.sample.type"
-    assert problem.message == 'unknown transform type "sample" (available: none yet)'
+    assert (
+        problem.message
+        == 'unknown transform type "sample" (available: dedupe, enrich_http, filter, python, remap)'
+    )
     assert problem.line == 6
 
 

@@ -39,7 +39,7 @@ async def started(app: IngestApp) -> AsyncIterator[httpx.AsyncClient]:
     await app.startup()
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
         ) as client:
             yield client
     finally:

@@ -216,7 +216,7 @@ async def test_signed_deliveries_over_http_keep_their_delivery_id(data_dir: Path
     await app.startup()
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
         ) as client:
             url = "/v1/streams/hooks/events"
             first = await client.post(url, content=SW_BODY, headers=sw_headers())
@@ -278,7 +278,7 @@ async def test_refused_requests_neither_use_the_rate_nor_become_bad_rows_nor_cla
     url = "/v1/streams/hooks/events"
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
         ) as client:
             for _ in range(3):  # an attacker without credentials, with an oversized body
                 refused = await client.post(url, content=b"[" + b"1," * 10 + b"1]")

@@ -42,7 +42,7 @@ async def test_api_keys_in_header_or_query_revocation_and_per_key_rates(
     url = "/v1/streams/app/events"
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
         ) as client:
             assert (
                 await client.post(url, json={}, headers={"x-api-key": plain_key})

@@ -53,7 +53,7 @@ async def test_rate_limit_and_cors_over_http(data_dir: Path) -> None:
     shop = {"origin": "https://shop.example"}
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
         ) as client:
             ok = await client.post(url, json={"a": 1}, headers=shop)
             assert ok.status_code == 202
@@ -108,7 +108,7 @@ async def test_read_tokens_guard_events_and_bad_rows(data_dir: Path) -> None:
     await app.startup()
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
         ) as client:
             for path in ("/v1/streams/web/events", "/v1/badrows"):
                 refused = await client.get(path)

@@ -36,7 +36,7 @@ async def test_the_map_reshapes_events_and_copies_request_metadata(data_dir: Pat
     await app.startup()
     try:
         transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             sent = {"order_id": 7, "amt": 12.5, "secret": "x", "noise": True}
             response = await client.post("/v1/streams/orders/events", json=sent,
                                          headers={"x-api-key": key, "user-agent": "shop/1.0"})  # fmt: skip
@@ -59,3 +59,21 @@ def test_unknown_metadata_is_a_config_error() -> None:
         problem.path == "sources.orders.map.copy"
         and '"$nope" is not request metadata' in problem.message
     )
+
+
+def test_defaults_fill_only_missing_or_null_fields() -> None:
+    from headrace.config.models import EventMap
+    from headrace.ingest.mapping import Mapper, RequestMeta
+
+    mapper = Mapper(
+        EventMap(defaults={"timestamp": "$received_at", "userAgent": "$header.User-Agent"})
+    )
+    assert mapper.header_names == frozenset({b"user-agent"})
+    meta = RequestMeta("s", "src", None, None, 1_800_000_000_000_000, {"user-agent": "ua/1"})
+    assert mapper.apply({"a": 1}, meta) == {
+        "a": 1, "timestamp": "2027-01-15T08:00:00Z", "userAgent": "ua/1"
+    }  # fmt: skip
+    given = {"timestamp": 5, "userAgent": None}
+    assert mapper.apply(given, meta) == {"timestamp": 5, "userAgent": "ua/1"}
+    with pytest.raises(ValueError, match="not request metadata"):
+        EventMap(defaults={"x": "$nope"})

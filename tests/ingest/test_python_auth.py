@@ -48,7 +48,7 @@ async def test_python_authorizer_decides_caches_and_attaches_its_principal(
     url = "/v1/streams/api/events"
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
         ) as client:
             for _ in range(3):
                 ok = await client.post(url, json={"a": 1}, headers={"authorization": "user:ada"})
@@ -92,7 +92,7 @@ async def test_cached_answers_stand_only_for_the_same_request_shape(
     await app.startup()
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
         ) as client:
             headers = {"authorization": "t-in", "x-sig": "ok"}  # every header reaches the function
             assert (await client.post("/in/in/events", json={}, headers=headers)).status_code == 202

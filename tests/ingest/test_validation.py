@@ -41,7 +41,7 @@ async def client_for(
     await app.startup()
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
         ) as client:
             yield client, app
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import sqlite3
 import subprocess
 import sys
@@ -247,3 +249,20 @@ def test_children_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     assert eventually(gone), "orphaned workers kept running"
     server.start()  # and the data dir is free for a new server
     assert server.stop() == 0
+
+
+def test_export_spreadsheet_safe(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    server = ServerProcess(data_dir).start()
+    try:
+        server.wait_ready()
+        sent = [{"page": "=HYPERLINK(1)", "n": -1}, {"page": "/home", "n": 2}]
+        assert httpx.post(f"{server.url}/v1/streams/pages/events", json=sent).status_code == 202
+        assert eventually(lambda: len(events(server, "pages")) == 2), server.log()
+        for flag, first in ((), "=HYPERLINK(1)"), (("--spreadsheet-safe",), "'=HYPERLINK(1)"):
+            out = tmp_path / "pages.csv"
+            cli("export", "--data-dir", str(data_dir), "--stream", "pages", *flag, "-o", str(out))
+            rows = list(csv.DictReader(io.StringIO(out.read_text())))
+            assert [(r["page"], r["n"]) for r in rows] == [(first, "-1"), ("/home", "2")]
+    finally:
+        assert server.stop() == 0

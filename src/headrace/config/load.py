@@ -21,11 +21,13 @@ from headrace.config.models import (
     SOURCE_TYPES,
     TRANSFORM_TYPES,
     ApiSettings,
+    BulkExportSource,
     HttpSource,
     Limits,
     LocalBuffer,
     Model,
     Pipeline,
+    PostgresSink,
 )
 from headrace.errors import ConfigError, ConfigProblem
 
@@ -213,6 +215,10 @@ def _inputs_of(body: Any) -> list[Any]:
     return inputs if isinstance(inputs, list) else []
 
 
+def _type_of(body: Any) -> Any:
+    return body.get("type") if isinstance(body, dict) else None
+
+
 def _check_graph(raw: dict[str, Any], sources: dict[str, Model], problems: _Problems) -> None:
     """Checks across components, on the raw mappings so broken components are checked too."""
     raw_sources = _as_mapping(raw.get("sources"))
@@ -228,15 +234,27 @@ def _check_graph(raw: dict[str, Any], sources: dict[str, Model], problems: _Prob
                         (section, comp_id, "inputs", index),
                         f'no source or transform named "{name}"',
                     )
-    for source_id in raw_sources:
-        if source_id not in consumed:
+                elif _type_of(raw_sources.get(str(name))) == "bulk_export":
+                    problems.add(
+                        (section, comp_id, "inputs", index),
+                        f'"{name}" is a bulk_export source: it loads tables itself, no events '
+                        "reach sinks or transforms",
+                    )
+    for source_id, body in raw_sources.items():
+        if source_id not in consumed and not (
+            isinstance(body, dict) and body.get("type") == "bulk_export"
+        ):
             problems.add(
                 ("sources", source_id),
                 "is not an input of any sink, so its events would be stored and never delivered",
             )
+    from headrace.transforms.graph import graph_problems
+
+    for path, message in graph_problems(raw):
+        problems.add(path, message)
     seen_paths: dict[str, str] = {}
     for source_id, source in sources.items():
-        if isinstance(source, HttpSource) and source.path:
+        if isinstance(source, HttpSource | BulkExportSource) and source.path:
             key = source.path.rstrip("/") or "/"
             if key in seen_paths:
                 problems.add(
@@ -248,6 +266,8 @@ def _check_graph(raw: dict[str, Any], sources: dict[str, Model], problems: _Prob
 
 def _resolve_schema(source_id: str, source: Model, file: str | None, problems: _Problems) -> Model:
     """Read a schema file (relative to the pipeline file) and check the schema is valid."""
+    if isinstance(source, BulkExportSource):
+        return source.with_base(Path(file).parent if file else Path.cwd())
     if not isinstance(source, HttpSource) or source.json_schema is None:
         return source
     path: PathKey = ("sources", source_id, "schema")
@@ -277,6 +297,31 @@ def _resolve_schema(source_id: str, source: Model, file: str | None, problems: _
     return source.model_copy(update={"json_schema": schema})
 
 
+def _resolve_ddl(sink_id: str, sink: Model, file: str | None, problems: _Problems) -> Model:
+    """Check a postgres sink's ``dsn`` parses (without quoting it: it may hold a password),
+    make its ``ddl`` path absolute (relative to the pipeline file) and check the file can be
+    read, so a typo is found by ``validate`` rather than at the first write."""
+    if not isinstance(sink, PostgresSink):
+        return sink
+    if sink.dsn is not None:
+        from headrace.sinks.pg_connect import dsn_problem
+
+        problem = dsn_problem(sink.dsn.get_secret_value())
+        if problem:
+            problems.add(("sinks", sink_id, "dsn"), problem)
+    if sink.ddl is None:
+        return sink
+    ddl = (Path(file).parent if file else Path.cwd()) / sink.ddl
+    try:
+        text = ddl.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add(("sinks", sink_id, "ddl"), f"cannot read the ddl file {ddl}: {exc}")
+        return sink
+    if not text.strip():
+        problems.add(("sinks", sink_id, "ddl"), f"the ddl file {ddl} is empty")
+    return sink.model_copy(update={"ddl": str(ddl.resolve())})
+
+
 def parse_pipeline(
     text: str, *, file: str | None = None, env: Mapping[str, str] | None = None
 ) -> Pipeline:
@@ -291,9 +336,14 @@ def parse_pipeline(
     for key in raw:
         if key not in _TOP_LEVEL:
             problems.add((str(key),), f"unknown key (known keys: {', '.join(sorted(_TOP_LEVEL))})")
-    for required in ("sources", "sinks"):
-        if not raw.get(required):
-            problems.add((required,), "at least one is required")
+    if not raw.get("sources"):
+        problems.add(("sources",), "at least one is required")
+    bulk_only = all(  # bulk_export sources load tables themselves: no sink needed
+        isinstance(body, dict) and body.get("type") == "bulk_export"
+        for body in _as_mapping(raw.get("sources")).values()
+    )
+    if not raw.get("sinks") and not (raw.get("sources") and bulk_only):
+        problems.add(("sinks",), "at least one is required")
     sources = _validate_components("sources", raw.get("sources"), SOURCE_TYPES, problems)
     transforms = _validate_components(
         "transforms", raw.get("transforms"), TRANSFORM_TYPES, problems
@@ -304,6 +354,7 @@ def parse_pipeline(
     api = _validate_model(ApiSettings, raw.get("api") or {}, ("api",), problems)
     _check_graph(raw, sources, problems)
     sources = {sid: _resolve_schema(sid, src, file, problems) for sid, src in sources.items()}
+    sinks = {sid: _resolve_ddl(sid, snk, file, problems) for sid, snk in sinks.items()}
     if problems.items:
         raise ConfigError(problems.items)
     return Pipeline.model_validate(

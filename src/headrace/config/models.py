@@ -245,7 +245,11 @@ class EventMap(Model):
     ``$principal`` (the API key's name, or what a python authorizer returned), ``$received_at``,
     ``$header.<name>`` or ``$context.<key>`` (from a python authorizer)."""
 
-    @field_validator("copy_fields")
+    defaults: dict[str, str] = Field(default_factory=dict)
+    """Field: request metadata (as in ``copy``), written only where the event lacks the field or
+    it is null, e.g. ``timestamp: $received_at``. Applied last."""
+
+    @field_validator("copy_fields", "defaults")
     @classmethod
     def _known_metadata(cls, value: dict[str, str]) -> dict[str, str]:
         known = ("$stream", "$source", "$client_ip", "$principal", "$received_at")
@@ -259,6 +263,15 @@ class EventMap(Model):
                     f"({', '.join(known)}, $header.<name> or $context.<key>)"
                 )
         return value
+
+
+class SourceRead(Model):
+    """How ``GET`` on a source's path reads it back: always within a bounded time range."""
+
+    default_range: Seconds = Field(default=24 * 3600.0, gt=0)
+    """How far back a ``GET`` without ``since`` reads."""
+    max_range: Seconds = Field(default=31 * 24 * 3600.0, gt=0)
+    """Widest ``since``..``until`` one ``GET`` may ask for (wider answers 400)."""
 
 
 class HttpSource(Model):
@@ -295,6 +308,9 @@ class HttpSource(Model):
     """Requests a second this source takes; more answer 429 with Retry-After."""
     cors: Cors | None = None
     """Lets web pages on other origins POST to this source."""
+    read: SourceRead | None = None
+    """Answer ``GET`` on ``path`` with the stored events (filters, time range, pagination), read
+    from the first lake sink storing this source; reads need the ``api`` credentials."""
     auth: list[Authorizer] = Field(default_factory=list)
     """Authorizers (``token``, ``hmac``, ``api_key``, ``python``, ``ip_allow``); a request passes
     if any of them does.
@@ -314,6 +330,10 @@ class HttpSource(Model):
             raise ValueError('must start with "/"')
         if value.rstrip("/") in ("/healthz", "/readyz", "/metrics") or value.startswith("/_"):
             raise ValueError(f'"{value}" is reserved by headrace')
+        if value.rstrip("/") == "/demo" or value.startswith(
+            ("/dashboard/", "/api/dashboard/", "/sdk/", "/demo/")
+        ):
+            raise ValueError(f'"{value}" is reserved by headrace (the dashboard)')
         for part in value.strip("/").split("/"):
             if "{" in part and part != "{stream}":
                 raise ValueError("the only path parameter is a whole segment {stream}")
@@ -454,6 +474,14 @@ class PostgresSink(Model):
     columns: dict[str, PgType] = Field(default_factory=dict)
     """Event field: column type. Values PostgreSQL refuses for the type go to the dead-letter
     store one by one; the rest of the batch is stored."""
+    ddl: str | None = None
+    """A SQL file (relative to the pipeline file) that creates the table when it is missing,
+    for types and constraints ``columns`` cannot say; its names resolve in ``schema``.
+    headrace then adds its own columns (``_event_id``, ``_received_at``, ``_created_at``)."""
+    pool_size: int = Field(default=2, ge=1, le=64)
+    """Most connections the sink keeps open (writes use one; the health probe another)."""
+    connect_timeout: Seconds = 10.0
+    """How long to wait for a connection before the write is retried later."""
     derived: dict[str, DerivedTime] = Field(default_factory=dict)
     """timestamptz columns computed from a field, e.g. ``time_at: {source: time, unit: epoch_ms}``."""
     unknown_fields: Literal["keep_json", "evolve", "freeze"] = "keep_json"
@@ -490,7 +518,7 @@ class PostgresSink(Model):
                 )
             lowered[name.lower()] = name
         missing = [k for k in self.dedupe_key if k not in self.columns]
-        if missing:
+        if missing and self.ddl is None:  # with a ddl file, the table's columns are checked
             raise ValueError(f"dedupe_key names columns not in columns: {', '.join(missing)}")
         if self.write_mode == "merge" and not self.dedupe_key:
             raise ValueError("write_mode merge needs a dedupe_key")
@@ -515,21 +543,34 @@ class LocalBuffer(Model):
 
 
 class ApiSettings(Model):
-    """Who may read events and bad rows back (``GET /v1/streams/*/events``, ``/v1/badrows``)."""
+    """Who may read events back and see the dashboard (``/``, ``GET /v1/streams/*/events``,
+    ``/v1/badrows``, ``/v1/deadletters``). Listening beyond loopback needs a credential here."""
 
     read_tokens: list[NonEmptySecret] = Field(default_factory=list)
     """Tokens a reader sends in ``read_header`` (``Bearer <token>`` or the bare token); none:
     reads are open (the server listens on 127.0.0.1 unless told otherwise)."""
     read_header: str = "Authorization"
     """Header holding a read token."""
+    users: dict[str, NonEmptySecret] = Field(default_factory=dict)
+    """User name: password, for HTTP basic auth on the dashboard and the read API (a browser
+    asks for them). A read token also works as the password, with any user name."""
 
 
-SOURCE_TYPES: dict[str, type[Model]] = {"http": HttpSource}
-TRANSFORM_TYPES: dict[str, type[Model]] = {}
-SINK_TYPES: dict[str, type[Model]] = {"lake": LakeSink, "postgres": PostgresSink}
+from headrace.config.bulk import BulkExportSource as BulkExportSource  # noqa: E402 - builds on these
+from headrace.config.object_sinks import DynamoDBSink, S3Sink  # noqa: E402 - needs Model
+from headrace.config.transform_models import TRANSFORM_MODELS  # noqa: E402 - needs Model
 
-Source = HttpSource
-Sink = Annotated[LakeSink | PostgresSink, Field(discriminator="type")]
+SOURCE_TYPES: dict[str, type[Model]] = {"http": HttpSource, "bulk_export": BulkExportSource}
+TRANSFORM_TYPES: dict[str, type[Model]] = {**TRANSFORM_MODELS}
+SINK_TYPES: dict[str, type[Model]] = {
+    "lake": LakeSink,
+    "postgres": PostgresSink,
+    "s3": S3Sink,
+    "dynamodb": DynamoDBSink,
+}
+
+Source = Annotated[HttpSource | BulkExportSource, Field(discriminator="type")]
+Sink = Annotated[LakeSink | PostgresSink | S3Sink | DynamoDBSink, Field(discriminator="type")]
 
 
 class Pipeline(Model):
@@ -539,7 +580,7 @@ class Pipeline(Model):
     """Where events come from, keyed by id."""
     transforms: dict[str, Model] = Field(default_factory=dict)
     """How events are changed on the way, keyed by id."""
-    sinks: dict[str, Sink]
+    sinks: dict[str, Sink] = Field(default_factory=dict)
     """Where events are delivered, keyed by id."""
     buffer: LocalBuffer = LocalBuffer()
     """Where accepted events wait for delivery."""
@@ -548,7 +589,15 @@ class Pipeline(Model):
     api: ApiSettings = ApiSettings()
     """Who may read events and bad rows back."""
 
-    def limits_for(self, source: HttpSource) -> Limits:
+    def http_sources(self) -> dict[str, HttpSource]:
+        """The sources whose events are stored (``bulk_export`` sources make load jobs)."""
+        return {sid: s for sid, s in self.sources.items() if isinstance(s, HttpSource)}
+
+    def bulk_sources(self) -> dict[str, BulkExportSource]:
+        """The ``bulk_export`` sources (see ``headrace.loads``)."""
+        return {sid: s for sid, s in self.sources.items() if isinstance(s, BulkExportSource)}
+
+    def limits_for(self, source: HttpSource | BulkExportSource) -> Limits:
         """The limits that apply to ``source``."""
         return source.limits or self.limits
 
@@ -560,8 +609,11 @@ class Pipeline(Model):
         return None
 
     def sinks_for_source(self, source_id: str) -> list[str]:
-        """Ids of the sinks that receive events from ``source_id``."""
-        return [sid for sid, sink in self.sinks.items() if source_id in sink.inputs]
+        """Ids of the sinks that receive events from ``source_id`` (directly or through
+        transforms)."""
+        from headrace.transforms.graph import sources_of
+
+        return [sid for sid, sink in self.sinks.items() if source_id in sources_of(self, sid)]
 
 
 DEFAULT_SOURCE_ID = "events"

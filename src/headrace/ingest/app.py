@@ -3,7 +3,9 @@
     POST /v1/streams/{stream}/events     ingest into a source (any stream on the default pipeline)
     POST <source path>                   ingest into a configured http source
     GET  /v1/streams/{stream}/events     read stored events (newest first, cursor pagination)
+    GET  <source path>                   read a source with ``read:`` set (bounded time range)
     GET  /healthz  /readyz  /metrics     liveness, readiness, Prometheus metrics
+    GET  /, /api/dashboard/..., /sdk/... the dashboard and the browser tracker (dashboard.routes)
 
 A 2xx is sent only after the request is committed to the buffer with fsync. Every refusal is a
 JSON body ``{"error": <reason>, "message": ...}`` with a specific status.
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,8 @@ import msgspec
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
 from headrace.buffer.segments import CapacityGuard, GroupCommitter, SegmentWriter
 from headrace.config.models import NAME_PATTERN, HttpSource, Limits, Pipeline, RateLimit
+from headrace.dashboard.access import MISDIRECTED, ReadAccess
+from headrace.dashboard.routes import Dashboard
 from headrace.errors import BufferFull, RequestRejected
 from headrace.ids import event_ids, new_base_id
 from headrace.ingest.auth import RequestFacts, SourceAuth
@@ -81,7 +84,7 @@ class Router:
     def __init__(self, pipeline: Pipeline) -> None:
         self.exact: dict[str, Route] = {}
         self.patterns: list[_PatternRoute] = []
-        for source_id, source in pipeline.sources.items():
+        for source_id, source in pipeline.http_sources().items():
             limits = pipeline.limits_for(source)
             self.exact[f"{STREAM_ROUTE_PREFIX}{source_id}/events"] = Route(
                 source_id, source, source_id, limits
@@ -139,6 +142,7 @@ class IngestApp:
         writer_name: str = "w0",
         noop_endpoint: bool = False,
         workers: int = 1,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         self.pipeline = pipeline
         self.data_dir = data_dir
@@ -161,12 +165,10 @@ class IngestApp:
             ),
         )
         self.metrics = m.Registry()
-        sources = pipeline.sources.items()
+        sources = pipeline.http_sources().items()
         self._auth = {sid: SourceAuth(src, sid, data_dir) for sid, src in sources if src.auth}
         self._workers = workers
-        api = pipeline.api
-        self._read_tokens = [t.get_secret_value().encode() for t in api.read_tokens]
-        self._read_header = api.read_header.lower().encode("latin-1")
+        self.read_access = ReadAccess(pipeline, listen_host=listen_host)
         self._key_buckets: dict[int, TokenBucket] = {}
         self._buckets = {
             sid: TokenBucket.for_worker(src.rate_limit, workers)
@@ -190,10 +192,22 @@ class IngestApp:
             if auth.wants_all_headers:
                 self._wanted_headers[source_id] = None
         self._keys = {
-            sid: _SourceKeys.of(sid, src.success_status) for sid, src in pipeline.sources.items()
+            sid: _SourceKeys.of(sid, src.success_status)
+            for sid, src in pipeline.http_sources().items()
         }
+        self._bulk: dict[str, Any] = {}  # path: BulkExportEndpoint
+        if pipeline.bulk_sources():
+            from headrace.loads.webhook import BulkExportEndpoint
+
+            for sid, bulk in pipeline.bulk_sources().items():
+                self._bulk[bulk.path.rstrip("/") or "/"] = BulkExportEndpoint(
+                    sid, bulk, data_dir, pipeline.limits_for(bulk)
+                )
         self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
+        self.dashboard = Dashboard(
+            pipeline, data_dir, self.read_access, (writer_name, self.metrics)
+        )
 
     def _key_bucket(self, key_id: int, rate: float) -> TokenBucket:
         bucket = self._key_buckets.get(key_id)
@@ -271,6 +285,19 @@ class IngestApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
+        if path == "/" and method in ("GET", "HEAD"):  # the dashboard, even beside a source at /
+            await self.dashboard(scope, receive, send)
+            return
+        if path.startswith("/v1/loads"):
+            if method != "GET" and not await self._same_origin(scope, send):
+                return
+            if await self._may_read(scope, send):
+                await self._loads_api(scope, send)
+            return
+        bulk = self._bulk.get(path.rstrip("/") or "/")
+        if bulk is not None:
+            await self._bulk_webhook(scope, receive, send, bulk)
+            return
         matched = self.router.match(path)
         if matched is not None:
             route, stream = matched
@@ -278,7 +305,9 @@ class IngestApp:
                 await self._ingest(scope, receive, send, route, stream)
             elif method == "OPTIONS" and route.source_id in self._cors:
                 await self._preflight(scope, send, self._cors[route.source_id])
-            elif method == "GET" and path.startswith(STREAM_ROUTE_PREFIX):
+            elif method == "GET" and (
+                path.startswith(STREAM_ROUTE_PREFIX) or route.source.read is not None
+            ):
                 if await self._may_read(scope, send):
                     await self._query(scope, send, route, stream)
             else:
@@ -300,6 +329,8 @@ class IngestApp:
         elif path == "/metrics":
             text = m.render(m.collect(self.run_dir, (self.writer_name, self.metrics)))
             await _send(send, 200, text.encode(), [(b"content-type", b"text/plain; version=0.0.4")])
+        elif self.dashboard.handles(path):
+            await self.dashboard(scope, receive, send)
         elif path == "/_noop" and self.noop_endpoint and method == "POST":
             await self._noop(receive, send)
         elif path.startswith(STREAM_ROUTE_PREFIX) and path.rstrip("/").endswith("/events"):
@@ -308,6 +339,43 @@ class IngestApp:
             )
         else:
             await _error(send, RequestRejected(404, "not_found", f"nothing at {path}"))
+
+    async def _bulk_webhook(self, scope: Scope, receive: Receive, send: Send, bulk: Any) -> None:
+        """A table-export webhook: the load job is recorded durably before the 200."""
+        if scope["method"] != "POST":
+            await _error(send, RequestRejected(405, "method_not_allowed", "POST a webhook here"))
+            return
+        try:
+            headers = _headers(scope, bulk.header_names)
+            raw = await _read_body(receive, headers, bulk.limits.max_body_bytes)
+            client = scope.get("client")
+            facts = RequestFacts(
+                headers, raw, client[0] if client else None, scope.get("query_string", b"")
+            )
+            status, reply = await asyncio.to_thread(bulk.accept, facts, scope["path"])
+        except RequestRejected as exc:
+            self._count_request(bulk.source_id, exc.status)
+            await _error(send, exc)
+            return
+        except Exception:
+            log.exception("bulk export webhook %s failed unexpectedly", bulk.source_id)
+            self._count_request(bulk.source_id, 500)
+            await _error(
+                send, RequestRejected(500, "internal_error", "the request failed; nothing stored")
+            )
+            return
+        self._count_request(bulk.source_id, status)
+        await _send(send, status, _json.encode(reply))
+
+    async def _loads_api(self, scope: Scope, send: Send) -> None:
+        """``/v1/loads``: the load-job history and its operations (see ``headrace.loads.api``)."""
+        from headrace.loads.api import handle_loads_request
+
+        query = scope.get("query_string", b"").decode("latin-1")
+        status, reply = await asyncio.to_thread(
+            handle_loads_request, self.data_dir, scope["method"], scope["path"], query
+        )
+        await _send(send, status, _json.encode(reply))
 
     async def _preflight(self, scope: Scope, send: Send, policy: CorsPolicy) -> None:
         wanted = {b"origin", b"access-control-request-method", b"access-control-request-headers"}
@@ -535,6 +603,10 @@ class IngestApp:
             return
         params = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         try:
+            if route.source.read is not None and not path_is_stream_api(scope["path"]):
+                from headrace.query.source_read import bounded_params
+
+                params = bounded_params(params, route.source.read)
             result = await asyncio.to_thread(
                 query_events, self.data_dir, sink[0], sink[1], stream, params
             )
@@ -544,19 +616,39 @@ class IngestApp:
         await _send(send, 200, _json.encode(result))
 
     async def _may_read(self, scope: Scope, send: Send) -> bool:
-        """Whether the reader holds a read token (when the pipeline sets any); else answer 401."""
-        if not self._read_tokens:
+        """Whether the reader holds a read credential (when one is needed); else answer 401."""
+        access = self.read_access
+        if access.misdirected(_headers(scope, frozenset({b"host"})).get("host")):
+            await _error(send, RequestRejected(403, "misdirected_host", MISDIRECTED))
+            return False
+        if access.open:
             return True
-        given = _headers(scope, frozenset({self._read_header})).get(self._read_header.decode())
-        if given is not None:
-            token = given.removeprefix("Bearer ").encode("latin-1")
-            matched = False
-            for expected in self._read_tokens:
-                matched |= hmac.compare_digest(token, expected)
-            if matched:
-                return True
+        given = _headers(scope, frozenset({access.header_bytes})).get(access.header)
+        if access.allows(given):
+            return True
         await _error(send, RequestRejected(401, "unauthorized_read", "reading needs a read token"))
         return False
+
+    async def _same_origin(self, scope: Scope, send: Send) -> bool:
+        """Whether an operator request (retry, cancel) comes from this server's own pages or
+        from a client outside a browser; else answer 403. A browser sends saved basic-auth
+        credentials along with a form another site submits, and names that site in ``Origin``
+        and ``Sec-Fetch-Site``: such a request must not act."""
+        headers = _headers(scope, frozenset({b"origin", b"host", b"sec-fetch-site"}))
+        site = headers.get("sec-fetch-site")
+        origin = headers.get("origin")
+        foreign = site in ("cross-site", "same-site") or (
+            origin is not None and origin.partition("://")[2].rstrip("/") != headers.get("host")
+        )
+        if foreign:
+            await _error(
+                send,
+                RequestRejected(
+                    403, "cross_site_request", "operations are taken only from this server's pages"
+                ),
+            )
+            return False
+        return True
 
     async def _badrows(self, scope: Scope, send: Send) -> None:
         """``GET /v1/badrows?source=&reason=&after=&limit=``: kept refusals, oldest first."""
@@ -612,6 +704,11 @@ def read_delivery_status(run_dir: Path) -> dict[str, Any] | None:
     if time.time() - float(status.get("updated_at", 0)) > STATUS_FRESH_SECONDS:
         return None
     return status
+
+
+def path_is_stream_api(path: str) -> bool:
+    """Whether ``path`` is under ``/v1/streams/`` (the unbounded-by-default events API)."""
+    return path.startswith(STREAM_ROUTE_PREFIX)
 
 
 def _explicit_ids(

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 
 from headrace.config.models import (
     ApiKeyAuth,
+    BulkExportSource,
     HmacAuth,
     HttpSource,
     IpAllowAuth,
@@ -291,7 +292,10 @@ class SourceAuth:
     """The authorizers of one source; ``verify`` raises ``RequestRejected`` unless one passes."""
 
     def __init__(
-        self, source: HttpSource, source_id: str = "", data_dir: Path | None = None
+        self,
+        source: HttpSource | BulkExportSource,
+        source_id: str = "",
+        data_dir: Path | None = None,
     ) -> None:
         self.checks: list[
             tuple[str, TokenCheck | HmacCheck | ApiKeyCheck | PythonCheck | IpAllowCheck]

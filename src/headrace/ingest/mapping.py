@@ -30,7 +30,7 @@ class Mapper:
         self.select = set(config.select) if config.select is not None else None
         self.header_names = frozenset(
             source.removeprefix("$header.").lower().encode("latin-1")
-            for source in config.copy_fields.values()
+            for source in [*config.copy_fields.values(), *config.defaults.values()]
             if source.startswith("$header.")
         )
 
@@ -49,6 +49,9 @@ class Mapper:
         event.update(config.set)
         for name, source in config.copy_fields.items():
             event[name] = _metadata(source, meta)
+        for name, source in config.defaults.items():
+            if event.get(name) is None:
+                event[name] = _metadata(source, meta)
         return event
 
 

@@ -63,7 +63,7 @@ def openapi_document(pipeline: Pipeline) -> dict[str, Any]:
     schemes: dict[str, Any] = {}
     stream_param = {"name": "stream", "in": "path", "required": True,
                     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"}}  # fmt: skip
-    for source_id, source in pipeline.sources.items():
+    for source_id, source in pipeline.http_sources().items():
         operation = _ingest_operation(source_id, source)
         paths[f"/v1/streams/{source_id}/events"] = {"post": operation}
         if source.path and source.path.rstrip("/") != f"/v1/streams/{source_id}/events":

@@ -42,9 +42,17 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# The times a date can show (years 1 to 9999): beyond them an epoch number overflows SQLite's
+# integers and datetime, which turned odd query strings into 500s.
+MIN_TIME_US = int(datetime(1, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
+MAX_TIME_US = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() * 1_000_000)
+
+
 def parse_time_param(name: str, value: str) -> int:
-    """A ``since``/``until`` value (ISO 8601 or epoch s/ms/µs) in µs."""
+    """A ``since``/``until`` value (ISO 8601 or epoch s/ms/µs) in µs, years 1 to 9999."""
     parsed = parse_time_us(value)
+    if parsed is not None and not MIN_TIME_US <= parsed <= MAX_TIME_US:
+        raise QueryError("invalid_time", f'{name}="{value}" is outside the years 1 to 9999')
     if parsed is None:
         raise QueryError(
             "invalid_time", f'{name}="{value}" is not an ISO 8601 time or epoch number'
@@ -78,6 +86,9 @@ class _Plan:
     sql: str
     params: dict[str, Any]
     columns: dict[str, str]  # user columns present in the files, and their types
+    # the same selection without ORDER BY and LIMIT, for aggregates over it (kept apart, not
+    # cut from ``sql``: a quoted field name may itself contain " ORDER BY ")
+    unordered: str
 
 
 def _state(data_dir: Path) -> sqlite3.Connection | None:
@@ -130,14 +141,14 @@ def _plan(
             matches.append(f"json_extract_string(_extra, ${bind}_path) = ${bind}")
         conditions.append("(" + " OR ".join(matches) + ")" if matches else "false")
     order = "DESC" if q.newest_first else "ASC"
-    sql = f"SELECT {select(columns)} FROM {source}"
+    unordered = f"SELECT {select(columns)} FROM {source}"
     if conditions:
-        sql += " WHERE " + " AND ".join(conditions)
-    sql += f" ORDER BY _time {order}, _id {order}"
+        unordered += " WHERE " + " AND ".join(conditions)
+    sql = unordered + f" ORDER BY _time {order}, _id {order}"
     if q.limit is not None:
         sql += " LIMIT $limit"
         params["limit"] = q.limit
-    return _Plan(sql, params, columns)
+    return _Plan(sql, params, columns, unordered)
 
 
 def _select_list(columns: dict[str, str]) -> str:
@@ -259,13 +270,25 @@ def count_events(data_dir: Path, sink_id: str, sink: LakeSink, q: LakeQuery) -> 
         plan = _plan(db, catalog, lake_root, q, lambda _columns: "count(*)")
         if plan is None:
             return 0
-        sql = plan.sql.split(" ORDER BY ")[0]
         plan.params.pop("limit", None)
-        row = db.execute(sql, plan.params).fetchone()
+        row = db.execute(plan.unordered, plan.params).fetchone()
         return int(row[0]) if row else 0
     finally:
         catalog.close()
         db.close()
+
+
+# A spreadsheet takes a cell starting with one of these as a formula (=HYPERLINK(...), +cmd|...);
+# the values come from anonymous senders (page hits), so an export meant for a spreadsheet
+# prefixes such text with an apostrophe, which the spreadsheet shows as plain text.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """``value`` with a leading ``'`` if it is text a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _csv_value(value: Any, kind: str) -> Any:
@@ -285,8 +308,11 @@ def export_csv(
     q: LakeQuery,
     out: TextIO,
     progress: Callable[[int], None] | None = None,
+    *,
+    safe: bool = False,
 ) -> int:
-    """Write the selection as CSV (RFC 4180, header row, oldest first); returns the rows written."""
+    """Write the selection as CSV (RFC 4180, header row, oldest first); returns the rows written.
+    ``safe``: text cells that a spreadsheet would run as formulas get a leading ``'``."""
     q.newest_first = False
     writer = csv.writer(out, lineterminator="\r\n")
     found = _rows(data_dir, sink, q)
@@ -298,6 +324,8 @@ def export_csv(
     written = 0
     for row in rows:
         user = [_csv_value(v, types[n]) for n, v in zip(names, row[3:-1], strict=True)]
+        if safe:
+            user = [spreadsheet_safe(v) for v in user]
         writer.writerow([row[0], iso(row[1]), iso(row[2]), *user, row[-1] or ""])
         written += 1
         if progress is not None and written % 1000 == 0:
@@ -313,4 +341,5 @@ __all__ = [
     "count_events",
     "export_csv",
     "query_events",
+    "spreadsheet_safe",
 ]

@@ -16,6 +16,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from headrace.errors import TerminalSinkError, TransientSinkError
 from headrace.runtime import state
 from headrace.sinks.base import Sink
 from headrace.telemetry.metrics import Registry, key
+from headrace.transforms import CommitHook
+from headrace.transforms.graph import SinkTransforms
 from headrace.types import Event, FailedRecord
 
 log = logging.getLogger("headrace.delivery")
@@ -43,6 +46,21 @@ class _Batch:
     bytes: int = 0
     started: float | None = None
     undecodable: list[FailedRecord] = field(default_factory=list)
+    transformed: bool = False
+    refused: list[FailedRecord] = field(default_factory=list)  # by a transform
+    hooks: list[CommitHook] = field(default_factory=list)
+    # event id → the event as read from the buffer, before the transforms: what the dead-letter
+    # store keeps, since a replay puts it back under its source and the transforms run again
+    originals: dict[str, Event] = field(default_factory=dict)
+
+    def as_received(self, records: list[FailedRecord]) -> list[FailedRecord]:
+        """``records`` (the sink's refusals of transformed events) carrying the original events."""
+        if not self.originals:
+            return records
+        return [
+            FailedRecord(self.originals.get(r.event.id, r.event), r.reason, r.error)
+            for r in records
+        ]
 
     def empty(self) -> bool:
         return not self.positions and not self.finished
@@ -62,8 +80,12 @@ class DeliveryWorker:
         state_path: Path,
         metrics: Registry,
         stop: threading.Event,
+        transforms: SinkTransforms | None = None,
+        opener: Callable[[], bool] | None = None,
     ) -> None:
         self.sink = sink
+        self.opener = opener  # opens the sink first, in this thread (False: stopped meanwhile)
+        self.transforms = transforms if transforms is not None and transforms.active else None
         self.inputs = set(inputs)
         self.batch_settings = batch
         self.retry = retry
@@ -76,6 +98,7 @@ class DeliveryWorker:
         self._k_delivered = key("headrace_events_delivered_total", sink=sink.id)
         self._k_retries = key("headrace_sink_retries_total", sink=sink.id)
         self._k_healthy = key("headrace_sink_healthy", sink=sink.id)
+        self._k_dropped = key("headrace_events_dropped_total", sink=sink.id)
         self._conn: sqlite3.Connection | None = None
         self.thread = threading.Thread(target=self.run, name=f"deliver-{sink.id}", daemon=True)
 
@@ -90,6 +113,8 @@ class DeliveryWorker:
         """Deliver until stopped; an unexpected error ends the thread (and so the process,
         which the supervisor restarts from the saved positions)."""
         try:
+            if self.opener is not None and not self.opener():
+                return
             self._run()
         except Exception:
             self.metrics.set(self._k_healthy, 0)
@@ -156,22 +181,26 @@ class DeliveryWorker:
         attempt = 0
         while True:
             attempt += 1
-            checkpoint = state.Checkpoint(
-                self.sink.id, batch.positions, batch.finished, attempt, list(batch.undecodable)
-            )
+            checkpoint = self._checkpoint(batch, attempt)
             try:
+                if self.transforms is not None and not batch.transformed:
+                    self._transform(batch)
+                    checkpoint = self._checkpoint(batch, attempt)
                 failed: list[FailedRecord] = []
                 if batch.events:
-                    failed = self.sink.write(batch.events, checkpoint).failed
+                    failed = batch.as_received(self.sink.write(batch.events, checkpoint).failed)
                 if not (batch.events and self.sink.commits_checkpoint):
                     self._save(checkpoint, failed)
-                self._delivered(batch, [*batch.undecodable, *failed])
+                self._delivered(batch, [*batch.undecodable, *batch.refused, *failed])
                 return True
             except TerminalSinkError as exc:
                 log.error("sink %s refused a batch of %d: %s", self.sink.id, len(batch.events), exc)
-                dead = [FailedRecord(e, exc.reason, str(exc)) for e in batch.events]
+                dead = batch.as_received(
+                    [FailedRecord(e, exc.reason, str(exc)) for e in batch.events]
+                )
+                checkpoint.on_apply = []  # nothing was delivered: no transform remembers it
                 self._save(checkpoint, dead)
-                self._delivered(batch, [*batch.undecodable, *dead])
+                self._delivered(batch, [*batch.undecodable, *batch.refused, *dead])
                 return True
             except Exception as exc:
                 transient = isinstance(exc, TransientSinkError)
@@ -182,9 +211,12 @@ class DeliveryWorker:
                 limit = self.retry.max_attempts
                 if limit and attempt >= limit:
                     reason = "retries_exhausted"
-                    dead = [FailedRecord(e, reason, str(exc)) for e in batch.events]
+                    dead = batch.as_received(
+                        [FailedRecord(e, reason, str(exc)) for e in batch.events]
+                    )
+                    checkpoint.on_apply = []
                     self._save(checkpoint, dead)
-                    self._delivered(batch, [*batch.undecodable, *dead])
+                    self._delivered(batch, [*batch.undecodable, *batch.refused, *dead])
                     return True
                 delay = random.uniform(  # noqa: S311 - jitter, not security
                     0, min(self.retry.max_backoff, self.retry.initial_backoff * 2 ** (attempt - 1))
@@ -199,6 +231,31 @@ class DeliveryWorker:
                 if self.stop.wait(delay):
                     return False
 
+    def _checkpoint(self, batch: _Batch, attempt: int) -> state.Checkpoint:
+        dead = [*batch.undecodable, *batch.refused]
+        return state.Checkpoint(
+            self.sink.id, batch.positions, batch.finished, attempt, dead, list(batch.hooks)
+        )
+
+    def _transform(self, batch: _Batch) -> None:
+        """Run the sink's transforms once per batch (a retried write reuses their output)."""
+        assert self.transforms is not None
+        batch.originals = {event.id: event for event in batch.events}
+        result = self.transforms.apply(batch.events)
+        batch.events = result.events
+        batch.refused = result.failed
+        batch.hooks = result.on_commit
+        batch.transformed = True
+        if result.dropped:
+            self.metrics.add(self._k_dropped, result.dropped)
+        for tid, transform in self.transforms.transforms.items():
+            counters = getattr(transform, "counters", None)  # optional: see headrace.transforms
+            if counters is not None:
+                for name, value in counters().items():
+                    self.metrics.set(
+                        key(f"headrace_{name}_total", sink=self.sink.id, transform=tid), value
+                    )
+
     def _save(self, checkpoint: state.Checkpoint, failed: list[FailedRecord]) -> None:
         assert self._conn is not None
         self._conn.execute("BEGIN IMMEDIATE")
@@ -212,7 +269,8 @@ class DeliveryWorker:
     def _delivered(self, batch: _Batch, failed: list[FailedRecord]) -> None:
         self.committed.update(batch.positions)
         self.metrics.add(
-            self._k_delivered, len(batch.events) - len(failed) + len(batch.undecodable)
+            self._k_delivered,
+            len(batch.events) - len(failed) + len(batch.undecodable) + len(batch.refused),
         )
         for record in failed:
             self.metrics.add(

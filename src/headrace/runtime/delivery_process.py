@@ -16,35 +16,70 @@ from headrace.runtime.delivery import DeliveryWorker, recover_segments, remove_e
 from headrace.sinks import Sink, build_sink
 from headrace.sinks.lake_catalog import LAKE_SCHEMA
 from headrace.telemetry import metrics as m
+from headrace.transforms import TransformContext
+from headrace.transforms.graph import SinkTransforms, sources_of
 
 log = logging.getLogger("headrace.delivery")
 RECOVER_EVERY = 5.0
 RETENTION_EVERY = 5.0
 
 
-def _open_sinks(
-    pipeline: Pipeline, data_dir: Path, stop: threading.Event
-) -> dict[str, Sink] | None:
-    sinks: dict[str, Sink] = {}
-    for sink_id, config in pipeline.sinks.items():
-        sink = build_sink(sink_id, config, data_dir)
+class SinkOpener:
+    """Opens one sink and its transforms, retrying with backoff until it works or delivery stops.
+
+    Runs first thing in the sink's own worker thread: a sink that cannot open (its bucket or
+    table is unreachable, its transform's Python function does not import) then delays only its
+    own delivery, and ``problem`` says why for ``/readyz`` meanwhile."""
+
+    def __init__(
+        self, sink: Sink, transforms: SinkTransforms, data_dir: Path, stop: threading.Event
+    ) -> None:
+        self.sink = sink
+        self.transforms = transforms
+        self.data_dir = data_dir
+        self.stop = stop
+        self.opened = threading.Event()
+        self.problem: str | None = "opening"
+
+    def __call__(self) -> bool:
+        """Open; ``False`` if delivery stopped first."""
+        sink_id = self.sink.id
         delay = 0.5
         while True:
             try:
-                sink.open()
+                self.sink.open()
+                try:
+                    self.transforms.open(TransformContext(sink_id, self.data_dir / "state.db"))
+                except BaseException:
+                    self.sink.close()
+                    raise
                 break
             except Exception as exc:
+                self.problem = f"cannot open: {exc}"
                 log.error("sink %s cannot open (%s); retrying in %.1fs", sink_id, exc, delay)
-                if stop.wait(delay):
-                    return None
+                if self.stop.wait(delay):
+                    return False
                 delay = min(delay * 2, 30.0)
-        sinks[sink_id] = sink
-    return sinks
+        self.problem = None
+        self.opened.set()
+        return True
+
+    def close(self) -> None:
+        """Close the sink and its transforms if they were opened."""
+        if self.opened.is_set():
+            with contextlib.suppress(Exception):
+                self.sink.close()
+            self.transforms.close()
 
 
-def _maintain_loop(sinks: dict[str, Sink], stop: threading.Event, metrics: m.Registry) -> None:
+def _maintain_loop(
+    openers: dict[str, SinkOpener], stop: threading.Event, metrics: m.Registry
+) -> None:
     while not stop.wait(1.0):
-        for sink_id, sink in sinks.items():
+        for sink_id, opener in openers.items():
+            if not opener.opened.is_set():
+                continue
+            sink = opener.sink
             try:
                 sink.maintain()
             except Exception:
@@ -65,25 +100,33 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> i
     state.init_schema(conn, [LAKE_SCHEMA])
     metrics = m.Registry()
     recover_segments(buffer_dir, metrics)
-    sinks = _open_sinks(pipeline, data_dir, stop)
-    if sinks is None:
-        return 0
+    openers = {
+        sink_id: SinkOpener(
+            build_sink(sink_id, config, data_dir), SinkTransforms(pipeline, sink_id), data_dir, stop
+        )
+        for sink_id, config in pipeline.sinks.items()
+    }
     workers = [
         DeliveryWorker(
-            sink,
-            pipeline.sinks[sink_id].inputs,
+            opener.sink,
+            sources_of(pipeline, sink_id),
             batch=pipeline.sinks[sink_id].batch,
             retry=pipeline.sinks[sink_id].retry,
             buffer_dir=buffer_dir,
             state_path=state_path,
             metrics=metrics,
             stop=stop,
+            transforms=opener.transforms,
+            opener=opener,
         )
-        for sink_id, sink in sinks.items()
+        for sink_id, opener in openers.items()
     ]
     for worker in workers:
         worker.thread.start()
-    upkeep = threading.Thread(target=_maintain_loop, args=(sinks, stop, metrics), daemon=True)
+    from headrace.loads.worker import start_load_workers
+
+    load_runners = start_load_workers(pipeline, data_dir, stop, metrics)
+    upkeep = threading.Thread(target=_maintain_loop, args=(openers, stop, metrics), daemon=True)
     upkeep.start()
     last_recover = last_retention = 0.0
     status = 0
@@ -105,7 +148,7 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> i
                     removed = remove_expired_segments(
                         buffer_dir,
                         conn,
-                        list(sinks),
+                        list(openers),
                         pipeline.buffer.retention,
                         pipeline.buffer.max_bytes,
                     )
@@ -115,16 +158,17 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> i
                     worker.observe()
                 corrupt = sum(w.reader.corrupt_segments for w in workers if w.reader is not None)
                 metrics.set(m.key("headrace_buffer_corrupt_segments_total"), corrupt)
-                _publish(run_dir, sinks, metrics)
+                _publish(run_dir, openers, metrics)
             except Exception:
                 log.exception("delivery upkeep failed")
     finally:
         for worker in workers:
             worker.thread.join()
+        for runner in load_runners:
+            runner.join(timeout=60)
         upkeep.join(timeout=30)
-        for sink in sinks.values():
-            with contextlib.suppress(Exception):
-                sink.close()
+        for opener in openers.values():
+            opener.close()
         with contextlib.suppress(OSError):
             m.write_snapshot(run_dir, "delivery", metrics)
             (run_dir / "delivery.json").unlink()
@@ -132,10 +176,10 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> i
     return status
 
 
-def _publish(run_dir: Path, sinks: dict[str, Sink], metrics: m.Registry) -> None:
+def _publish(run_dir: Path, openers: dict[str, SinkOpener], metrics: m.Registry) -> None:
     unhealthy = {}
-    for sink_id, sink in sinks.items():
-        reason = sink.health()
+    for sink_id, opener in openers.items():
+        reason = opener.sink.health() if opener.opened.is_set() else opener.problem
         if reason:
             unhealthy[sink_id] = reason
     run_dir.mkdir(parents=True, exist_ok=True)

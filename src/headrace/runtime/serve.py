@@ -89,7 +89,10 @@ def ingest_main(
     # request waiting on that commit waits up to the default 5 ms switch interval too.
     sys.setswitchinterval(0.0002)
     sock = listen_socket(*address)
-    app = IngestApp(pipeline, data_dir, writer_name=f"w{slot}", noop_endpoint=noop, workers=workers)
+    app = IngestApp(
+        pipeline, data_dir, writer_name=f"w{slot}", noop_endpoint=noop, workers=workers,
+        listen_host=address[0],
+    )  # fmt: skip
     config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -182,6 +185,10 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 def serve(pipeline: Pipeline, options: ServeOptions) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit status."""
+    from headrace.dashboard.access import check_exposure
+    from headrace.dashboard.history import HistoryRecorder
+
+    check_exposure(pipeline, options.host)
     data_dir = options.data_dir
     lock_fd = lock_data_dir(data_dir)
     shutil.rmtree(data_dir / "run", ignore_errors=True)
@@ -238,6 +245,7 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
         data_dir,
     )
     status = 0
+    history = HistoryRecorder(data_dir / "run").start()  # the dashboard's last hour of rates
     try:
         for child in children:
             _start(child)
@@ -260,6 +268,7 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
         log.info("stopping: ingest workers first, then delivery drains")
         _stop(ingest, timeout=40)
         _stop([delivery], timeout=120)
+        history.stop()
         sock.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

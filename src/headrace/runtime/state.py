@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,9 @@ class Checkpoint:
     attempts: int = 1
     dead: list[FailedRecord] = field(default_factory=list)
     """Records refused before the sink saw them (undecodable), saved with the positions."""
+    on_apply: list[Callable[[sqlite3.Connection, set[str]], None]] = field(default_factory=list)
+    """State of transforms (a dedupe window) saved in the same transaction; each is called with
+    the ids of the batch's events that went to the dead-letter store instead of the sink."""
 
     def apply(self, conn: sqlite3.Connection, failed: Iterable[FailedRecord] = ()) -> None:
         """Write the positions and dead letters; the caller owns the transaction."""
@@ -88,6 +91,10 @@ class Checkpoint:
             ],
         )
         add_dead_letters(conn, self.sink, failed, self.attempts)
+        if self.on_apply:
+            undelivered = {f.event.id for f in failed}
+            for hook in self.on_apply:
+                hook(conn, undelivered)
 
 
 def add_dead_letters(

@@ -43,66 +43,22 @@ from headrace.sinks.lake_catalog import (
     parse_time_us,
     partition_of,
 )
+from headrace.sinks.parquet import (
+    UNSET,
+    arrow_type,
+    coerce,
+    fsync_path,
+    infer_type,
+    table_from_rows,
+    write_parquet_file,
+)
 from headrace.types import Event, FailedRecord, WriteResult
 
 log = logging.getLogger("headrace.sinks.lake")
 
 _json = msgspec.json.Encoder()
 DEDUPE_WINDOW_US = 3600 * 1_000_000
-_UNSET = object()
-
-
-def _fits_int64(value: Any) -> bool:
-    return bool(INT64_MIN <= value <= INT64_MAX)
-
-
-def infer_type(value: Any) -> str | None:
-    """The column type a first-seen value gets (``None`` for null: decided later)."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int64" if INT64_MIN <= value <= INT64_MAX else "json"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if value is None:
-        return None
-    return "json"
-
-
-def coerce(value: Any, column_type: str) -> Any:
-    """``value`` as stored in a column of ``column_type``, or ``_UNSET`` if it does not fit."""
-    if value is None:
-        return None
-    if column_type == "string":
-        return value if isinstance(value, str) else _UNSET
-    if column_type == "int64":
-        ok = type(value) is int and INT64_MIN <= value <= INT64_MAX
-        return value if ok else _UNSET
-    if column_type == "float64":
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if ok else _UNSET
-    if column_type == "bool":
-        return value if isinstance(value, bool) else _UNSET
-    if column_type == "timestamp":
-        parsed = parse_time_us(value)
-        return _UNSET if parsed is None else parsed
-    return _json.encode(value).decode()  # json
-
-
-def arrow_type(column_type: str) -> Any:
-    """The Arrow type of a column type."""
-    import pyarrow as pa
-
-    return {
-        "string": pa.string(),
-        "int64": pa.int64(),
-        "float64": pa.float64(),
-        "bool": pa.bool_(),
-        "timestamp": pa.timestamp("us", tz="UTC"),
-        "json": pa.string(),
-    }[column_type]
+_HOUR_US = 3600 * 1_000_000
 
 
 @dataclass
@@ -221,10 +177,12 @@ class LakeSink:
         extra: dict[str, Any] = {}
         for name, value in event.data.items():
             python_type = exact.get(name)
+            # the range check inlined (no call per int; this loop is the hot path); ``value`` is
+            # an int there, which mypy cannot see through ``type(value) is python_type``
             if (
                 python_type is not None
                 and type(value) is python_type
-                and (python_type is not int or _fits_int64(value))
+                and (python_type is not int or INT64_MIN <= value <= INT64_MAX)  # type: ignore[operator]
             ):
                 row[name] = value
                 continue
@@ -243,7 +201,7 @@ class LakeSink:
                     continue
                 new[name] = column_type
             stored = coerce(value, column_type)
-            if stored is _UNSET:
+            if stored is UNSET:
                 if declared:
                     return f'field "{name}" is declared {declared}; got {type(value).__name__}'
                 extra[name] = value
@@ -261,6 +219,7 @@ class LakeSink:
         new_columns: dict[str, dict[str, str]] = defaultdict(dict)
         check_ids: dict[str, set[str]] = defaultdict(set)
         seen: set[tuple[str, str]] = set()
+        hours: dict[int, str] = {}  # hour: its partition
         streams: dict[
             str, tuple[StreamSchema, _StreamColumns, dict[str, str], dict[str, type]]
         ] = {}
@@ -290,7 +249,11 @@ class LakeSink:
             shaped["_id"] = event.id
             shaped["_received_at"] = event.received_at_us
             shaped["_time"] = event.received_at_us if time_us is None else time_us
-            parts[(event.stream, partition_of(shaped["_time"]))].append(shaped)
+            hour = shaped["_time"] // _HOUR_US
+            partition = hours.get(hour)
+            if partition is None:
+                partition = hours[hour] = partition_of(shaped["_time"])
+            parts[(event.stream, partition)].append(shaped)
             if event.may_repeat:
                 check_ids[event.stream].add(event.id)
         if check_ids:
@@ -350,35 +313,21 @@ class LakeSink:
     def _write_file(
         self, stream: str, partition: str, rows: list[dict[str, Any]], types: dict[str, str]
     ) -> _Written:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         present = [name for name in types if any(name in row for row in rows)]
-        arrays = {
-            "_id": pa.array([r["_id"] for r in rows], pa.string()),
-            "_received_at": pa.array([r["_received_at"] for r in rows], pa.timestamp("us", "UTC")),
-            "_time": pa.array([r["_time"] for r in rows], pa.timestamp("us", "UTC")),
-        }
-        for name in present:
-            arrays[name] = pa.array([r.get(name) for r in rows], arrow_type(types[name]))
-        arrays["_extra"] = pa.array([r["_extra"] for r in rows], pa.string())
-        table = pa.table(arrays)
+        columns = [("_id", "string"), ("_received_at", "timestamp"), ("_time", "timestamp")]
+        columns += [(name, types[name]) for name in present]
+        columns.append(("_extra", "string"))
+        table = table_from_rows(rows, columns)
         name = f"{event_id(new_base_id(), 0)}.parquet"
         rel_dir = f"{stream}/{partition}"
-        directory = self.root / rel_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{name}.tmp"
-        pq.write_table(table, tmp, compression="zstd")
-        _fsync_file(tmp)
-        os.replace(tmp, directory / name)
-        _fsync_dir(directory)
+        size = write_parquet_file(table, self.root / rel_dir / name, "zstd")
         times = [r["_time"] for r in rows]
         return _Written(
             stream,
             partition,
             f"{rel_dir}/{name}",
             len(rows),
-            (directory / name).stat().st_size,
+            size,
             min(times),
             max(times),
         )
@@ -492,9 +441,9 @@ class LakeSink:
             count, low, high = stats
         finally:
             db.close()
-        _fsync_file(tmp)
+        fsync_path(tmp)
         os.replace(tmp, directory / name)
-        _fsync_dir(directory)
+        fsync_path(directory)
         rel = f"{stream}/{partition}/{name}"
         now = time.time_ns() // 1000
         delete_after = now + int(settings.grace * 1_000_000)
@@ -565,18 +514,6 @@ def _string_array(values: list[str]) -> Any:
 
 def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    _fsync_file(path)
 
 
 __all__ = ["LakeSink", "arrow_type", "coerce", "infer_type"]

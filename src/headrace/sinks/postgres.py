@@ -1,38 +1,60 @@
-"""The PostgreSQL sink: batches staged with COPY, then inserted once each.
+"""The PostgreSQL sink: batches COPY'd into one table, stored once each.
 
-Each batch is copied into a temporary table and inserted from there in one transaction:
-``ON CONFLICT DO NOTHING`` (``_event_id`` is unique, so a redelivered event adds no row; in
-``merge`` mode the ``dedupe_key`` index also keeps one row per key), or for ``on_conflict:
-update``, replacing the stored row of a key. Every identifier goes through
-``psycopg.sql.Identifier``; values are only ever bound or copied.
+A batch of new events is COPY'd straight into the table: binary when every value has the exact
+type of its column, text otherwise (``pg_copy``). When that meets a unique violation (a
+redelivery, or in ``merge`` mode a key that is stored already) it is rolled back and the batch
+goes through a temporary table instead, inserted from there with ``ON CONFLICT DO NOTHING``, or
+for ``on_conflict: update`` with ``DO UPDATE`` from the batch's latest row of each key, and only
+over an older row. The table's indexes make a redelivered event add no row whatever the mode
+(``pg_table``). Every identifier goes through ``psycopg.sql.Identifier``; values are only ever
+copied or bound.
 
-Errors: a lost connection or a serialization failure is transient (the runtime retries); a
-batch PostgreSQL refuses for its data is split in halves until the refused rows are alone, and
-those go to the dead-letter store while the rest is stored.
+Connections come from a small pool (``pg_connect``): the delivery thread writes on one, and a
+probe every few seconds on another keeps ``health`` (and so ``/readyz``) true to the database
+even while no events arrive.
+
+Errors: a lost connection, a serialization failure or a deadlock is transient (the runtime
+retries); a batch PostgreSQL refuses for its data is split in halves until the refused rows are
+alone, and those go to the dead-letter store while the rest is stored. A binary batch first
+checks (under the table's lock) that no column changed type since the table was read: binary
+values are not parsed, so a changed type must never meet them.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 from headrace.config.models import PostgresSink as PostgresConfig
 from headrace.errors import TransientSinkError
 from headrace.runtime.state import Checkpoint
+from headrace.sinks import pg_copy
 from headrace.sinks.base import APPEND, MERGE
+from headrace.sinks.lake_catalog import parse_time_us
+from headrace.sinks.pg_connect import ConnectionPool
+from headrace.sinks.pg_table import SYSTEM_TYPES, PostgresTable
 from headrace.types import Event, FailedRecord, WriteResult
 
 log = logging.getLogger("headrace.sinks.postgres")
 
-SYSTEM_COLUMNS = ("_event_id", "_received_at")
 _INFER = {bool: "boolean", int: "bigint", float: "double precision", str: "text"}
-_PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
+COPY_CHUNK = 1000
+"""Text rows sent at a time."""
+PROBE_EVERY = 5.0
+"""Seconds between health probes of the database."""
 
 
 class _Refused(Exception):
     """PostgreSQL refused a batch for its data (not for the connection)."""
+
+
+class _TableChanged(Exception):
+    """A column's type is not the one the batch was encoded for."""
 
 
 class PostgresSink:
@@ -44,281 +66,360 @@ class PostgresSink:
     def __init__(self, sink_id: str, config: PostgresConfig, data_dir: Path) -> None:
         self.id = sink_id
         self.config = config
+        self.table = PostgresTable(config)
         self.columns: dict[str, str] = dict(config.columns)
-        self._conn: Any = None
-        self._error: str | None = None
-        self._plain: frozenset[str] = frozenset()
-        self._plain_for: dict[str, str] | None = None
+        """The table's columns (but headrace's own) and their types, as the database says."""
+        self._known: frozenset[str] = frozenset(self.columns)
+        self._ready = False
+        self._write_error: str | None = None
+        self._probe_error: str | None = None
+        self._probed = 0.0
+        dsn = config.dsn.get_secret_value() if config.dsn else ""
+        self._pool = ConnectionPool(dsn, config.pool_size, config.connect_timeout)
 
-    # -- connection and table ----------------------------------------------------------------
-
-    def _connect(self) -> Any:
-        import psycopg
-
-        if self._conn is None or self._conn.closed:
-            dsn = self.config.dsn.get_secret_value() if self.config.dsn else ""
-            try:
-                self._conn = psycopg.connect(dsn, connect_timeout=10)
-            except psycopg.Error as exc:
-                # the message names host and port, never the password
-                raise TransientSinkError(
-                    f"cannot connect to PostgreSQL: {_first_line(exc)}"
-                ) from exc
-            self._ensure_table(self._conn)
-        return self._conn
-
-    def _table(self) -> Any:
-        from psycopg import sql
-
-        return sql.Identifier(self.config.schema_name, self.config.table)
+    # -- table -------------------------------------------------------------------------------
 
     def _ensure_table(self, conn: Any) -> None:
-        from psycopg import sql
+        self.table.ensure(conn)
+        self.columns = self.table.user_columns
+        self._known = frozenset(self.columns)
+        self._ready = True
 
-        columns = [
-            sql.SQL("_event_id text NOT NULL UNIQUE"),
-            sql.SQL("_received_at timestamptz NOT NULL"),
-            sql.SQL("_created_at timestamptz NOT NULL DEFAULT now()"),
-            *(
-                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
-                for n, t in self.config.columns.items()
-            ),
-        ]
-        if self.config.unknown_fields == "keep_json":
-            columns.append(sql.SQL("_extra jsonb"))
+    def _add_columns(self, conn: Any, new_columns: dict[str, str]) -> None:
         with conn.transaction():
-            conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(self.config.schema_name)
-                )
-            )
-            conn.execute(
-                sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
-                    self._table(), sql.SQL(", ").join(columns)
-                )
-            )
-            # columns declared after the table was made (a config change) are added
-            wanted = {**self.config.columns, **dict.fromkeys(self.config.derived, "timestamptz")}
-            for name, kind in wanted.items():
-                conn.execute(
-                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                        self._table(), sql.Identifier(name), sql.SQL(kind)
-                    )
-                )
-            if self.config.dedupe_key:
-                index = sql.Identifier(f"{self.config.table[:40]}_dedupe_key")
-                conn.execute(
-                    sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                        index,
-                        self._table(),
-                        sql.SQL(", ").join(map(sql.Identifier, self.config.dedupe_key)),
-                    )
-                )
-            rows = conn.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = %s AND table_name = %s",
-                (self.config.schema_name, self.config.table),
-            ).fetchall()
-        self.columns = {name: kind for name, kind in rows if not name.startswith("_")}
+            self.table.add_columns(conn, new_columns)
+            self.table.types = self.table.read_types(conn)
+        self.columns = self.table.user_columns
+        self._known = frozenset(self.columns)
 
-    @property
-    def _plain_columns(self) -> frozenset[str]:
-        columns = self.columns
-        if self._plain_for is not columns:  # rebuilt only when the column map changes
-            self._plain = frozenset(n for n, kind in columns.items() if kind != "jsonb")
-            self._plain_for = columns
-        return self._plain
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Connect and create the table if missing; a database that is down now is retried
-        at each write (ingest goes on buffering, other sinks go on delivering)."""
+        """Connect and make the table ready; a failure now (the database down, a bad ``ddl``)
+        is recorded and met again at each write, so ingest goes on buffering and other sinks
+        go on delivering."""
         try:
-            self._connect()
-        except TransientSinkError as exc:
-            self._error = str(exc)
-            log.warning("sink %s: %s; will retry", self.id, exc)
+            with self._pool.connection() as conn:
+                self._ensure_table(conn)
+        except Exception as exc:
+            self._write_error = self._describe(exc)
+            log.warning("sink %s: %s; will retry at each write", self.id, self._write_error)
 
     def close(self) -> None:
-        """Close the connection."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the pooled connections."""
+        self._pool.close()
 
     def health(self) -> str | None:
-        """Why the sink is unhealthy (its last write failed), or ``None``."""
-        return self._error
+        """Why the sink is unhealthy (the database cannot be reached, or the last write
+        failed), or ``None``."""
+        return self._probe_error or self._write_error
 
     def maintain(self) -> None:
-        """Nothing in the background."""
+        """Probe the database every few seconds, so health follows it between writes (a
+        failed write stays reported until a write succeeds)."""
+        now = time.monotonic()
+        if now - self._probed < PROBE_EVERY:
+            return
+        self._probed = now
+        for fresh in (False, True):  # a pooled connection may predate a server restart
+            try:
+                with self._pool.connection(wait=0.5, fresh=fresh) as conn:
+                    conn.execute("SELECT 1")
+                    conn.rollback()
+            except TransientSinkError as exc:
+                if "busy" in str(exc):  # a write holds every connection: it reports itself
+                    return
+                self._probe_error = str(exc)
+            except Exception as exc:
+                self._probe_error = f"PostgreSQL: {self._describe(exc)}"
+            else:
+                self._probe_error = None
+                return
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, TransientSinkError):
+            return str(exc)
+        return self._pool.describe(exc)
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _row(self, event: Event, new_columns: dict[str, str]) -> dict[str, Any] | str:
-        from psycopg.types.json import Jsonb
-
-        row: dict[str, Any] = {
-            "_event_id": event.id,
-            "_received_at": datetime.fromtimestamp(event.received_at_us / 1_000_000, tz=UTC),
-        }
-        extra: dict[str, Any] = {}
-        plain = self._plain_columns
-        for name, value in event.data.items():
-            if name in plain and type(value) in _PLAIN_VALUES:
-                row[name] = value  # the common case: a scalar for a non-JSON column
-                continue
-            kind = self.columns.get(name) or new_columns.get(name)
-            if kind is None:
-                policy = self.config.unknown_fields
-                if policy == "freeze":
-                    return f'field "{name}" is not a column of the table'
-                if policy == "evolve" and not name.startswith("_") and len(name.encode()) <= 63:
-                    kind = _INFER.get(type(value), "jsonb")
-                    new_columns[name] = kind
-                else:
-                    extra[name] = value
-                    continue
-            row[name] = Jsonb(value) if kind == "jsonb" or isinstance(value, dict | list) else value
-        for name, derived in self.config.derived.items():
-            row[name] = _derived_time(event.data.get(derived.source), derived.unit)
-        if self.config.unknown_fields == "keep_json":
-            row["_extra"] = Jsonb(extra) if extra else None
-        return row
-
     def write(self, events: list[Event], checkpoint: Checkpoint) -> WriteResult:
         """Store ``events``; refused rows come back in ``WriteResult.failed``."""
-        import psycopg
-
         failed: list[FailedRecord] = []
-        rows: list[tuple[Event, dict[str, Any]]] = []
-        new_columns: dict[str, str] = {}
-        for event in events:
-            shaped = self._row(event, new_columns)
-            if isinstance(shaped, str):
-                failed.append(FailedRecord(event, "unknown_field", shaped))
-            else:
-                rows.append((event, shaped))
         try:
-            conn = self._connect()
-            if new_columns:
-                self._add_columns(conn, new_columns)
-            failed += self._insert_isolating(conn, rows)
-        except (
-            psycopg.OperationalError, psycopg.errors.SerializationFailure,
-            psycopg.errors.DeadlockDetected, psycopg.InterfaceError,
-            psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable,
-        ) as exc:  # fmt: skip
-            # a lost connection, or a table changed under us: reconnect (which recreates the
-            # table and its columns, and the staging table) and retry
-            self.close()
-            self._error = f"PostgreSQL: {_first_line(exc)}"
-            raise TransientSinkError(self._error) from exc
-        self._error = None
+            with self._pool.connection() as conn:
+                if not self._ready:
+                    self._ensure_table(conn)
+                accepted, extras, new_columns, present = self._sort_fields(events, failed)
+                if new_columns:
+                    self._add_columns(conn, new_columns)
+                failed += self._store(conn, self._names(present), accepted, extras)
+        except TransientSinkError as exc:
+            self._write_error = str(exc)
+            raise
+        except _TableChanged as exc:
+            self._ready = False  # the retry reads the table again and encodes for it
+            self._write_error = f"PostgreSQL: {exc}"
+            raise TransientSinkError(self._write_error) from exc
+        except _connection_errors() as exc:
+            # a lost connection, or a table changed under us: the retry reconnects and
+            # makes the table ready again
+            self._ready = False
+            self._write_error = f"PostgreSQL: {self._describe(exc)}"
+            raise TransientSinkError(self._write_error) from exc
+        self._write_error = None
         return WriteResult(failed)
 
-    def _add_columns(self, conn: Any, new_columns: dict[str, str]) -> None:
-        from psycopg import sql
+    def _sort_fields(
+        self, events: list[Event], failed: list[FailedRecord]
+    ) -> tuple[list[Event], dict[int, dict[str, Any]], dict[str, str], set[str]]:
+        """The events to store, the fields of each kept as JSON (by position), the columns to
+        add, and the fields the batch has; events a ``freeze`` policy refuses go to
+        ``failed``."""
+        present: set[str] = set()
+        for event in events:
+            present.update(event.data)
+        known = self._known
+        if present <= known:  # the common case: every field of every event is a column
+            return events, {}, {}, present
+        accepted: list[Event] = []
+        extras: dict[int, dict[str, Any]] = {}
+        new_columns: dict[str, str] = {}
+        policy = self.config.unknown_fields
+        for event in events:
+            data = event.data
+            if data.keys() <= known:
+                accepted.append(event)
+                continue
+            unknown = [name for name in data if name not in known]
+            if policy == "freeze":
+                message = f'field "{unknown[0]}" is not a column of the table'
+                failed.append(FailedRecord(event, "unknown_field", message))
+                continue
+            extra: dict[str, Any] = {}
+            for name in unknown:
+                if policy == "evolve" and _column_name_ok(name):
+                    new_columns.setdefault(name, _INFER.get(type(data[name]), "jsonb"))
+                else:
+                    extra[name] = data[name]
+            if extra:
+                extras[len(accepted)] = extra
+            accepted.append(event)
+        return accepted, extras, new_columns, present
 
-        with conn.transaction():
-            conn.execute("DROP TABLE IF EXISTS pg_temp._headrace_stage")  # recreated with them
-            for name, kind in new_columns.items():
-                conn.execute(
-                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                        self._table(), sql.Identifier(name), sql.SQL(kind)
-                    )
-                )
-        self.columns = {**self.columns, **new_columns}  # a new dict: cached views rebuild
+    def _names(self, present: set[str]) -> list[str]:
+        """The columns a batch fills: headrace's, those of the fields it has (a column no
+        event has is left out, so its default applies), the derived ones and ``_extra``."""
+        names = ["_event_id", "_received_at"]
+        names += [n for n in self.columns if n in present and n not in self.config.derived]
+        names += self.config.derived
+        if self.config.unknown_fields == "keep_json":
+            names.append("_extra")
+        return names
+
+    def _columns(
+        self, names: list[str], events: list[Event], extras: dict[int, dict[str, Any]]
+    ) -> list[pg_copy.Column]:
+        """The batch a column at a time: each column's kind and values."""
+        datas = [event.data for event in events]
+        columns: list[pg_copy.Column] = [
+            ("text", [event.id for event in events]),
+            (pg_copy.TIMESTAMP_US, [event.received_at_us for event in events]),
+        ]
+        derived = self.config.derived
+        for name in names[2:]:
+            if name in derived:
+                rule = derived[name]
+                times = [parse_time_us(data.get(rule.source), rule.unit) for data in datas]
+                columns.append((pg_copy.TIMESTAMP_US, times))
+            elif name == "_extra":
+                columns.append(("jsonb", [extras.get(n) for n in range(len(events))]))
+            else:
+                columns.append((self.columns[name], list(map(dict.get, datas, repeat(name)))))
+        return columns
+
+    def _store(
+        self, conn: Any, names: list[str], events: list[Event], extras: dict[int, dict[str, Any]]
+    ) -> list[FailedRecord]:
+        """Store a batch; refused rows come back."""
+        columns = self._columns(names, events, extras)
+        if all(pg_copy.binary_ok(kind, values) for kind, values in columns):
+            types = pg_copy.binary_types(columns)
+            batch = _Encoded(names, types, pending=pg_copy.binary_rows(columns))
+        else:
+            batch = _Encoded(names, None, pg_copy.text_rows(columns))
+        return self._insert_isolating(conn, batch, events)
 
     def _insert_isolating(
-        self, conn: Any, rows: list[tuple[Event, dict[str, Any]]]
+        self, conn: Any, batch: _Encoded, events: list[Event]
     ) -> list[FailedRecord]:
-        """Insert ``rows``; on a data error split them until the refused rows are alone."""
-        if not rows:
+        """Insert ``batch``; on a data error split it until the refused rows are alone."""
+        if not batch.rows and batch.pending is None:
             return []
         try:
-            self._insert(conn, [r for _, r in rows])
+            self._insert(conn, batch)
             return []
         except _Refused as exc:
-            if len(rows) == 1:
-                return [FailedRecord(rows[0][0], "rejected_by_database", str(exc))]
-            middle = len(rows) // 2
-            return self._insert_isolating(conn, rows[:middle]) + self._insert_isolating(
-                conn, rows[middle:]
+            return self._isolate(conn, batch, events, exc)
+
+    def _isolate(
+        self, conn: Any, batch: _Encoded, events: list[Event], exc: _Refused
+    ) -> list[FailedRecord]:
+        """Rows refused together: the one refused row, or each half tried on its own."""
+        rows = batch.complete()
+        if len(rows) == 1:
+            return [FailedRecord(events[0], "rejected_by_database", str(exc))]
+        middle = len(rows) // 2
+        return self._insert_isolating(
+            conn, batch.part(0, middle), events[:middle]
+        ) + self._insert_isolating(conn, batch.part(middle, None), events[middle:])
+
+    def _check_types(self, conn: Any, batch: _Encoded) -> None:
+        """For a binary batch: lock the table for writing (as COPY would) and check that no
+        column it fills changed type since the table was read."""
+        if batch.types is None:
+            return
+        from psycopg import sql
+
+        conn.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(self.table.ident()))
+        now = self.table.read_types(conn)
+        expected = {**self.table.types, **SYSTEM_TYPES}
+        changed = [n for n in batch.names if now.get(n) != expected.get(n)]
+        if changed:
+            raise _TableChanged(
+                f"column {changed[0]} of {self.config.schema_name}.{self.config.table} is now "
+                f"{now.get(changed[0], 'gone')}"
             )
 
-    def _insert(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+    def _insert(self, conn: Any, batch: _Encoded) -> None:
+        """COPY ``batch`` in; on a unique violation, through the staging table instead."""
         import psycopg
         from psycopg import sql
 
-        names = list(dict.fromkeys(name for row in rows for name in row))
+        names = batch.names
         idents = sql.SQL(", ").join(map(sql.Identifier, names))
-        if not (self.config.dedupe_key and self.config.on_conflict == "update"):
+        key = self.config.dedupe_key
+        updating = bool(key) and self.config.on_conflict == "update"
+        if not updating:
             # Most batches hold only new events: COPY them straight in. A unique violation
             # (a redelivery, a duplicate key) rolls that back and takes the staged path,
             # which skips what is stored.
             try:
                 with conn.transaction():
-                    _copy_rows(conn, self._table(), idents, names, rows)
+                    self._check_types(conn, batch)
+                    _copy(conn, self.table.ident(), idents, batch)
                 return
             except psycopg.errors.UniqueViolation:
                 pass
             except _data_errors() as exc:
                 raise _Refused(_first_line(exc)) from exc
         stage = sql.Identifier("_headrace_stage")
-        key = self.config.dedupe_key
+        table = self.table.ident()
         try:
             with conn.transaction():
-                conn.execute(
-                    sql.SQL(
-                        "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                    ).format(stage, self._table())
-                )
-                _copy_rows(conn, stage, idents, names, rows)
-                if key and self.config.on_conflict == "update":
+                self._check_types(conn, batch)
+                # dropped at commit, so it always has the table's current columns
+                conn.execute(sql.SQL(
+                    "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP"
+                ).format(stage, table))  # fmt: skip
+                _copy(conn, stage, idents, batch)
+                if updating:
                     # events already stored (a redelivery) must not update their row again; in
-                    # the other modes ON CONFLICT DO NOTHING skips them (_event_id is unique)
+                    # the other modes ON CONFLICT DO NOTHING skips them
                     conn.execute(sql.SQL("DELETE FROM {s} USING {t} WHERE {t}._event_id = {s}._event_id").format(
-                        s=stage, t=self._table()))  # fmt: skip
+                        s=stage, t=table))  # fmt: skip
                     keys = sql.SQL(", ").join(map(sql.Identifier, key))
                     updates = sql.SQL(", ").join(
                         sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n))
                         for n in names if n not in key
                     )  # fmt: skip
                     conn.execute(sql.SQL(
-                        "INSERT INTO {t} ({c}) SELECT DISTINCT ON ({k}) {c} FROM {s} ORDER BY {k}, _received_at DESC "
-                        "ON CONFLICT ({k}) DO UPDATE SET {u}"
-                    ).format(t=self._table(), c=idents, s=stage, k=keys, u=updates))  # fmt: skip
+                        "INSERT INTO {t} ({c}) SELECT DISTINCT ON ({k}) {c} FROM {s} "
+                        "ORDER BY {k}, _received_at DESC, _event_id DESC "
+                        "ON CONFLICT ({k}) DO UPDATE SET {u} "
+                        # the latest event wins, also against a late redelivery of an older one
+                        "WHERE ({t}._received_at, {t}._event_id) <= (EXCLUDED._received_at, EXCLUDED._event_id)"
+                    ).format(t=table, c=idents, s=stage, k=keys, u=updates))  # fmt: skip
                 else:
                     conn.execute(sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT DO NOTHING").format(
-                        t=self._table(), c=idents, s=stage))  # fmt: skip
+                        t=table, c=idents, s=stage))  # fmt: skip
         except _data_errors() as exc:
             raise _Refused(_first_line(exc)) from exc
 
 
-def _copy_rows(
-    conn: Any, table: Any, idents: Any, names: list[str], rows: list[dict[str, Any]]
-) -> None:
-    """COPY the ``names`` columns of ``rows`` into ``table``."""
+@dataclass
+class _Encoded:
+    """A batch (or part of one) as COPY rows: tuples for binary ``write_row`` with ``types``,
+    or text lines when ``types`` is ``None``. Binary rows may still be ``pending`` (made while
+    the COPY sends the ones before, so the server is not kept waiting); ``rows`` keeps every
+    row made, for a second try."""
+
+    names: list[str]
+    types: list[str] | None
+    rows: list[Any] = field(default_factory=list)
+    pending: Iterator[Any] | None = None
+
+    def stream(self) -> Iterator[Any]:
+        """Every row, making the pending ones on the way."""
+        yield from self.rows
+        pending = self.pending
+        if pending is not None:  # left in place until used up: a COPY may stop half-way
+            keep = self.rows.append
+            for row in pending:
+                keep(row)
+                yield row
+            self.pending = None
+
+    def complete(self) -> list[Any]:
+        """Every row, made now if pending."""
+        for _ in self.stream() if self.pending is not None else ():
+            pass
+        return self.rows
+
+    def part(self, start: int, stop: int | None) -> _Encoded:
+        return _Encoded(self.names, self.types, self.complete()[start:stop])
+
+
+def _copy(conn: Any, table: Any, idents: Any, batch: _Encoded) -> None:
+    """COPY ``batch`` into the ``idents`` columns of ``table``."""
     from psycopg import sql
 
-    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, idents)) as copy:
-        for row in rows:
-            copy.write_row([row.get(name) for name in names])
+    binary = batch.types is not None
+    query = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+        table, idents, sql.SQL(" (FORMAT binary)" if binary else "")
+    )
+    with conn.cursor().copy(query) as copy:
+        if batch.types is not None:
+            copy.set_types(batch.types)
+            write_row = copy.write_row  # psycopg's C dumpers; sent in 32 KiB pieces as it goes
+            for row in batch.stream():
+                write_row(row)
+        else:
+            for start in range(0, len(batch.rows), COPY_CHUNK):
+                copy.write(pg_copy.text_payload(batch.rows[start : start + COPY_CHUNK]))
+
+
+def _column_name_ok(name: str) -> bool:
+    """Whether ``evolve`` may add a column for a new field of this name."""
+    return not name.startswith("_") and "\x00" not in name and 0 < len(name.encode()) <= 63
+
+
+def _connection_errors() -> tuple[type[Exception], ...]:
+    """Errors after which a retry on a fresh connection may succeed."""
+    import psycopg
+
+    return (psycopg.OperationalError, psycopg.errors.SerializationFailure,
+            psycopg.errors.DeadlockDetected, psycopg.InterfaceError,
+            psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable)  # fmt: skip
 
 
 def _data_errors() -> tuple[type[Exception], ...]:
-    """The errors with which PostgreSQL refuses a batch for its data (psycopg is imported late)."""
+    """The errors with which a batch is refused for its data (psycopg is imported late);
+    a string Python cannot encode (a lone surrogate) is one too."""
     import psycopg
 
     return (psycopg.errors.DataError, psycopg.errors.IntegrityError,
-            psycopg.errors.InvalidTextRepresentation)  # fmt: skip
-
-
-def _derived_time(value: Any, unit: str) -> datetime | None:
-    """A time field as a timestamp, or ``None`` when it is missing or not one."""
-    from headrace.sinks.lake_catalog import parse_time_us
-
-    us = parse_time_us(value, unit)
-    return None if us is None else datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+            psycopg.errors.InvalidTextRepresentation, UnicodeEncodeError)  # fmt: skip
 
 
 def _first_line(exc: Exception) -> str:

@@ -41,6 +41,19 @@ METRICS: dict[str, tuple[str, str]] = {
     "headrace_sink_retries_total": ("counter", "Batch attempts that failed and were retried."),
     "headrace_sink_healthy": ("gauge", "1 when the sink's last write succeeded, else 0."),
     "headrace_lake_compactions_total": ("counter", "Lake partitions compacted."),
+    "headrace_loads_total": ("counter", "Bulk load jobs ended, by source and status."),
+    "headrace_load_rows_total": ("counter", "Rows bulk loads put into warehouse tables."),
+    "headrace_events_dropped_total": ("counter", "Events a transform dropped on purpose."),
+    "headrace_enrich_lookups_total": ("counter", "Events an enrich_http transform looked up."),
+    "headrace_enrich_cache_hits_total": (
+        "counter",
+        "Lookups answered from the cache (or by the same lookup earlier in the batch).",
+    ),
+    "headrace_enrich_requests_total": (
+        "counter",
+        "HTTP requests made by enrich_http, retries included.",
+    ),
+    "headrace_enrich_failures_total": ("counter", "Events whose lookup failed."),
 }
 
 

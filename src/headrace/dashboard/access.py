@@ -1,0 +1,134 @@
+"""Who may see the dashboard and read events back.
+
+Reads (the dashboard, its JSON endpoints, ``GET`` on streams and readable sources, bad rows and
+dead letters) need a credential when the pipeline names any, and always when the server listens
+on anything but loopback: ``headrace serve --host 0.0.0.0`` with no credential refuses to start.
+
+A credential is sent in ``api.read_header`` (``Authorization`` by default) as
+``Bearer <read token>``, the bare token, or HTTP basic auth whose password is a read token (any
+user name) or the password of one of ``api.users``. Basic auth is what a browser asks a person
+for, so the dashboard needs no login page. Every comparison runs in constant time over all
+secrets, so the time taken says nothing about which one nearly matched.
+
+While reads are open (loopback, no credential), they are answered only to requests whose
+``Host`` is a loopback name (``localhost``, ``127.0.0.1``, ``[::1]``, any port). A web page can
+point a name of its own at 127.0.0.1 (DNS rebinding) and read the answers as same-origin; the
+Host header still carries that name, and no credential would stop it.
+
+Write endpoints are not governed here: they stay under each source's own ``auth``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import os
+
+from headrace.config.models import Pipeline
+from headrace.errors import HeadraceError
+
+ADMIN_TOKEN_ENV = "HEADRACE_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
+
+
+class DashboardExposed(HeadraceError):
+    """The server would listen beyond loopback with its reads open to anyone."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+MISDIRECTED = (
+    "reads without a credential are answered only to localhost, 127.0.0.1 or [::1]: "
+    "configure api.read_tokens or api.users to serve other names"
+)
+
+
+def host_name(host: str) -> str:
+    """The name in a ``Host`` header, without its port (``[::1]:8080`` gives ``[::1]``)."""
+    host = host.strip()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rpartition(":")[0] if ":" in host else host
+
+
+class ReadAccess:
+    """The read credentials of one pipeline, ready to check."""
+
+    def __init__(self, pipeline: Pipeline, *, listen_host: str = "127.0.0.1") -> None:
+        api = pipeline.api
+        tokens = [t.get_secret_value().encode() for t in api.read_tokens]
+        extra = os.environ.get(ADMIN_TOKEN_ENV)
+        if extra:
+            tokens.append(extra.encode())
+        self.tokens = tokens
+        self.users = {
+            name.encode(): secret.get_secret_value().encode() for name, secret in api.users.items()
+        }
+        self.header = api.read_header.lower()
+        self.header_bytes = self.header.encode("latin-1")
+        self.loopback = is_loopback(listen_host)
+
+    @property
+    def open(self) -> bool:
+        """Whether reads need no credential (loopback and none configured)."""
+        return not self.tokens and not self.users
+
+    def misdirected(self, host: str | None) -> bool:
+        """Whether open reads must refuse this ``Host``: a name other than loopback's, as a
+        DNS-rebinding page would send. With credentials configured, any name may ask."""
+        if not self.open or host is None:  # no Host: not a browser, which always sends it
+            return False
+        return not is_loopback(host_name(host).lower())
+
+    def allows(self, given: str | None) -> bool:
+        """Whether the header value ``given`` carries a valid credential."""
+        if self.open:
+            return True
+        if not given:
+            return False
+        raw = given.strip()
+        scheme, _, rest = raw.partition(" ")
+        if scheme.lower() == "basic" and rest:
+            try:
+                decoded = base64.b64decode(rest.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            user, sep, password = decoded.partition(b":")
+            if not sep:
+                return False
+            return self._token_matches(password) | self._user_matches(user, password)
+        token = rest.strip() if scheme.lower() == "bearer" else raw
+        return self._token_matches(token.encode("latin-1", "replace"))
+
+    def _token_matches(self, token: bytes) -> bool:
+        matched = False
+        for expected in self.tokens:
+            matched |= hmac.compare_digest(token, expected)
+        return matched
+
+    def _user_matches(self, user: bytes, password: bytes) -> bool:
+        matched = False
+        for name, expected in self.users.items():
+            matched |= hmac.compare_digest(user, name) & hmac.compare_digest(password, expected)
+        return matched
+
+
+def check_exposure(pipeline: Pipeline, host: str) -> None:
+    """Refuse to listen beyond loopback while reads are open; raises ``DashboardExposed``."""
+    if is_loopback(host):
+        return
+    if ReadAccess(pipeline, listen_host=host).open:
+        raise DashboardExposed(
+            f"--host {host} would show the dashboard and stored events to anyone who can reach "
+            f"it: set api.read_tokens or api.users in the pipeline file, or {ADMIN_TOKEN_ENV} "
+            "in the environment"
+        )

@@ -1,0 +1,184 @@
+"""What the dashboard's overview shows, gathered in one JSON document.
+
+Sources: events accepted and requests refused by reason (live metrics) and their rates over the
+last hour (the supervisor's history). Sinks: delivered and failed events, retries, health,
+buffered backlog and the age of the oldest undelivered event, dead letters by reason. Streams
+(per lake sink): stored events and arrivals per minute over the last hour. Bad rows by source
+and reason. (Bulk-load jobs have their own view, over ``/v1/loads``.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from headrace.config.models import LakeSink, Pipeline, PostgresSink
+from headrace.dashboard import history as h
+from headrace.dashboard.lake_stats import arrivals_per_minute, open_lake, stream_summaries
+from headrace.runtime.state import connect
+from headrace.telemetry import metrics as m
+
+HOUR_US = 3_600_000_000
+
+
+def _labelled(values: dict[m.Key, float], name: str, *labels: str) -> dict[tuple[str, ...], float]:
+    out: dict[tuple[str, ...], float] = {}
+    for (metric, found), value in values.items():
+        if metric == name:
+            given = dict(found)
+            group = tuple(given.get(label, "") for label in labels)
+            out[group] = out.get(group, 0.0) + value
+    return out
+
+
+def _counts(path: Path, sql: str) -> list[tuple[str, str, int]]:
+    """Grouped counts from a SQLite file, or none if it does not exist yet."""
+    if not path.exists():
+        return []
+    conn = connect(path, readonly=True)
+    try:
+        return [(str(a), str(b), int(n)) for a, b, n in conn.execute(sql)]
+    except sqlite3.OperationalError:
+        return []  # the table is created on first use
+    finally:
+        conn.close()
+
+
+def dead_letter_counts(data_dir: Path) -> list[tuple[str, str, int]]:
+    """(sink, reason, count) of dead letters not yet replayed."""
+    return _counts(
+        data_dir / "state.db",
+        "SELECT sink, reason, count(*) FROM dead_letters WHERE replayed_at_us IS NULL "
+        "GROUP BY sink, reason ORDER BY sink, reason",
+    )
+
+
+def bad_row_counts(data_dir: Path) -> list[tuple[str, str, int]]:
+    """(source, reason, count) of bad rows not yet replayed."""
+    return _counts(
+        data_dir / "badrows.db",
+        "SELECT source, reason, count(*) FROM bad_rows WHERE replayed_at_us IS NULL "
+        "GROUP BY source, reason ORDER BY source, reason",
+    )
+
+
+def _stream_panels(pipeline: Pipeline, data_dir: Path, now_us: int) -> list[dict[str, Any]]:
+    panels: list[dict[str, Any]] = []
+    since = (now_us - HOUR_US) // 60_000_000 * 60_000_000 + 60_000_000
+    for sink_id, sink in pipeline.sinks.items():
+        if isinstance(sink, PostgresSink):
+            panels.append(_postgres_panel(sink_id, sink, since, now_us))
+        elif isinstance(sink, LakeSink):
+            panels += _lake_panels(sink_id, sink, data_dir, since, now_us)
+    return panels
+
+
+def _lake_panels(
+    sink_id: str, sink: LakeSink, data_dir: Path, since: int, now_us: int
+) -> list[dict[str, Any]]:
+    """Each stream of a lake sink: stored events, files, bytes, arrivals per minute."""
+    panels: list[dict[str, Any]] = []
+    lake = open_lake(data_dir, sink_id, sink)
+    if lake is None:
+        return panels
+    try:
+        with contextlib.suppress(sqlite3.OperationalError):  # no lake tables yet
+            for summary in stream_summaries(lake):
+                per_minute = arrivals_per_minute(lake, summary["stream"], since, now_us)
+                minutes = [since // 1_000_000 + 60 * i for i in range(len(per_minute))]
+                panels.append(
+                    {"sink": sink_id, **summary, "minutes": minutes, "per_minute": per_minute}
+                )
+    finally:
+        lake.close()
+    return panels
+
+
+def _postgres_panel(sink_id: str, sink: PostgresSink, since: int, now_us: int) -> dict[str, Any]:
+    """A PostgreSQL sink's table as a stream panel: rows, size, arrivals per minute."""
+    from headrace.dashboard.pg_stats import PgTable
+    from headrace.query.lake import QueryError
+
+    panel: dict[str, Any] = {
+        "sink": sink_id, "stream": sink.inputs[0], "table": f"{sink.schema_name}.{sink.table}",
+        "events": None, "files": None, "bytes": None, "first_us": None, "last_us": None,
+        "minutes": [since // 1_000_000 + 60 * i for i in range(60)], "per_minute": [0] * 60,
+    }  # fmt: skip
+    try:
+        table = PgTable(sink)
+    except QueryError as exc:
+        return {**panel, "error": str(exc)}
+    try:
+        if table.exists:
+            panel["events"] = table.estimated_rows()
+            panel["per_minute"] = table.arrivals_per_minute(since, now_us)
+            panel["minutes"] = panel["minutes"][: len(panel["per_minute"])]
+            panel["bytes"] = table.size_bytes()
+    except Exception as exc:  # a read that fails must not take the overview down
+        panel["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    finally:
+        table.close()
+    return panel
+
+
+def overview(
+    pipeline: Pipeline, data_dir: Path, own: tuple[str, m.Registry] | None
+) -> dict[str, Any]:
+    """The overview document (see the module docstring)."""
+    run_dir = data_dir / "run"
+    values = m.collect(run_dir, own)
+    samples = h.read_history(run_dir)
+    accepted = _labelled(values, "headrace_events_accepted_total", "source")
+    requests = _labelled(values, "headrace_requests_total", "source", "status")
+    rejected = _labelled(values, "headrace_requests_rejected_total", "source", "reason")
+    accepted_rates = h.rates(samples, "headrace_events_accepted_total", "source")
+    sources = []
+    for source_id in pipeline.sources:
+        sources.append(
+            {
+                "id": source_id,
+                "accepted_events": accepted.get((source_id,), 0),
+                "requests": {s: v for (src, s), v in requests.items() if src == source_id},
+                "rejected": {r: v for (src, r), v in rejected.items() if src == source_id},
+                "rate": accepted_rates.get(source_id, []),
+                "sinks": pipeline.sinks_for_source(source_id),
+            }
+        )
+    delivered = _labelled(values, "headrace_events_delivered_total", "sink")
+    failed = _labelled(values, "headrace_events_failed_total", "sink", "reason")
+    retries = _labelled(values, "headrace_sink_retries_total", "sink")
+    healthy = _labelled(values, "headrace_sink_healthy", "sink")
+    backlog = _labelled(values, "headrace_sink_backlog_bytes", "sink")
+    oldest = _labelled(values, "headrace_sink_oldest_undelivered_age_seconds", "sink")
+    delivered_rates = h.rates(samples, "headrace_events_delivered_total", "sink")
+    dead = dead_letter_counts(data_dir)
+    sinks = []
+    for sink_id, sink in pipeline.sinks.items():
+        sinks.append(
+            {
+                "id": sink_id,
+                "type": sink.type,
+                "inputs": list(sink.inputs),
+                "delivered_events": delivered.get((sink_id,), 0),
+                "failed_events": {r: v for (s, r), v in failed.items() if s == sink_id},
+                "retries": retries.get((sink_id,), 0),
+                "healthy": healthy.get((sink_id,)),
+                "backlog_bytes": backlog.get((sink_id,)),
+                "oldest_undelivered_seconds": oldest.get((sink_id,)),
+                "dead_letters": {r: n for s, r, n in dead if s == sink_id},
+                "rate": delivered_rates.get(sink_id, []),
+            }
+        )
+    now_us = time.time_ns() // 1000
+    bad = bad_row_counts(data_dir)
+    return {
+        "generated_at": now_us // 1000,
+        "sources": sources,
+        "sinks": sinks,
+        "streams": _stream_panels(pipeline, data_dir, now_us),
+        "bad_rows": [{"source": s, "reason": r, "count": n} for s, r, n in bad],
+        "history_seconds": (samples[-1][0] - samples[0][0]) if len(samples) > 1 else 0,
+    }

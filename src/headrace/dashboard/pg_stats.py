@@ -1,0 +1,205 @@
+"""Dashboard reads of a PostgreSQL sink's table, in SQL: counts over time (optionally grouped),
+top values, recent events page by page, and arrivals per minute.
+
+The table's time is the one ``headrace export --sink`` uses (``export.time_column`` in
+``export.time_unit``; ``_received_at`` by default). Field names are matched against the table's
+columns and passed as ``psycopg.sql.Identifier``; a field without a column is read from
+``_extra`` (``keep_json``) by a bound key. Values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from headrace.config.models import PostgresSink
+from headrace.query.lake import LakeQuery, QueryError, _decode_cursor, _encode_cursor, iso
+
+SYSTEM = ("_event_id", "_received_at", "_created_at", "_extra")
+
+
+class PgTable:
+    """One PostgreSQL sink's table, for a few dashboard queries on one connection."""
+
+    def __init__(self, config: PostgresSink) -> None:
+        from psycopg import sql
+
+        from headrace.errors import TransientSinkError
+        from headrace.sinks.pg_connect import connect
+
+        self.config = config
+        self.sql = sql
+        dsn = config.dsn.get_secret_value() if config.dsn else ""
+        try:  # a page waits on this: at most 5 s, not the sink's own connect timeout
+            self.conn = connect(dsn, min(config.connect_timeout, 5.0), autocommit=True)
+        except TransientSinkError as exc:  # its message shows no password
+            raise QueryError("sink_unreachable", str(exc)) from exc
+        self.table = sql.Identifier(config.schema_name, config.table)
+        self.columns: dict[str, str] = {
+            name: kind
+            for name, kind in self.conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                (config.schema_name, config.table),
+            )
+        }
+        self.time_column = config.export.time_column
+        if self.columns and self.time_column not in self.columns:
+            raise QueryError("unknown_column", f'the table has no column "{self.time_column}"')
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.columns)
+
+    def user_columns(self) -> dict[str, str]:
+        """The table's own columns (headrace's ``_`` columns aside) and their SQL types."""
+        return {n: k for n, k in self.columns.items() if n not in SYSTEM}
+
+    # -- SQL pieces ----------------------------------------------------------------------------
+
+    def _time_us(self) -> Any:
+        sql, column = self.sql, self.sql.Identifier(self.time_column)
+        unit = self.config.export.time_unit
+        if unit == "epoch_ms":
+            return sql.SQL("({} * 1000)::bigint").format(column)
+        if unit == "epoch_s":
+            return sql.SQL("({} * 1000000)::bigint").format(column)
+        return sql.SQL("(extract(epoch FROM {}) * 1000000)::bigint").format(column)
+
+    def _time_value(self, us: int) -> Any:
+        unit = self.config.export.time_unit
+        if unit == "epoch_ms":
+            return us // 1000
+        if unit == "epoch_s":
+            return us // 1_000_000
+        return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+    def _field(self, name: str, args: list[Any]) -> Any:
+        """A field's value as text: its column, else its key in ``_extra``."""
+        sql = self.sql
+        if name in self.columns and name not in ("_extra", "_created_at"):
+            return sql.SQL("CAST({} AS text)").format(sql.Identifier(name))
+        if "_extra" in self.columns:
+            args.append(name)
+            return sql.SQL("(_extra ->> %s)")
+        return sql.SQL("CAST(NULL AS text)")
+
+    def _where(self, q: LakeQuery, args: list[Any], extra: Any = None) -> Any:
+        """`` WHERE …`` for the selection (plus ``extra``, a condition), or nothing."""
+        sql = self.sql
+        column = sql.Identifier(self.time_column)
+        parts = []
+        if q.since_us is not None:
+            parts.append(sql.SQL("{} >= %s").format(column))
+            args.append(self._time_value(q.since_us))
+        if q.until_us is not None:
+            parts.append(sql.SQL("{} < %s").format(column))
+            args.append(self._time_value(q.until_us))
+        for name, value in q.where:
+            parts.append(sql.SQL("{} = %s").format(self._field(name, args)))
+            args.append(value)
+        if extra is not None:
+            parts.append(extra)
+        if not parts:
+            return sql.SQL("")
+        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def counts(
+        self, q: LakeQuery, bucket_us: int, group_by: str | None
+    ) -> list[tuple[int, Any, int]]:
+        """(bucket start µs, group value or None, count) rows."""
+        sql = self.sql
+        args: list[Any] = [bucket_us, bucket_us]
+        group = self._field(group_by, args) if group_by else sql.SQL("NULL")
+        where = self._where(q, args)
+        query = sql.SQL(
+            "SELECT ({t} / %s) * %s AS b, {g} AS g, count(*) FROM {table}{w} GROUP BY 1, 2"
+        ).format(t=self._time_us(), g=group, table=self.table, w=where)
+        return [(int(b), g, int(n)) for b, g, n in self.conn.execute(query, args)]
+
+    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]:
+        """The commonest values of ``field``."""
+        sql = self.sql
+        args: list[Any] = []
+        value = self._field(field, args)
+        where = self._where(q, args)
+        args.append(limit)
+        query = sql.SQL(
+            "SELECT {v} AS v, count(*) AS n FROM {table}{w} GROUP BY 1 ORDER BY n DESC, v LIMIT %s"
+        ).format(v=value, table=self.table, w=where)
+        return [{"value": v, "count": int(n)} for v, n in self.conn.execute(query, args)]
+
+    def events(self, q: LakeQuery, limit: int, cursor: str | None) -> dict[str, Any]:
+        """A page of rows, newest first, in the events API's shape."""
+        sql = self.sql
+        args: list[Any] = []
+        time_us = self._time_us()
+        keyset = None
+        if cursor:
+            keyset = sql.SQL("({t}, _event_id) < (%s, %s)").format(t=time_us)
+        where = self._where(q, args, keyset)
+        if cursor:
+            args += list(_decode_cursor(cursor))
+        data = sql.SQL("jsonb_strip_nulls(to_jsonb(r) - {drop})").format(
+            drop=sql.Literal(list(SYSTEM))
+        )
+        if "_extra" in self.columns:
+            data = sql.SQL("({}) || coalesce(r._extra, '{{}}'::jsonb)").format(data)
+        args.append(limit + 1)
+        query = sql.SQL(
+            "SELECT _event_id, (extract(epoch FROM _received_at) * 1000000)::bigint, {t}, {d} "
+            "FROM {table} AS r{w} ORDER BY 3 DESC, 1 DESC LIMIT %s"
+        ).format(t=time_us, d=data, table=self.table, w=where)
+        rows = self.conn.execute(query, args).fetchall()
+        events = [
+            {"id": r[0], "received_at": iso(int(r[1])), "time": iso(int(r[2])), "data": r[3]}
+            for r in rows[:limit]
+        ]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = _encode_cursor(int(last[2]), last[0])
+        return {"events": events, "next_cursor": next_cursor}
+
+    def arrivals_per_minute(self, since_us: int, until_us: int) -> list[int]:
+        """Rows received per minute in ``[since, until)``."""
+        minute = 60_000_000
+        first = since_us // minute * minute
+        counts = [0] * max(0, -(-(until_us - first) // minute))
+        query = self.sql.SQL(
+            "SELECT ((extract(epoch FROM _received_at) * 1000000)::bigint - %s) / %s, count(*) "
+            "FROM {} WHERE _received_at >= %s AND _received_at < %s GROUP BY 1"
+        ).format(self.table)
+        start = datetime.fromtimestamp(since_us / 1e6, tz=UTC)
+        end = datetime.fromtimestamp(until_us / 1e6, tz=UTC)
+        for slot, n in self.conn.execute(query, [first, minute, start, end]):
+            if 0 <= int(slot) < len(counts):
+                counts[int(slot)] = int(n)
+        return counts
+
+    def size_bytes(self) -> int:
+        """The table's size on disk, indexes and TOAST included."""
+        row = self.conn.execute(
+            "SELECT pg_total_relation_size(to_regclass(%s))", (self.table.as_string(self.conn),)
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def estimated_rows(self) -> int:
+        """The planner's row estimate for a big table (no scan), an exact count for a small one."""
+        row = self.conn.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+            (self.table.as_string(self.conn),),
+        ).fetchone()
+        if row is not None and row[0] is not None and int(row[0]) >= 100_000:
+            return int(row[0])
+        counted = self.conn.execute(
+            self.sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1000000) AS s").format(
+                self.table
+            )
+        ).fetchone()
+        return int(counted[0]) if counted else 0

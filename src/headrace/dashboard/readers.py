@@ -1,0 +1,137 @@
+"""One face for the dashboard's reads of a stream, whichever sink stores it: the lake (DuckDB
+over its catalogued files) or a PostgreSQL table (SQL). Each reader answers the stream views
+(columns, counts over time, top values, a page of events, CSV export) and the page-hits view.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from headrace.config.models import LakeSink, PostgresSink
+from headrace.dashboard import lake_stats as ls
+from headrace.query.lake import MAX_LIMIT, LakeQuery, QueryError, export_csv, query_events
+
+
+class StreamReader(Protocol):
+    """The dashboard's reads of one stream in one sink."""
+
+    def columns(self) -> dict[str, str]: ...
+
+    def counts(self, q: LakeQuery, group_by: str | None, top: int = 8) -> dict[str, Any]: ...
+
+    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]: ...
+
+    def events(self, q: LakeQuery, params: list[tuple[str, str]]) -> dict[str, Any]: ...
+
+    def export(self, q: LakeQuery, out: BinaryIO) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _bucket(q: LakeQuery) -> int:
+    assert q.since_us is not None and q.until_us is not None
+    return ls.pick_bucket(q.since_us, q.until_us)
+
+
+class LakeReader:
+    """A stream in the lake."""
+
+    def __init__(self, data_dir: Path, sink_id: str, sink: LakeSink, stream: str) -> None:
+        self.data_dir, self.sink_id, self.sink, self.stream = data_dir, sink_id, sink, stream
+        self.lake = ls.open_lake(data_dir, sink_id, sink)
+
+    def columns(self) -> dict[str, str]:
+        return ls.stream_columns(self.lake, self.stream) if self.lake else {}
+
+    def counts(self, q: LakeQuery, group_by: str | None, top: int = 8) -> dict[str, Any]:
+        assert q.since_us is not None and q.until_us is not None
+        if self.lake is None:
+            return ls.assemble_series([], q.since_us, q.until_us, _bucket(q), False)
+        return ls.count_over_time(self.lake, q, _bucket(q), group_by, top)
+
+    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]:
+        return ls.top_values(self.lake, q, field, limit) if self.lake else []
+
+    def events(self, q: LakeQuery, params: list[tuple[str, str]]) -> dict[str, Any]:
+        return query_events(self.data_dir, self.sink_id, self.sink, self.stream, params)
+
+    def export(self, q: LakeQuery, out: BinaryIO) -> int:
+        text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+        try:
+            return export_csv(self.data_dir, self.sink_id, self.sink, q, text, safe=True)
+        finally:
+            text.flush()
+            text.detach()
+
+    def close(self) -> None:
+        if self.lake is not None:
+            self.lake.close()
+
+
+class PostgresReader:
+    """The rows of a PostgreSQL sink's table (the stream is the events it receives)."""
+
+    def __init__(self, sink: PostgresSink) -> None:
+        from headrace.dashboard.pg_stats import PgTable
+
+        self.sink = sink
+        self.table = PgTable(sink)
+
+    def columns(self) -> dict[str, str]:
+        return self.table.user_columns()
+
+    def counts(self, q: LakeQuery, group_by: str | None, top: int = 8) -> dict[str, Any]:
+        assert q.since_us is not None and q.until_us is not None
+        bucket = _bucket(q)
+        rows = self.table.counts(q, bucket, group_by) if self.table.exists else []
+        return ls.assemble_series(rows, q.since_us, q.until_us, bucket, group_by is not None, top)
+
+    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]:
+        if not self.table.exists:
+            return []
+        return [
+            {"value": ls.MISSING if v["value"] is None else v["value"], "count": v["count"]}
+            for v in self.table.top(q, field, limit)
+        ]
+
+    def events(self, q: LakeQuery, params: list[tuple[str, str]]) -> dict[str, Any]:
+        values = dict(params)
+        text = values.get("limit", "100")
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
+            raise QueryError("invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        if not self.table.exists:
+            return {"stream": q.stream, "events": [], "next_cursor": None}
+        page = self.table.events(q, int(text), values.get("cursor") or None)
+        return {"stream": q.stream, **page}
+
+    def export(self, q: LakeQuery, out: BinaryIO) -> int:
+        from headrace.query.postgres import PostgresExport
+
+        selection = PostgresExport(
+            self.sink, since_us=q.since_us, until_us=q.until_us, where=q.where, safe=True
+        )
+        with selection as export:
+            return export.write_csv(out)
+
+    def close(self) -> None:
+        self.table.close()
+
+
+def open_reader(
+    data_dir: Path, sink_id: str, sink: LakeSink | PostgresSink, stream: str
+) -> StreamReader:
+    """The reader of ``stream`` in ``sink``."""
+    if isinstance(sink, PostgresSink):
+        return PostgresReader(sink)
+    return LakeReader(data_dir, sink_id, sink, stream)
+
+
+def page_hits(reader: StreamReader, q: LakeQuery, top: int) -> dict[str, Any]:
+    """Hits over time, top pages and top referrers of a page-hit stream."""
+    return {
+        **reader.counts(q, None),
+        "top_pages": reader.top(q, "pagePath", top),
+        "top_referrers": reader.top(q, "referrer", top),
+    }

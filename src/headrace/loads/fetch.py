@@ -1,0 +1,435 @@
+"""Downloading an export file whose URL came from a request body (so: hostile).
+
+Rules, each enforced here and nowhere else:
+
+- only ``http`` and ``https``; no user:password in the URL;
+- the host is resolved once per hop, *every* address it resolves to is checked, and the
+  connection goes to an address that was checked (no second DNS lookup, so a name cannot
+  resolve to a public address for the check and to 127.0.0.1 for the connection); the
+  ``Host`` header and the TLS SNI/certificate check still use the name from the URL;
+- an address is refused when it, or an IPv4 address embedded in it (IPv4-mapped, IPv4-
+  compatible, 6to4, Teredo, NAT64), is loopback, private, link-local, multicast, reserved,
+  unspecified or otherwise not globally routable, unless it lies in a configured allow-list;
+- redirects are followed here, one hop at a time, each hop checked like the first URL;
+- the body is streamed to disk with a size cap, and connect, read and overall timeouts;
+- timeouts, lost connections, 429 and 5xx are retried with backoff; 403 on a signed URL means
+  the signature expired (status ``expired``); 404 and the rest fail for good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+
+from headrace.errors import LoadError
+from headrace.loads.config import FetchSettings
+
+log = logging.getLogger("headrace.loads.fetch")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+CHUNK = 1024 * 1024
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_REDIRECTS = {301, 302, 303, 307, 308}
+_SIGNED_QUERY_KEYS = ("signature", "x-amz-signature", "sig", "token", "expires", "x-goog-signature")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with every query-string value and any user:password replaced (for logs and history)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc.rpartition("@")[2]
+    query = urlencode([(k, "REDACTED") for k, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _embedded_ipv4(address: IPAddress) -> list[IPAddress]:
+    """IPv4 addresses an IPv6 address carries (and would reach through a translator or tunnel)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found: list[IPAddress] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in _NAT64 or int(address) >> 32 == 0:  # NAT64, or IPv4-compatible ::a.b.c.d
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
+def _category(address: IPAddress) -> str | None:
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_private:
+        return "private"
+    if address.is_reserved:
+        return "reserved"
+    if not address.is_global:
+        return "non-public"
+    return None
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which resolved addresses may be connected to."""
+
+    allow: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def of(cls, networks: list[str]) -> AddressPolicy:
+        return cls(tuple(ipaddress.ip_network(n, strict=False) for n in networks))
+
+    def refusal(self, address: IPAddress) -> str | None:
+        """Why ``address`` must not be reached, or ``None`` if it may."""
+        if any(address.version == n.version and address in n for n in self.allow):
+            return None
+        for candidate in [address, *_embedded_ipv4(address)]:
+            category = _category(candidate)
+            if category is not None:
+                shown = f"{address}" if candidate == address else f"{address} (embeds {candidate})"
+                return f"{category} address {shown}"
+        return None
+
+
+def _resolve(host: str, port: int) -> list[IPAddress]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise LoadError(
+            "unresolvable_host", f"cannot resolve {host}: {exc}", retriable=True
+        ) from exc
+    addresses: list[IPAddress] = []
+    for info in infos:
+        text = str(info[4][0]).split("%", 1)[0]  # drop an IPv6 zone
+        address = ipaddress.ip_address(text)
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to a checked address, while Host names the URL's host."""
+
+    def __init__(self, host: str, port: int, address: IPAddress, connect: float, read: float):
+        super().__init__(host, port, timeout=connect)
+        self.address = address
+        self.read_timeout = read
+
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection((str(self.address), self.port), self.timeout)
+        sock.settimeout(self.read_timeout)
+        return sock
+
+    def connect(self) -> None:
+        self.sock = self._open()
+
+
+class _PinnedHTTPS(_PinnedHTTP):
+    """The same over TLS; SNI and certificate checks use the URL's host name."""
+
+    default_port = 443
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        address: IPAddress,
+        connect: float,
+        read: float,
+        context: ssl.SSLContext | None = None,
+    ):
+        super().__init__(host, port, address, connect, read)
+        self.context = context or ssl.create_default_context()
+
+    def connect(self) -> None:
+        self.sock = self.context.wrap_socket(self._open(), server_hostname=self.host)
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A file fetched to disk."""
+
+    path: Path
+    bytes: int
+    sha256: str
+    url: str  # the final URL after redirects, redacted
+
+
+Progress = Callable[[int, int | None], None]  # (bytes so far, total if known)
+
+
+# characters sent as they are in a request target; everything else (spaces, controls,
+# non-ASCII) is percent-encoded, and existing escapes are kept
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+
+
+def request_target(url: str) -> str:
+    """The path and query of ``url`` as an HTTP request line needs them: ASCII, no spaces or
+    control characters (http.client refuses those with an error quoting the whole URL)."""
+    parts = urlsplit(url)
+    target = quote(parts.path or "/", safe=_PATH_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=_QUERY_SAFE)
+    return target
+
+
+class Fetcher:
+    """Downloads URLs under a ``FetchSettings`` policy; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: FetchSettings,
+        stop: threading.Event | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tls = tls  # certificate authorities to trust (None: the system's)
+        self.policy = AddressPolicy.of(settings.allow_networks)
+        self.stop = stop or threading.Event()
+        self.connections_made: list[str] = []  # addresses connected to (for tests and logs)
+
+    def check_url(self, url: str) -> tuple[str, str, int, list[IPAddress]]:
+        """Scheme, host, port and the checked addresses of ``url``; ``LoadError`` if refused."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise LoadError("invalid_url", f"not a usable URL: {exc}") from exc
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise LoadError(
+                "forbidden_scheme", f'only http and https URLs are fetched, not "{scheme}:"'
+            )
+        host = parts.hostname
+        if not host:
+            raise LoadError("invalid_url", "the URL names no host")
+        try:  # an international name goes out in its ASCII (IDNA) form, in DNS and in Host
+            host = host if host.isascii() else host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise LoadError("invalid_url", f"not a usable host name: {exc}") from exc
+        if parts.username is not None or parts.password is not None:
+            raise LoadError("invalid_url", "URLs with user:password are not fetched")
+        port = port or (443 if scheme == "https" else 80)
+        addresses = _resolve(host, port)
+        if not addresses:
+            raise LoadError("unresolvable_host", f"{host} resolves to no address", retriable=True)
+        for address in addresses:
+            refusal = self.policy.refusal(address)
+            if refusal is not None:
+                raise LoadError(
+                    "forbidden_address",
+                    f"{host} resolves to a {refusal}; such addresses are never fetched "
+                    "(fetch.allow_networks lists exceptions)",
+                )
+        return scheme, host, port, addresses
+
+    def download(self, url: str, dest: Path, progress: Progress | None = None) -> Downloaded:
+        """Fetch ``url`` into ``dest`` (retrying transient failures); ``LoadError`` on failure."""
+        deadline = time.monotonic() + self.settings.total_timeout
+        delay = self.settings.backoff
+        attempt = 1
+        while True:
+            try:
+                try:
+                    return self._download_once(url, dest, deadline, progress)
+                except LoadError:
+                    raise
+                except Exception as exc:
+                    # only the exception's type: its text may quote the signed URL
+                    raise LoadError(
+                        "bad_response",
+                        f"cannot fetch {redact_url(url)}: {type(exc).__name__}",
+                    ) from exc
+            except LoadError as exc:
+                if not exc.retriable or attempt >= self.settings.attempts:
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "fetch attempt %d of %s failed (%s); retrying", attempt, redact_url(url), exc
+                )
+                if self.stop.wait(delay):
+                    raise LoadError("interrupted", "stopped", retriable=True) from exc
+                delay *= 2
+                attempt += 1
+
+    def _download_once(
+        self, url: str, dest: Path, deadline: float, progress: Progress | None
+    ) -> Downloaded:
+        current = url
+        for _hop in range(self.settings.max_redirects + 1):
+            scheme, host, port, addresses = self.check_url(current)
+            response, conn = self._request(scheme, host, port, addresses, current, deadline)
+            try:
+                status = response.status
+                if status in _REDIRECTS:
+                    location = response.getheader("Location")
+                    if not location:
+                        raise LoadError("bad_redirect", f"{status} without a Location header")
+                    try:
+                        current = urljoin(current, location.strip())
+                    except ValueError as exc:
+                        raise LoadError(
+                            "bad_redirect", f"{status} to an unusable Location: {exc}"
+                        ) from exc
+                    continue
+                if status == 200:
+                    return self._save(response, conn, current, dest, deadline, progress)
+                raise self._status_error(status, current)
+            finally:
+                conn.close()
+        raise LoadError("too_many_redirects", f"more than {self.settings.max_redirects} redirects")
+
+    def _request(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        addresses: list[IPAddress],
+        url: str,
+        deadline: float,
+    ) -> tuple[http.client.HTTPResponse, _PinnedHTTP]:
+        target = request_target(url)
+        last: Exception | None = None
+        for address in addresses:  # every one was checked; try them in order
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            connect = min(self.settings.connect_timeout, remaining)
+            read = min(self.settings.read_timeout, remaining)
+            conn = (
+                _PinnedHTTPS(host, port, address, connect, read, self.tls)
+                if scheme == "https"
+                else _PinnedHTTP(host, port, address, connect, read)
+            )
+            try:
+                self.connections_made.append(str(address))
+                conn.request("GET", target, headers={"Accept-Encoding": "identity"})
+                return conn.getresponse(), conn
+            except ssl.SSLCertVerificationError as exc:
+                conn.close()
+                raise LoadError("tls_error", f"{host}: {exc.verify_message}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                last = exc
+        if last is None:
+            raise LoadError("timeout", "the download took longer than fetch.total_timeout")
+        kind_of = "timeout" if isinstance(last, TimeoutError) else "connection_failed"
+        # an HTTPException's text may quote the request line, signature and all
+        why = str(last) if isinstance(last, OSError) else type(last).__name__
+        raise LoadError(kind_of, f"cannot reach {host}:{port}: {why}", retriable=True) from last
+
+    def _status_error(self, status: int, url: str) -> LoadError:
+        shown = redact_url(url)
+        if status == 403:
+            query = {k.lower() for k, _ in parse_qsl(urlsplit(url).query)}
+            if any(k in query for k in _SIGNED_QUERY_KEYS) or any(
+                k.startswith("x-amz-") for k in query
+            ):
+                return LoadError(
+                    "url_expired",
+                    f"403 Forbidden from {shown}: the signed URL has expired (or was revoked); "
+                    "ask the sender for a new export",
+                    status="expired",
+                )
+            return LoadError("forbidden", f"403 Forbidden from {shown}")
+        if status in (404, 410):
+            return LoadError("not_found", f"{status}: no file at {shown}")
+        if status == 429 or status >= 500:
+            return LoadError("server_error", f"{status} from {shown}", retriable=True)
+        return LoadError("http_error", f"{status} from {shown}")
+
+    def _save(
+        self,
+        response: http.client.HTTPResponse,
+        conn: _PinnedHTTP,
+        url: str,
+        dest: Path,
+        deadline: float,
+        progress: Progress | None,
+    ) -> Downloaded:
+        cap = self.settings.max_bytes
+        declared = response.getheader("Content-Length")
+        # str.isdigit() is true of "²" too, which int() refuses
+        total = int(declared) if declared and declared.isascii() and declared.isdigit() else None
+        if total is not None and total > cap:
+            raise LoadError("too_large", f"the file is {total} bytes; fetch.max_bytes is {cap}")
+        digest = hashlib.sha256()
+        size = 0
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(dest.name + ".part")
+        try:
+            with open(partial, "wb") as out:
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise LoadError(
+                            "timeout",
+                            "the download took longer than fetch.total_timeout",
+                            retriable=True,
+                        )
+                    if self.stop.is_set():
+                        raise LoadError("interrupted", "stopped", retriable=True)
+                    chunk = self._read(response, conn, remaining)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > cap:
+                        raise LoadError(
+                            "too_large", f"the file is larger than fetch.max_bytes ({cap} bytes)"
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(size, total)
+                if total is not None and size != total:
+                    raise LoadError("truncated", f"got {size} of {total} bytes", retriable=True)
+                out.flush()
+                os.fsync(out.fileno())
+        except LoadError:
+            partial.unlink(missing_ok=True)
+            raise
+        except OSError as exc:  # reading errors became LoadErrors in _read: this is the disk
+            partial.unlink(missing_ok=True)
+            raise LoadError("disk_error", f"cannot write {dest}: {exc}", retriable=True) from exc
+        partial.replace(dest)
+        return Downloaded(dest, size, digest.hexdigest(), redact_url(url))
+
+    def _read(
+        self, response: http.client.HTTPResponse, conn: _PinnedHTTP, remaining: float
+    ) -> bytes:
+        """The next piece of the body, waiting at most the read timeout (or what is left)."""
+        try:
+            if conn.sock is not None:
+                conn.sock.settimeout(min(self.settings.read_timeout, remaining))
+            return response.read1(CHUNK)
+        except TimeoutError as exc:
+            raise LoadError(
+                "timeout", f"no data for {self.settings.read_timeout:g}s", retriable=True
+            ) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise LoadError(
+                "connection_failed", f"download cut off: {exc}", retriable=True
+            ) from exc

@@ -1,0 +1,301 @@
+"""Loading CSV exports into PostgreSQL with COPY.
+
+The staged file's bytes (decompressed on the fly) are streamed into ``COPY … FROM STDIN
+(FORMAT csv, HEADER true[, FORCE_NULL (…)])`` with the header's column list, so PostgreSQL's own
+CSV parser does the work. A full export goes into a new table ``_hr_new_<hash>`` and takes the
+table's name in the same transaction (rename old, rename new, drop old): a reader waiting on
+the table's lock during the swap then reads the new table. The new table copies the old one's
+columns, defaults, indexes and constraints (``LIKE … INCLUDING ALL``) when no DDL defines it,
+but not its grants, and a view on the table stops the swap (the job fails with PostgreSQL's
+message). Every identifier goes through
+``psycopg.sql.Identifier``; column types come from a DDL file (checked to be plain type words)
+or from PostgreSQL itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from typing import Any
+
+from headrace.errors import LoadError, TransientSinkError
+from headrace.loads.config import PostgresWarehouse
+from headrace.loads.schema import Column, TableSchema
+from headrace.loads.warehouses.base import MARKER_TABLE, LoadPlan, LoadResult, Progress
+
+CONNECT_TIMEOUT = 10.0
+_EXTENSION_TYPES = {"hstore": "hstore", "citext": "citext"}
+_SAFE_TYPE = re.compile(r'^[a-z][a-z0-9_ ."]*(\([0-9, ]+\))?( with(out)? time zone)?(\[\])*$')
+
+
+class PostgresLoader:
+    """A PostgreSQL warehouse; see the module docstring."""
+
+    def __init__(self, config: PostgresWarehouse, dsn: str | None = None) -> None:
+        self.config = config
+        self.dsn = dsn if dsn is not None else (config.dsn.get_secret_value() if config.dsn else "")
+        self.schema = config.schema_name
+        self.name = f"postgres schema {self.schema}"
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        # the sink's connection settings: UTF-8, TCP keepalives and user timeout (a silent
+        # network fails the load within a minute), and no password in any message
+        from headrace.sinks.pg_connect import connect
+
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            try:
+                self._conn = connect(self.dsn, CONNECT_TIMEOUT)
+            except TransientSinkError as exc:
+                raise LoadError("warehouse_unavailable", str(exc), retriable=True) from exc
+        return self._conn
+
+    def _describe(self, exc: BaseException) -> str:
+        from headrace.sinks.pg_connect import describe
+
+        return describe(exc, self.dsn)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def existing_schema(self, table: str) -> TableSchema | None:
+        import psycopg
+
+        conn = self._connect()
+        try:
+            with conn.transaction():
+                rows = conn.execute(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull "
+                    "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 "
+                    "AND NOT a.attisdropped ORDER BY a.attnum",
+                    (self.schema, table),
+                ).fetchall()
+                key = conn.execute(
+                    "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) "
+                    "WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary "
+                    "ORDER BY array_position(i.indkey, a.attnum)",
+                    (self.schema, table),
+                ).fetchall()
+        except psycopg.OperationalError as exc:
+            raise LoadError(
+                "warehouse_unavailable", f"PostgreSQL: {self._describe(exc)}", retriable=True
+            ) from exc
+        if not rows:
+            return None
+        columns = tuple(Column(name, pg_type, not_null) for name, pg_type, not_null in rows)
+        return TableSchema(table, columns, tuple(r[0] for r in key), "existing")
+
+    def count(self, table: str) -> int:
+        from psycopg import sql
+
+        conn = self._connect()
+        with conn.transaction():
+            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.schema, table))
+            return int(conn.execute(query).fetchone()[0])
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, plan: LoadPlan, progress: Progress | None, stop: threading.Event) -> LoadResult:
+        import psycopg
+
+        conn = self._connect()
+        try:
+            return self._load(conn, plan, progress, stop)
+        except LoadError:
+            raise
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise LoadError(
+                "warehouse_unavailable", f"PostgreSQL: {self._describe(exc)}", retriable=True
+            ) from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise LoadError("interrupted", "stopped", retriable=True) from exc
+        except psycopg.Error as exc:
+            where = exc.diag.context or ""
+            detail = f" ({where.strip().splitlines()[-1]})" if where else ""
+            raise LoadError(
+                "rejected_by_warehouse",
+                f"PostgreSQL refused the load of {plan.table}: {self._describe(exc)}{detail}",
+            ) from exc
+
+    def _load(
+        self, conn: Any, plan: LoadPlan, progress: Progress | None, stop: threading.Event
+    ) -> LoadResult:
+        from psycopg import sql
+
+        schema = sql.Identifier(self.schema)
+        marker = sql.Identifier(self.schema, MARKER_TABLE)
+        target = sql.Identifier(self.schema, plan.table)
+        with conn.transaction():
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (batch_key text PRIMARY KEY, table_name text "
+                    "NOT NULL, mode text NOT NULL, rows bigint NOT NULL, "
+                    "loaded_at timestamptz NOT NULL DEFAULT now())"
+                ).format(marker)
+            )
+        with conn.transaction():
+            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(marker))
+            done = conn.execute(
+                sql.SQL("SELECT rows FROM {} WHERE batch_key = %s").format(marker),
+                (plan.batch_key,),
+            ).fetchone()
+            if done is not None:
+                return LoadResult([], already_loaded=True)
+            for column in plan.schema.columns:
+                extension = _EXTENSION_TYPES.get(column.type.rsplit(".", 1)[-1].strip("[]"))
+                if extension:
+                    conn.execute(
+                        sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(
+                            sql.Identifier(extension)
+                        )
+                    )
+            exists = self._exists(conn, plan.table)
+            if plan.mode == "replace":
+                rows = self._replace(conn, plan, progress, stop, exists)
+            elif plan.mode == "merge":
+                rows = self._merge(conn, plan, progress, stop, exists)
+            else:
+                if not exists:
+                    self._create(conn, target, plan.schema)
+                rows = [self._copy(conn, target, f, plan, progress, stop) for f in plan.files]
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (batch_key, table_name, mode, rows) VALUES (%s, %s, %s, %s)"
+                ).format(marker),
+                (plan.batch_key, plan.table, plan.mode, sum(rows)),
+            )
+            total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
+        return LoadResult(rows, rows_in_table=int(total))
+
+    def _exists(self, conn: Any, table: str) -> bool:
+        found = conn.execute(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (self.schema, table),
+        ).fetchone()
+        return found is not None
+
+    def _create(self, conn: Any, name: Any, schema: TableSchema) -> None:
+        from psycopg import sql
+
+        parts = []
+        for column in schema.columns:
+            if not _SAFE_TYPE.match(column.type):
+                raise LoadError("bad_schema", f"column {column.name}: type {column.type!r}")
+            not_null = " NOT NULL" if column.name in schema.primary_key else ""
+            parts.append(
+                sql.SQL("{} {}").format(
+                    sql.Identifier(column.name), sql.SQL(column.type + not_null)
+                )
+            )
+        if schema.primary_key:
+            parts.append(
+                sql.SQL("PRIMARY KEY ({})").format(
+                    sql.SQL(", ").join(sql.Identifier(k) for k in schema.primary_key)
+                )
+            )
+        conn.execute(sql.SQL("CREATE TABLE {} ({})").format(name, sql.SQL(", ").join(parts)))
+
+    def _copy(
+        self,
+        conn: Any,
+        into: Any,
+        file: Any,
+        plan: LoadPlan,
+        progress: Progress | None,
+        stop: threading.Event,
+    ) -> int:
+        from psycopg import sql
+
+        columns = sql.SQL(", ").join(sql.Identifier(h) for h in file.header)
+        options: sql.Composable = sql.SQL("FORMAT csv, HEADER true")
+        if plan.empty_as_null:
+            options = sql.SQL("{}, FORCE_NULL ({})").format(options, columns)
+        statement = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(into, columns, options)
+        with conn.cursor() as cursor:
+            with cursor.copy(statement) as copy:
+                for chunk in file.chunks():
+                    if stop.is_set():
+                        raise LoadError("interrupted", "stopped", retriable=True)
+                    copy.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+            return int(cursor.rowcount)
+
+    def _replace(
+        self,
+        conn: Any,
+        plan: LoadPlan,
+        progress: Progress | None,
+        stop: threading.Event,
+        exists: bool,
+    ) -> list[int]:
+        from psycopg import sql
+
+        tag = hashlib.sha256(plan.table.encode()).hexdigest()[:16]
+        new, old = f"_hr_new_{tag}", f"_hr_old_{tag}"
+        staging = sql.Identifier(self.schema, new)
+        target = sql.Identifier(self.schema, plan.table)
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+        if exists and plan.schema.origin == "existing":
+            conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(staging, target))
+        else:
+            self._create(conn, staging, plan.schema)
+        rows = [self._copy(conn, staging, f, plan, progress, stop) for f in plan.files]
+        if exists:
+            conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(target, sql.Identifier(old)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(staging, sql.Identifier(plan.table))
+        )
+        if exists:
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(self.schema, old)))
+        return rows
+
+    def _merge(
+        self,
+        conn: Any,
+        plan: LoadPlan,
+        progress: Progress | None,
+        stop: threading.Event,
+        exists: bool,
+    ) -> list[int]:
+        from psycopg import sql
+
+        target = sql.Identifier(self.schema, plan.table)
+        if not exists:
+            self._create(conn, target, plan.schema)
+        temp = sql.Identifier("_hr_merge")
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp._hr_merge"))
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(temp, target))
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN _hr_seq bigserial").format(temp))
+        rows = [self._copy(conn, temp, f, plan, progress, stop) for f in plan.files]
+        names = list(dict.fromkeys(h for f in plan.files for h in f.header))
+        key = sql.SQL(", ").join(sql.Identifier(k) for k in plan.primary_key)
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        updates = [n for n in names if n not in plan.primary_key]
+        action = (
+            sql.SQL("DO UPDATE SET {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n))
+                    for n in updates
+                )
+            )
+            if updates
+            else sql.SQL("DO NOTHING")
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} "
+                "ORDER BY {}, _hr_seq DESC ON CONFLICT ({}) {}"
+            ).format(target, cols, key, cols, temp, key, key, action)
+        )
+        return rows

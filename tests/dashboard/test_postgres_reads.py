@@ -1,0 +1,192 @@
+"""The dashboard over a PostgreSQL sink: the same views, answered with SQL on the table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from dashboard.conftest import wait_until
+from serverproc import ServerProcess
+
+DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+T0 = 1_763_800_000_000  # epoch ms
+Serve = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    name = f"hr_dash_{uuid.uuid4().hex[:8]}"
+    yield name
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def get(server: ServerProcess, path: str, **params: str) -> Any:
+    response = httpx.get(f"{server.url}{path}", params=params, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_explore_a_postgres_table(serve: Serve, schema: str) -> None:
+    server = serve(
+        f"""
+sources:
+  impressions: {{type: http}}
+sinks:
+  db:
+    type: postgres
+    inputs: [impressions]
+    dsn: "{DSN}"
+    schema: {schema}
+    table: "imp'ressions"
+    columns: {{key: text, treatment: text, time: bigint}}
+    export: {{time_column: time, time_unit: epoch_ms}}
+"""
+    )
+    sent = [{"key": f"u{i}", "treatment": "on" if i % 3 else "off", "time": T0 + i * 60_000,
+             "extra": {"n": i}} for i in range(12)]  # fmt: skip
+    response = httpx.post(f"{server.url}/v1/streams/impressions/events", json=sent, timeout=10)
+    assert response.status_code == 202
+    panel = wait_until(
+        lambda: next(
+            (p for p in get(server, "/api/dashboard/overview")["streams"] if p.get("events") == 12),
+            None,
+        ),
+        what="12 rows in the table",
+    )
+    assert panel["sink"] == "db" and panel["table"] == f"{schema}.imp'ressions"
+    assert sum(panel["per_minute"]) == 12 and panel["bytes"] > 0
+
+    window = {"since": str(T0), "until": str(T0 + 3_600_000)}
+    counts = get(server, "/api/dashboard/streams/impressions/counts", group_by="treatment",
+                 **window)  # fmt: skip
+    assert counts["sink"] == "db" and counts["total"] == 12 and counts["bucket_seconds"] == 60
+    assert {k: sum(v) for k, v in counts["series"].items()} == {"on": 8, "off": 4}
+    assert counts["series"]["off"][:4] == [1, 0, 0, 1]
+    by_extra = get(server, "/api/dashboard/streams/impressions/counts", **window, key="u4")
+    assert by_extra["total"] == 1
+    top = get(server, "/api/dashboard/streams/impressions/top", field="treatment", **window)
+    assert top["values"] == [{"value": "on", "count": 8}, {"value": "off", "count": 4}]
+    assert get(server, "/api/dashboard/streams/impressions/columns")["columns"] == {
+        "key": "text", "treatment": "text", "time": "bigint"
+    }  # fmt: skip
+
+    page = get(server, "/api/dashboard/streams/impressions/events", limit="5", treatment="on")
+    assert [e["data"]["key"] for e in page["events"]] == ["u11", "u10", "u8", "u7", "u5"]
+    assert page["events"][0]["data"]["extra"] == {"n": 11}
+    assert page["events"][0]["time"] == "2025-11-22T08:37:40Z"  # T0 + 11 min
+    rest = get(server, "/api/dashboard/streams/impressions/events", limit="5", treatment="on",
+               cursor=page["next_cursor"])  # fmt: skip
+    assert [e["data"]["key"] for e in rest["events"]] == ["u4", "u2", "u1"]
+    assert rest["next_cursor"] is None
+
+    export = httpx.get(f"{server.url}/api/dashboard/streams/impressions/export.csv",
+                       params={**window, "treatment": "off"}, timeout=30)  # fmt: skip
+    assert export.status_code == 200
+    assert [r["key"] for r in csv.DictReader(io.StringIO(export.text))] == ["u0", "u3", "u6", "u9"]
+
+
+def test_an_unreachable_database_answers_503(serve: Serve) -> None:
+    server = serve(
+        """
+sources:
+  impressions: {type: http}
+sinks:
+  db:
+    type: postgres
+    inputs: [impressions]
+    dsn: "host=127.0.0.1 port=1 user=postgres connect_timeout=1"
+    table: impressions
+""",
+        ready=False,  # the sink cannot open: the server runs, not ready
+    )
+    began = time.monotonic()
+    response = httpx.get(f"{server.url}/api/dashboard/streams/impressions/counts", timeout=30)
+    assert response.status_code == 503 and response.json()["error"] == "sink_unreachable"
+    assert time.monotonic() - began < 20
+    overview = get(server, "/api/dashboard/overview")
+    assert "cannot connect to PostgreSQL" in overview["streams"][0]["error"]
+
+
+def test_a_csv_export_does_not_stall_ingest_while_connecting(serve: Serve) -> None:
+    # a database that completes the TCP handshake and then never answers: connecting to it
+    # takes the whole connect_timeout
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    try:
+        server = serve(
+            f"""
+sources:
+  impressions: {{type: http}}
+sinks:
+  db:
+    type: postgres
+    inputs: [impressions]
+    dsn: "host=127.0.0.1 port={port} user=postgres connect_timeout=4"
+    table: impressions
+""",
+            ready=False,
+        )
+        exported: list[httpx.Response] = []
+        export = threading.Thread(target=lambda: exported.append(httpx.get(
+            f"{server.url}/api/dashboard/streams/impressions/export.csv", timeout=30)))  # fmt: skip
+        export.start()
+        time.sleep(0.5)  # the export is connecting now
+        began = time.monotonic()
+        posted = httpx.post(
+            f"{server.url}/v1/streams/impressions/events", json=[{"n": 1}], timeout=30
+        )
+        took = time.monotonic() - began
+        export.join(30)
+        assert posted.status_code == 202
+        assert took < 2, f"an ingest request waited {took:.1f} s behind the export"
+        assert exported[0].status_code == 503
+        assert exported[0].json()["error"] == "sink_unreachable"
+    finally:
+        silent.close()
+
+
+def test_postgres_csv_export_defuses_spreadsheet_formulas(serve: Serve, schema: str) -> None:
+    server = serve(
+        f"""
+sources:
+  hits: {{type: http}}
+sinks:
+  db:
+    type: postgres
+    inputs: [hits]
+    dsn: "{DSN}"
+    schema: {schema}
+    table: hits
+    columns: {{path: text, n: bigint, time: bigint}}
+    export: {{time_column: time, time_unit: epoch_ms}}
+"""
+    )
+    paths = ["=cmd|' /C calc'!A0", "+1", "-1", "@x", "ok"]
+    sent = [{"path": p, "n": -i, "time": T0 + i} for i, p in enumerate(paths)]
+    assert httpx.post(f"{server.url}/v1/streams/hits/events", json=sent).status_code == 202
+    window = {"since": str(T0 // 1000 - 60), "until": str(T0 // 1000 + 60)}
+
+    def exported() -> list[dict[str, str]]:
+        response = httpx.get(f"{server.url}/api/dashboard/streams/hits/export.csv",
+                             params=window, timeout=30)  # fmt: skip
+        return (
+            list(csv.DictReader(io.StringIO(response.text))) if response.status_code == 200 else []
+        )
+
+    rows = wait_until(lambda: len(found := exported()) == 5 and found)
+    assert [r["path"] for r in rows] == ["'=cmd|' /C calc'!A0", "'+1", "'-1", "'@x", "ok"]
+    assert [r["n"] for r in rows] == ["0", "-1", "-2", "-3", "-4"]

@@ -1,0 +1,130 @@
+"""The python transform runs real functions in real worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from headrace.config.transform_models import PythonTransform
+from headrace.transforms import TransformContext
+from headrace.transforms.python import PythonFunctionTransform
+from headrace.types import Event
+
+
+def make(tmp_path: Path, **kw: Any) -> PythonFunctionTransform:
+    config = PythonTransform.model_validate({"type": "python", "inputs": ["web"], **kw})
+    transform = PythonFunctionTransform("fn", config)
+    transform.open(TransformContext("sink", tmp_path / "state.db"))
+    return transform
+
+
+@pytest.fixture
+def opened() -> Iterator[list[PythonFunctionTransform]]:
+    made: list[PythonFunctionTransform] = []
+    yield made
+    for transform in made:
+        transform.close()
+
+
+def events(*datas: dict[str, Any]) -> list[Event]:
+    return [
+        Event(f"id{i}", "clicks", "web", 1_763_800_000_000_000 + i, d) for i, d in enumerate(datas)
+    ]
+
+
+def test_an_existing_firehose_function_runs_unchanged(tmp_path: Path, opened: list[Any]) -> None:
+    transform = make(tmp_path, function="firehose_functions:lambda_handler")
+    opened.append(transform)
+    result = transform.apply(events({"callerid": "abc", "n": 1}, {"action": "heartbeat"},
+                                    {"n": 3}, {"callerid": "x"}))  # fmt: skip
+    assert [e.data for e in result.events] == [
+        {"n": 1, "caller": "ABC", "remaining_ms_positive": True},
+        {"caller": "X", "remaining_ms_positive": True},
+    ]
+    assert [e.id for e in result.events] == ["id0", "id3"]
+    assert result.dropped == 1
+    (failed,) = result.failed
+    assert failed.event.id == "id2" and failed.reason == "transform_failed"
+
+
+def test_timeouts_exceptions_and_missing_records_fail_only_their_records(
+    tmp_path: Path, opened: list[Any]
+) -> None:
+    transform = make(tmp_path, function="firehose_functions:slow_on_request", timeout=1.5,
+                     max_records=2, workers=2)  # fmt: skip
+    opened.append(transform)
+    batch = events({"n": 0}, {"n": 1, "sleep": 30}, {"n": 2}, {"n": 3, "forget": True},
+                   {"n": 4, "boom": True}, {"n": 5})  # fmt: skip
+    result = transform.apply(batch)
+    reasons = {f.event.id: f.reason for f in result.failed}
+    # invocations: [0, 1] times out, [2, 3] loses 3, [4, 5] raises
+    assert reasons == {"id0": "transform_timeout", "id1": "transform_timeout",
+                       "id3": "transform_missing_record", "id4": "transform_failed",
+                       "id5": "transform_failed"}  # fmt: skip
+    assert [e.id for e in result.events] == ["id2"]
+    # the stuck worker was killed and replaced: the next batch runs
+    again = transform.apply(events({"n": 9}, {"n": 10}))
+    assert [e.data["n"] for e in again.events] == [9, 10]
+
+
+def test_the_per_record_form(tmp_path: Path, opened: list[Any]) -> None:
+    transform = make(tmp_path, function="firehose_functions:per_record", contract="record")
+    opened.append(transform)
+    result = transform.apply(events({"a": 1}, {"drop": True}, {"fail": True}))
+    assert [e.data for e in result.events] == [{"a": 1, "seen": True}]
+    assert result.dropped == 1
+    assert result.failed[0].reason == "transform_failed"
+    assert "cannot handle this one" in result.failed[0].error
+
+
+def test_a_function_that_cannot_be_imported_is_reported_at_open(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no_such_module"):
+        make(tmp_path, function="no_such_module:handler")
+
+
+def test_a_slow_replacement_worker_never_answers_for_another_call(
+    tmp_path: Path, opened: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import headrace.transforms.python as python_module
+
+    flag = tmp_path / "slow"
+    monkeypatch.setenv("HEADRACE_TEST_SLOW_START", str(flag))
+    transform = make(tmp_path, function="slow_start_functions:tag", contract="record",
+                     workers=1, timeout=1, inherit_env=["HEADRACE_TEST_SLOW_START"])  # fmt: skip
+    opened.append(transform)
+    hung = transform.apply(events({"n": 0, "hang": True}))
+    assert [f.reason for f in hung.failed] == ["transform_timeout"]
+    # the replacement worker now takes longer to start (3 s) than START_TIMEOUT allows
+    flag.touch()
+    monkeypatch.setattr(python_module, "START_TIMEOUT", 1.0)
+    slow = transform.apply(events({"n": 1}))
+    assert [f.reason for f in slow.failed] == ["transform_timeout"]
+    assert "did not start" in slow.failed[0].error
+    flag.unlink()
+    monkeypatch.setattr(python_module, "START_TIMEOUT", 60.0)
+    time.sleep(3.2)  # a worker left over from the failed start would have said "ready" by now
+    for n in (2, 3, 4):
+        (event,) = transform.apply(events({"n": n})).events
+        assert event.data == {"n": n, "tag": f"from-{n}"}
+
+
+def test_workers_get_only_the_environment_they_are_given(
+    tmp_path: Path, opened: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "server-secret")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://server")
+    monkeypatch.setenv("SHARED_SETTING", "passed on")
+    monkeypatch.setenv("LC_TIME", "C")
+    transform = make(tmp_path, function="slow_start_functions:environment", contract="record",
+                     env={"API_KEY": "for-the-function"}, inherit_env=["SHARED_SETTING"])  # fmt: skip
+    opened.append(transform)
+    (event,) = transform.apply(events({"n": 1})).events
+    env = event.data["env"]
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "DATABASE_URL" not in env
+    assert env["API_KEY"] == "for-the-function" and env["SHARED_SETTING"] == "passed on"
+    assert env["LC_TIME"] == "C" and env["PATH"] == os.environ["PATH"]
