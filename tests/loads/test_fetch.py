@@ -7,12 +7,14 @@ The export server listens on 127.0.0.2, the only network the policy allows; a ca
 from __future__ import annotations
 
 import ipaddress
+import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from exportserver import CANARY_HOST, FileServer
+from exportserver import CANARY_HOST, EXPORT_HOST, FileServer
 from headrace.errors import LoadError
 from headrace.loads.config import FetchSettings
 from headrace.loads.fetch import AddressPolicy, Fetcher, redact_url
@@ -140,6 +142,73 @@ def test_slow_server_times_out(export_server: FileServer, tmp_path: Path) -> Non
     assert time.monotonic() - started < 3
 
 
+class DripServer:
+    """Answers every request with ``head`` at once, then ``drip`` a byte at a time, ``pause``
+    seconds apart (each byte well within the read timeout), for at most ``limit`` seconds."""
+
+    def __init__(self, head: bytes, drip: bytes, pause: float = 0.05, limit: float = 10.0):
+        self.head, self.drip, self.pause, self.limit = head, drip, pause, limit
+        self.listener = socket.create_server((EXPORT_HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            until = time.monotonic() + self.limit
+            try:
+                conn.sendall(self.head)
+                for byte in self.drip:
+                    if time.monotonic() > until:
+                        return
+                    conn.sendall(bytes([byte]))
+                    time.sleep(self.pause)
+            except OSError:  # the client hung up
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "head", "drip"),
+    [
+        ("http", b"", b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 400 + b"\r\n\r\n"),
+        ("http", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+         b"0" * 400 + b"1\r\n"),
+        # a TLS record header announcing 16 KiB of handshake, then its body a byte at a time
+        ("https", b"\x16\x03\x03\x40\x00", b"\x00" * 400),
+    ],
+    ids=["status-and-headers", "chunk-size-line", "tls-handshake"],
+)  # fmt: skip
+def test_total_timeout_covers_a_server_dripping_the_head_of_the_answer(
+    tmp_path: Path, scheme: str, head: bytes, drip: bytes
+) -> None:
+    server = DripServer(head, drip)
+    try:
+        started = time.monotonic()
+        error = refused(
+            fetcher(read_timeout=5, total_timeout=1, attempts=1),
+            f"{scheme}://{EXPORT_HOST}:{server.port}/e.csv",
+            tmp_path,
+        )
+        assert (error.reason, error.retriable) == ("timeout", True)
+        assert "fetch.total_timeout" in str(error)
+        assert time.monotonic() - started < 2
+    finally:
+        server.close()
+
+
 def test_oversize_files_are_cut(export_server: FileServer, tmp_path: Path) -> None:
     url = export_server.add("/big.csv", b"x" * 5000)
     assert refused(fetcher(max_bytes=4000), url, tmp_path).reason == "too_large"
@@ -154,7 +223,9 @@ def test_address_policy_sees_through_embedded_ipv4() -> None:
     for text in ("::ffff:10.0.0.1", "2002:7f00:1::", "64:ff9b::a00:1", "::ffff:169.254.169.254",
                  "2001:0:4136:e378:8000:63bf:80ff:fffe", "fe80::1", "fc00::1", "ff02::1",
                  "100.64.0.1", "192.168.1.1", "172.16.0.1", "224.0.0.1", "240.0.0.1",
-                 "255.255.255.255", "::"):  # fmt: skip
+                 "255.255.255.255", "::", "fec0::1", "feff::1", "192.0.0.8", "192.0.0.9",
+                 "192.88.99.1", "100.64.0.1", "100.127.255.254", "198.18.0.1", "198.19.255.255",
+                 "3fff::1", "2002:c000:8::", "::ffff:192.88.99.1"):  # fmt: skip
         assert policy.refusal(ipaddress.ip_address(text)) is not None, text
     # NAT64 is refused even for a public IPv4 inside: Python files the prefix as non-global
     assert policy.refusal(ipaddress.ip_address("64:ff9b::5db8:d70e")) is not None

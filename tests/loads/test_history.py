@@ -34,6 +34,20 @@ def test_record_redacts_and_dedupes(tmp_path: Path) -> None:
     assert "fetch_url" not in public and "lease_owner" not in public
 
 
+def test_query_parameters_other_than_the_signature_name_the_export(tmp_path: Path) -> None:
+    history = LoadHistory(tmp_path / "loads.db")
+    first, _ = history.record("cs", "t", "full", "https://h/export?id=1&sig=a", 3600)
+    second, duplicate = history.record("cs", "t", "full", "https://h/export?id=2&sig=b", 3600)
+    assert not duplicate and second.id != first.id
+    # re-signed, parameters in another order: the same export
+    for url in ("https://h/export?sig=c&id=1", "https://h/export?id=1&Signature=z&Expires=9",
+                "https://h/export?X-Goog-Date=20240101T000000Z&id=1&X-Goog-Signature=q"):  # fmt: skip
+        again, duplicate = history.record("cs", "t", "full", url, 3600)
+        assert duplicate and again.id == first.id, url
+    assert not history.record("cs", "t", "full", "https://h/export?id=1&part=2", 3600)[1]
+    assert not history.record("cs", "t", "full", "https://h/export?sig=a", 3600)[1]
+
+
 def test_a_failed_export_delivered_again_runs_again_with_the_new_url(tmp_path: Path) -> None:
     history = LoadHistory(tmp_path / "loads.db")
     job, _ = history.record("cs", "t", "full", URL, 3600)

@@ -8,16 +8,19 @@ Rules, each enforced here and nowhere else:
   resolve to a public address for the check and to 127.0.0.1 for the connection); the
   ``Host`` header and the TLS SNI/certificate check still use the name from the URL;
 - an address is refused when it, or an IPv4 address embedded in it (IPv4-mapped, IPv4-
-  compatible, 6to4, Teredo, NAT64), is loopback, private, link-local, multicast, reserved,
-  unspecified or otherwise not globally routable, unless it lies in a configured allow-list;
+  compatible, 6to4, Teredo, NAT64), is loopback, private, link-local, site-local, multicast,
+  reserved, unspecified or otherwise not globally routable, unless it lies in a configured
+  allow-list;
 - redirects are followed here, one hop at a time, each hop checked like the first URL;
-- the body is streamed to disk with a size cap, and connect, read and overall timeouts;
+- the body is streamed to disk with a size cap, and connect and read timeouts; an overall
+  deadline (``total_timeout``) covers the whole exchange, status line and headers too;
 - timeouts, lost connections, 429 and 5xx are retried with backoff; 403 on a signed URL means
   the signature expired (status ``expired``); 404 and the rest fail for good.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import ipaddress
@@ -43,6 +46,19 @@ CHUNK = 1024 * 1024
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _REDIRECTS = {301, 302, 303, 307, 308}
 _SIGNED_QUERY_KEYS = ("signature", "x-amz-signature", "sig", "token", "expires", "x-goog-signature")
+_SIGNED_QUERY_PREFIXES = ("x-amz-", "x-goog-")  # S3 and GCS presigned URLs: signature, date, expiry
+# not globally reachable, but filed as global by some Python versions' ipaddress (3.11 among them)
+_SPECIAL_PURPOSE = tuple(
+    ipaddress.ip_network(n)
+    for n in ("100.64.0.0/10", "192.0.0.0/24", "192.88.99.0/24", "198.18.0.0/15", "3fff::/20")
+)
+
+
+def is_signing_param(name: str) -> bool:
+    """Whether a query parameter belongs to a URL's signature or expiry (it changes when the
+    same file is signed again) rather than naming the file."""
+    key = name.lower()
+    return key in _SIGNED_QUERY_KEYS or key.startswith(_SIGNED_QUERY_PREFIXES)
 
 
 def redact_url(url: str) -> str:
@@ -85,6 +101,10 @@ def _category(address: IPAddress) -> str | None:
         return "private"
     if address.is_reserved:
         return "reserved"
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "site-local"  # fec0::/10, deprecated but still routed inside some networks
+    if any(address.version == n.version and address in n for n in _SPECIAL_PURPOSE):
+        return "special-purpose"
     if not address.is_global:
         return "non-public"
     return None
@@ -129,20 +149,53 @@ def _resolve(host: str, port: int) -> list[IPAddress]:
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
-    """An HTTP connection to a checked address, while Host names the URL's host."""
+    """An HTTP connection to a checked address, while Host names the URL's host.
 
-    def __init__(self, host: str, port: int, address: IPAddress, connect: float, read: float):
+    Socket timeouts bound each read, not the exchange: a server dripping a byte of the status
+    line, a header or a chunk-size line just within every read timeout would hold the fetch for
+    ever. So a watchdog shuts the socket down when the download's deadline passes (``expired``
+    then tells a cut connection from a server that hung up); ``close`` stops it."""
+
+    def __init__(
+        self, host: str, port: int, address: IPAddress, connect: float, read: float, deadline: float
+    ):
         super().__init__(host, port, timeout=connect)
         self.address = address
         self.read_timeout = read
+        self.expired = False
+        self._guard = threading.Lock()  # between the watchdog and connect / close
+        self._watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), self._expire)
+        self._watchdog.daemon = True
+        self._watchdog.name = "fetch-deadline"
+
+    def _expire(self) -> None:
+        with self._guard:
+            self.expired = True
+            if self.sock is not None:
+                # the plain socket's shutdown: SSLSocket's own drops its TLS state first
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
     def _open(self) -> socket.socket:
+        self._watchdog.start()
         sock = socket.create_connection((str(self.address), self.port), self.timeout)
         sock.settimeout(self.read_timeout)
         return sock
 
+    def _attach(self, sock: socket.socket) -> None:
+        with self._guard:
+            if self.expired:
+                sock.close()
+                raise TimeoutError("the deadline passed while connecting")
+            self.sock = sock
+
     def connect(self) -> None:
-        self.sock = self._open()
+        self._attach(self._open())
+
+    def close(self) -> None:
+        self._watchdog.cancel()
+        with self._guard:
+            super().close()
 
 
 class _PinnedHTTPS(_PinnedHTTP):
@@ -157,13 +210,19 @@ class _PinnedHTTPS(_PinnedHTTP):
         address: IPAddress,
         connect: float,
         read: float,
+        deadline: float,
         context: ssl.SSLContext | None = None,
     ):
-        super().__init__(host, port, address, connect, read)
+        super().__init__(host, port, address, connect, read, deadline)
         self.context = context or ssl.create_default_context()
 
     def connect(self) -> None:
-        self.sock = self.context.wrap_socket(self._open(), server_hostname=self.host)
+        # the handshake runs once the socket is attached, so the watchdog can cut it too
+        sock = self.context.wrap_socket(
+            self._open(), server_hostname=self.host, do_handshake_on_connect=False
+        )
+        self._attach(sock)
+        sock.do_handshake()
 
 
 @dataclass(frozen=True)
@@ -320,9 +379,9 @@ class Fetcher:
             connect = min(self.settings.connect_timeout, remaining)
             read = min(self.settings.read_timeout, remaining)
             conn = (
-                _PinnedHTTPS(host, port, address, connect, read, self.tls)
+                _PinnedHTTPS(host, port, address, connect, read, deadline, self.tls)
                 if scheme == "https"
-                else _PinnedHTTP(host, port, address, connect, read)
+                else _PinnedHTTP(host, port, address, connect, read, deadline)
             )
             try:
                 self.connections_made.append(str(address))
@@ -333,9 +392,14 @@ class Fetcher:
                 raise LoadError("tls_error", f"{host}: {exc.verify_message}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
+                if conn.expired:
+                    raise _past_deadline() from exc
                 last = exc
+            except BaseException:
+                conn.close()  # and its watchdog, which would wait for the deadline
+                raise
         if last is None:
-            raise LoadError("timeout", "the download took longer than fetch.total_timeout")
+            raise _past_deadline()
         kind_of = "timeout" if isinstance(last, TimeoutError) else "connection_failed"
         # an HTTPException's text may quote the request line, signature and all
         why = str(last) if isinstance(last, OSError) else type(last).__name__
@@ -344,10 +408,7 @@ class Fetcher:
     def _status_error(self, status: int, url: str) -> LoadError:
         shown = redact_url(url)
         if status == 403:
-            query = {k.lower() for k, _ in parse_qsl(urlsplit(url).query)}
-            if any(k in query for k in _SIGNED_QUERY_KEYS) or any(
-                k.startswith("x-amz-") for k in query
-            ):
+            if any(is_signing_param(k) for k, _ in parse_qsl(urlsplit(url).query)):
                 return LoadError(
                     "url_expired",
                     f"403 Forbidden from {shown}: the signed URL has expired (or was revoked); "
@@ -385,11 +446,7 @@ class Fetcher:
                 while True:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise LoadError(
-                            "timeout",
-                            "the download took longer than fetch.total_timeout",
-                            retriable=True,
-                        )
+                        raise _past_deadline()
                     if self.stop.is_set():
                         raise LoadError("interrupted", "stopped", retriable=True)
                     chunk = self._read(response, conn, remaining)
@@ -424,12 +481,21 @@ class Fetcher:
         try:
             if conn.sock is not None:
                 conn.sock.settimeout(min(self.settings.read_timeout, remaining))
-            return response.read1(CHUNK)
-        except TimeoutError as exc:
-            raise LoadError(
-                "timeout", f"no data for {self.settings.read_timeout:g}s", retriable=True
-            ) from exc
+            chunk = response.read1(CHUNK)
         except (OSError, http.client.HTTPException) as exc:
+            if conn.expired:
+                raise _past_deadline() from exc
+            if isinstance(exc, TimeoutError):
+                raise LoadError(
+                    "timeout", f"no data for {self.settings.read_timeout:g}s", retriable=True
+                ) from exc
             raise LoadError(
                 "connection_failed", f"download cut off: {exc}", retriable=True
             ) from exc
+        if conn.expired:  # the watchdog's shutdown reads as the end of the body: it is not
+            raise _past_deadline()
+        return chunk
+
+
+def _past_deadline() -> LoadError:
+    return LoadError("timeout", "the download took longer than fetch.total_timeout", retriable=True)

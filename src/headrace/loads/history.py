@@ -30,9 +30,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from headrace.loads.fetch import redact_url
+from headrace.loads.fetch import is_signing_param, redact_url
 
 CLI_SOURCE = "cli"  # jobs of `headrace load`, which runs them itself
 ACTIVE = ("pending", "fetching", "staged", "loading")
@@ -129,9 +129,16 @@ class _Taken(Exception):
 
 
 def dedupe_key(source: str, table: str, kind: str, url: str) -> str:
-    """Same source, table, kind and file (URL without its query string) → same key."""
+    """Same source, table, kind and file → same key. The file is the URL without its signing
+    and expiry parameters (a re-signed URL names the same export) and with the others sorted
+    (``?id=1`` and ``?id=2`` are two exports)."""
     parts = urlsplit(url)
     file = f"{parts.scheme.lower()}://{parts.netloc.rpartition('@')[2].lower()}{parts.path}"
+    named = sorted(
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not is_signing_param(k)
+    )
+    if named:  # a URL without such parameters keeps the key it had before they counted
+        file += "?" + urlencode(named)
     return hashlib.sha256(f"{source}\0{table}\0{kind}\0{file}".encode()).hexdigest()
 
 

@@ -334,15 +334,19 @@ class LoadRunner:
             rows = (
                 {}
                 if result.already_loaded
-                else {j.id: r for j, r in zip(jobs, result.rows_per_file, strict=True)}
+                else {
+                    j.id: r
+                    for j, r in zip(jobs, result.rows_per_file, strict=True)
+                    if r is not None
+                }
             )
             self.history.finish(
                 ids, self.owner, "loaded", rows=rows, notify=self._announces("loaded")
             )
-            self._count("loaded", len(ids), sum(rows.values()), table)
+            self._count("loaded", len(ids), result.rows, table)
             log.info(
                 "loads %s: %s loaded (%d rows; the table has %s)",
-                self.source_id, table, sum(rows.values()), result.rows_in_table,
+                self.source_id, table, result.rows, result.rows_in_table,
             )  # fmt: skip
         except LoadError as exc:
             if exc.reason == "checksum_mismatch":

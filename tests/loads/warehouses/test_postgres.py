@@ -159,3 +159,41 @@ def test_readers_never_see_an_empty_or_partial_table(pg_schema: str, tmp_path: P
     assert set(seen) <= {1000, 500_000}, sorted(set(seen))[:10]
     assert seen[0] == 1000 and seen[-1] == 500_000
     wh.close()
+
+
+def test_full_exports_into_a_table_with_a_serial_column(pg_schema: str, tmp_path: Path) -> None:
+    """The copy made with LIKE … INCLUDING ALL takes over the old table's sequence: the old
+    table can be dropped, and the default keeps drawing from the same sequence."""
+    table = psycopg.sql.Identifier(pg_schema, "t")
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(pg_schema)))
+        conn.execute(
+            psycopg.sql.SQL(
+                "CREATE TABLE {} (id serial PRIMARY KEY, name text, note text, score numeric, "
+                "active boolean, created_at timestamp)"
+            ).format(table)
+        )
+        conn.execute(
+            "SELECT setval(pg_get_serial_sequence(%s, 'id'), 500)", (table.as_string(conn),)
+        )
+    wh = loader(pg_schema)
+    for number, rows in enumerate((30, 20)):  # full, then full again
+        schema = wh.existing_schema("t")
+        assert schema is not None and schema.origin == "existing"
+        file = CsvFile.open(write(tmp_path / f"{number}.csv", csv_rows(rows)))
+        result = wh.load(
+            LoadPlan("t", "replace", [file], schema, f"k{number}"), None, threading.Event()
+        )
+        assert result.rows_per_file == [rows] and wh.count("t") == rows
+    wh.close()
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY relname",
+            (pg_schema,),
+        ).fetchall()
+        assert tables == [("_headrace_loads",), ("t",)]
+        added = conn.execute(
+            psycopg.sql.SQL("INSERT INTO {} (name) VALUES ('new') RETURNING id").format(table)
+        ).fetchone()
+        assert added == (501,)

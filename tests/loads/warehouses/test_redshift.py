@@ -7,7 +7,9 @@ fakes, and the SQL is checked as text.
 from __future__ import annotations
 
 import bz2
+import csv
 import gzip
+import io
 import json
 import threading
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 from exportserver import write
 from headrace.config.bulk import RedshiftWarehouse
-from headrace.loads.csvfile import CsvFile
+from headrace.loads.csvfile import CsvFile, open_plain
 from headrace.loads.schema import parse_ddl
 from headrace.loads.warehouses import LoadPlan
 from headrace.loads.warehouses.redshift import RedshiftLoader
@@ -29,16 +31,32 @@ CONFIG = RedshiftWarehouse(
 
 
 class Recorder:
+    """Records uploads and statements; answers ``pg_last_copy_count()`` with the data rows of
+    the files the session's last COPY named through its manifest, as Redshift would."""
+
     def __init__(self) -> None:
         self.puts: dict[str, bytes | str] = {}
         self.sql: list[str] = []
+        self.last_copy_count = 0
 
     def put(self, url: str, data: bytes | None = None, path: str | None = None) -> None:
         self.puts[url] = data if data is not None else f"file:{path}"
 
     def execute(self, statement: str) -> list[tuple[Any, ...]]:
         self.sql.append(statement)
+        if statement.startswith("COPY "):
+            manifest = json.loads(self.puts[statement.split(" FROM '", 1)[1].split("'", 1)[0]])
+            self.last_copy_count = sum(
+                self._data_rows(str(self.puts[e["url"]])) for e in manifest["entries"]
+            )
+        if statement == "SELECT pg_last_copy_count()":
+            return [(self.last_copy_count,)]
         return [(3,)] if statement.startswith("SELECT count(*)") else []
+
+    @staticmethod
+    def _data_rows(uploaded: str) -> int:  # IGNOREHEADER 1
+        with open_plain(Path(uploaded.removeprefix("file:"))) as raw:
+            return sum(1 for _ in csv.reader(io.TextIOWrapper(raw, "utf-8", newline=""))) - 1
 
 
 def files(tmp_path: Path) -> list[CsvFile]:
@@ -55,7 +73,9 @@ def test_full_export_replaces_through_a_manifest(tmp_path: Path) -> None:
     assert schema is not None
     plan = LoadPlan("signatures", "replace", files(tmp_path), schema, "k1")
     fake = Recorder()
-    RedshiftLoader(CONFIG, fake, fake).load(plan, None, threading.Event())
+    result = RedshiftLoader(CONFIG, fake, fake).load(plan, None, threading.Event())
+    # two gzip files counted by one COPY, the bzip2 one alone by the other
+    assert (result.rows_per_file, result.rows, result.rows_in_table) == ([None, None, 2], 6, 3)
     manifest_urls = [u for u in fake.puts if u.endswith(".json")]
     assert manifest_urls == ["s3://exports-bucket/headrace/k1/manifest-0.json",
                              "s3://exports-bucket/headrace/k1/manifest-1.json"]  # fmt: skip
@@ -83,6 +103,9 @@ def test_full_export_replaces_through_a_manifest(tmp_path: Path) -> None:
         and 'PRIMARY KEY ("id")' in body[2]
     )
     copies = [s for s in body if s.startswith("COPY")]
+    counts = [i + 1 for i, s in enumerate(body) if s.startswith("COPY")]
+    assert [body[i] for i in counts] == ["SELECT pg_last_copy_count()"] * 2
+    assert max(counts) < body.index("COMMIT")  # in the COPY's session and transaction
     assert copies[0] == (
         f'COPY "crm"."_hr_new_{body[2].split("_hr_new_")[1][:16]}" ("id", "email") FROM '
         "'s3://exports-bucket/headrace/k1/manifest-0.json' IAM_ROLE 'arn:aws:iam::1:role/Load' "

@@ -17,7 +17,7 @@ the commit is never loaded twice.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -49,11 +49,20 @@ class LoadPlan:
 
 @dataclass(frozen=True)
 class LoadResult:
-    """Rows loaded from each file (in plan order); ``already_loaded`` when the key was known."""
+    """Rows loaded from each file (in plan order; ``None`` for a file the warehouse counted
+    only together with others); ``already_loaded`` when the key was known."""
 
-    rows_per_file: list[int]
+    rows_per_file: Sequence[int | None]
     already_loaded: bool = False
     rows_in_table: int | None = None
+    rows_loaded: int | None = None  # all the batch's rows, if not the sum of rows_per_file
+
+    @property
+    def rows(self) -> int:
+        """Rows the batch loaded in all."""
+        if self.rows_loaded is not None:
+            return self.rows_loaded
+        return sum(r for r in self.rows_per_file if r is not None)
 
 
 class Warehouse(Protocol):

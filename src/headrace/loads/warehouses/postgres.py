@@ -6,8 +6,8 @@ CSV parser does the work. A full export goes into a new table ``_hr_new_<hash>``
 table's name in the same transaction (rename old, rename new, drop old): a reader waiting on
 the table's lock during the swap then reads the new table. The new table copies the old one's
 columns, defaults, indexes and constraints (``LIKE … INCLUDING ALL``) when no DDL defines it,
-but not its grants, and a view on the table stops the swap (the job fails with PostgreSQL's
-message). Every identifier goes through
+and takes over the sequences its ``serial`` columns own, but not its grants; a view on the
+table stops the swap (the job fails with PostgreSQL's message). Every identifier goes through
 ``psycopg.sql.Identifier``; column types come from a DDL file (checked to be plain type words)
 or from PostgreSQL itself.
 """
@@ -248,6 +248,7 @@ class PostgresLoader:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
         if exists and plan.schema.origin == "existing":
             conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(staging, target))
+            self._take_sequences(conn, plan.table, new)
         else:
             self._create(conn, staging, plan.schema)
         rows = [self._copy(conn, staging, f, plan, progress, stop) for f in plan.files]
@@ -259,6 +260,30 @@ class PostgresLoader:
         if exists:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(self.schema, old)))
         return rows
+
+    def _take_sequences(self, conn: Any, old: str, new: str) -> None:
+        """Give ``new`` (a ``LIKE old INCLUDING ALL`` copy) the sequences ``old``'s columns own
+        (``serial``): the copied defaults still call them, so dropping ``old`` would fail, and
+        with CASCADE would take the defaults with it (identity columns get new sequences)."""
+        from psycopg import sql
+
+        owned = conn.execute(
+            "SELECT sn.nspname, s.relname, a.attname FROM pg_depend d "
+            "JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
+            "JOIN pg_namespace sn ON sn.oid = s.relnamespace "
+            "JOIN pg_class t ON t.oid = d.refobjid "
+            "JOIN pg_namespace tn ON tn.oid = t.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid "
+            "WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass "
+            "AND d.deptype = 'a' AND tn.nspname = %s AND t.relname = %s",
+            (self.schema, old),
+        ).fetchall()
+        for schema, sequence, column in owned:
+            conn.execute(
+                sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
+                    sql.Identifier(schema, sequence), sql.Identifier(self.schema, new, column)
+                )
+            )
 
     def _merge(
         self,

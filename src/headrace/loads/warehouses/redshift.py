@@ -6,7 +6,9 @@ and a compression are listed in one manifest (``{"entries": [{"url": …, "manda
 … MANIFEST FORMAT AS CSV IGNOREHEADER 1 [GZIP|BZIP2] EMPTYASNULL BLANKSASNULL`` statement.
 The statements of a batch run in one transaction with the same replace / append / merge
 dispositions as the other warehouses (merge is Redshift's staging-table upsert: delete the
-matching keys, insert).
+matching keys, insert). After each COPY, ``pg_last_copy_count()`` (same session, before the
+COMMIT) says how many rows it loaded: a count per manifest, so a file has its own count only
+when it is alone in its manifest.
 
 No Redshift is reachable from headrace's tests or CI: the generated manifests and statements
 are checked as text against recording fakes of the two seams below (``Uploader``,
@@ -69,6 +71,7 @@ class Statements:
 
     manifests: dict[str, str]  # s3 url: manifest JSON
     sql: list[str]
+    copies: dict[int, list[int]]  # index in sql of each COPY: the plan's files it loads
 
 
 class RedshiftLoader:
@@ -99,7 +102,7 @@ class RedshiftLoader:
         for index, file in enumerate(plan.files):
             groups.setdefault((tuple(file.header), file.compression), []).append((index, file))
         manifests: dict[str, str] = {}
-        copies: list[tuple[str, tuple[str, ...], str]] = []
+        copies: list[tuple[str, tuple[str, ...], str, list[int]]] = []
         for number, ((header, compression), files) in enumerate(groups.items()):
             url = f"{self.prefix}/{plan.batch_key}/manifest-{number}.json"
             entries = [
@@ -108,7 +111,7 @@ class RedshiftLoader:
                 for i, f in files
             ]  # fmt: skip
             manifests[url] = json.dumps({"entries": entries}, indent=2)
-            copies.append((url, header, compression))
+            copies.append((url, header, compression, [i for i, _ in files]))
         tag = hashlib.sha256(plan.table.encode()).hexdigest()[:16]
         target = self._table(plan.table)
         staging = self._table(f"_hr_new_{tag}")
@@ -132,7 +135,9 @@ class RedshiftLoader:
             into = "_hr_merge"
         else:
             sql.append(f"CREATE TABLE IF NOT EXISTS {target} ({definition})")
-        for url, header, compression in copies:
+        loads: dict[int, list[int]] = {}
+        for url, header, compression, indexes in copies:
+            loads[len(sql)] = indexes
             sql.append(self._copy(into, header, compression, url, plan.empty_as_null))
         if plan.mode == "replace":
             old = f"_hr_old_{tag}"
@@ -157,7 +162,7 @@ class RedshiftLoader:
             f"{quote_literal(plan.mode)})",
             "COMMIT",
         ]
-        return Statements(manifests, sql)
+        return Statements(manifests, sql, loads)
 
     def _definition(self, schema: TableSchema) -> str:
         parts = column_definitions(schema, redshift_type)
@@ -223,15 +228,27 @@ class RedshiftLoader:
                 progress(file.bytes)
         for url, manifest in statements.manifests.items():
             uploader.put(url, data=manifest.encode())
+        rows: list[int | None] = [None] * len(plan.files)
+        loaded = 0
         try:
-            for statement in statements.sql[1:]:
+            for index, statement in enumerate(statements.sql[1:], start=1):
                 executor.execute(statement)
-        except LoadError:
+                files = statements.copies.get(index)
+                if files is None:
+                    continue
+                # the session's last COPY, counted before COMMIT; a manifest's files are
+                # counted together, so only a file loaded alone gets its own count
+                copied = int(executor.execute("SELECT pg_last_copy_count()")[0][0])
+                loaded += copied
+                if len(files) == 1:
+                    rows[files[0]] = copied
+        except Exception:
             executor.execute("ROLLBACK")
             raise
-        # Redshift's COPY reports no per-file counts through a manifest: rows are counted after.
         count = executor.execute(f"SELECT count(*) FROM {self._table(plan.table)}")
-        return LoadResult([0] * len(plan.files), rows_in_table=int(count[0][0]) if count else None)
+        return LoadResult(
+            rows, rows_in_table=int(count[0][0]) if count else None, rows_loaded=loaded
+        )
 
     def close(self) -> None:
         pass
