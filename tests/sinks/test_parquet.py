@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
-from headrace.sinks.parquet import parquet_bytes, table_from_records
+from headrace.sinks.parquet import UNSET, coerce, parquet_bytes, table_from_records
 
 FIELDS = {"name": "string", "n": "int64", "x": "float64", "ok": "bool", "at": "timestamp"}
 
@@ -71,7 +73,7 @@ def test_fast_columns_keep_the_per_value_rules() -> None:
         {"x": 1.5, "n": 1, "at": 1_763_800_000},
         {"x": True, "n": 2, "at": 1_763_800_001},
         {"x": 2.5, "n": 3.0, "at": 10**13},
-        {"x": 2**53 + 1, "n": 4, "at": None},
+        {"x": 2**60, "n": 4, "at": None},  # past what Arrow casts, yet exactly a double
     ]
     built = table_from_records(records, {"x": "float64", "n": "int64", "at": "timestamp"},
                                time_format="epoch_s")  # fmt: skip
@@ -79,13 +81,35 @@ def test_fast_columns_keep_the_per_value_rules() -> None:
     assert 'field "x" is declared float64; got bool true' in built.failed[1]
     assert 'field "n" is declared int64; got float 3.0' in built.failed[2]
     rows = built.table.to_pylist()
-    assert [r["x"] for r in rows] == [1.5, float(2**53 + 1)]
+    assert [r["x"] for r in rows] == [1.5, float(2**60)]
     assert rows[0]["at"].timestamp() == 1_763_800_000 and rows[1]["at"] is None
     wrapped = table_from_records([{"at": 10**13}], {"at": "timestamp"}, time_format="epoch_s")
     assert list(wrapped.failed) == [0]
     assert table_from_records([{"s": b"x"}], {"s": "string"}).failed  # bytes are not text
-    big = table_from_records([{"x": 2**53 + 1}, {"x": 1}], {"x": "float64"})  # ints only
-    assert big.table.column("x").to_pylist() == [float(2**53 + 1), 1.0]
+    big = table_from_records([{"x": 2**60}, {"x": 1}], {"x": "float64"})  # ints only
+    assert big.table.column("x").to_pylist() == [float(2**60), 1.0] and not big.failed
+
+
+@pytest.mark.parametrize(
+    ("values", "bad"),
+    [
+        ([2**60 + 1], [0]),  # an int64 column for Arrow, refused by its cast
+        ([2**60 + 1, 2**60], [0]),
+        ([1.5, 2**60 + 1], [1]),  # a mix Arrow refuses to infer
+        ([None, -(2**53) - 1], [1]),
+        ([10**400, 2.5], [0]),  # past any double
+    ],
+)
+def test_an_int_a_float64_cannot_hold_exactly_is_a_type_error(
+    values: list[Any], bad: list[int]
+) -> None:
+    built = table_from_records([{"x": v} for v in values], {"x": "float64"})
+    assert sorted(built.failed) == bad
+    assert 'field "x" is declared float64; got int' in built.failed[bad[0]]
+    assert "not exactly a float64" in built.failed[bad[0]]
+    kept = [None if v is None else float(v) for i, v in enumerate(values) if i not in bad]
+    assert built.table.column("x").to_pylist() == kept
+    assert coerce(2**60 + 1, "float64") is UNSET and coerce(2**60, "float64") == 2.0**60
 
 
 def test_undeclared_fields_found_for_the_rows_that_have_them() -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from headrace.config.object_sinks import S3Sink as S3Config
 from headrace.runtime import state
+from headrace.sinks.objectstore import DirectoryStore, aws_client
 from headrace.sinks.s3 import S3_SCHEMA, S3Sink
 from headrace.types import Event
 
@@ -304,3 +305,81 @@ def test_a_prefix_no_store_accepts_is_refused_by_validate(prefix: str) -> None:
 
     with pytest.raises(ValidationError, match="must not start with"):
         config(path="/tmp/store", format="ndjson", prefix=prefix)
+
+
+@pytest.mark.parametrize(
+    "expression", ["!{partitionKeyFromQuery:site}", "!{partitionKeyFromLambda:site}"]
+)
+def test_an_error_prefix_cannot_use_record_fields(expression: str) -> None:
+    """Failed records are filed without looking into them: a field there would fail the first
+    record without it again, out of write(), and its batch would be retried for ever."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"error_prefix .* cannot use partitionKeyFromQuery"):
+        config(path="/tmp/store", format="ndjson", error_prefix=f"errors/{expression}/")
+    config(path="/tmp/store", format="ndjson",
+           error_prefix="errors/!{firehose:error-output-type}/!{timestamp:yyyy}/!{firehose:random-string}/")  # fmt: skip
+
+
+def test_the_region_follows_the_aws_chain_down_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    aws_config = tmp_path / "aws-config"
+    aws_config.write_text("[default]\nregion = eu-west-3\n\n[profile other]\nregion = ap-south-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(aws_config))
+
+    def region(configured: str | None = None) -> str:
+        client = aws_client("s3", endpoint_url=None, region=configured, max_attempts=1)
+        return str(client.meta.region_name)
+
+    assert region() == "eu-west-3"  # only in the config file
+    monkeypatch.setenv("AWS_PROFILE", "other")
+    assert region() == "ap-south-1"  # the named profile's
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
+    assert region() == "eu-north-1"
+    monkeypatch.setenv("AWS_REGION", "ca-central-1")
+    assert region() == "ca-central-1"
+    assert region("sa-east-1") == "sa-east-1"  # the sink's own setting wins
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name)
+    aws_config.write_text("")
+    assert region() == "us-east-1"  # nothing configured anywhere
+
+
+class _GatheringStore(DirectoryStore):
+    """A directory whose first upload is overlapped by another batch gathered into the same
+    partition (in production: ``write`` on the pipeline thread while ``maintain`` uploads)."""
+
+    def __init__(self, root: Path, gather: Any) -> None:
+        super().__init__(root)
+        self.gather = gather
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        super().put(key, data, content_type)
+        gather, self.gather = self.gather, None
+        if gather is not None:
+            gather()
+
+
+def test_events_gathered_during_an_upload_still_count_towards_buffer_size(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    cfg = config(path=str(store), format="ndjson", buffer_size=1000)
+    sink = opened(cfg, data_dir)
+    other = opened(cfg, data_dir)  # a second writer of the same sink's spool
+    sink.write(events(10), checkpoint())  # 249 bytes: under buffer_size
+    during = events(20)  # 519 bytes
+    sink.store = _GatheringStore(store, lambda: other.write(during, checkpoint()))
+    assert sink.flush(sink._conn, force=True) == 1  # type: ignore[arg-type]
+    conn = state.connect(data_dir / "state.db")
+    left = b"\n".join(json.dumps(e.data, separators=(",", ":")).encode() for e in during)
+    assert conn.execute("SELECT bytes, rows FROM s3_objects").fetchone() == (len(left), 20)
+    conn.close()
+    sink.write(events(20), checkpoint())  # with the 519 left over: past buffer_size
+    bodies = [gzip.decompress(p.read_bytes()).splitlines() for p in store.rglob("*.gz")]
+    assert sorted(map(len, bodies)) == [10, 40]
+    sink.close()
+    other.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +187,38 @@ def test_the_breaker_counts_lookups_not_attempts_and_not_missing_ids(
         b.always_fail = True
         transform.apply(clicks("y1", "y2", "y3"))
         assert transform.breaker.open
+
+
+class _AnswersNull(BaseHTTPRequestHandler):
+    """A service that knows nothing of any id: it answers JSON ``null`` (and counts requests)."""
+
+    protocol_version = "HTTP/1.1"
+    requests = 0
+
+    def do_GET(self) -> None:
+        type(self).requests += 1
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", "4")
+        self.end_headers()
+        self.wfile.write(b"null")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_null_answer_is_cached_like_any_other(made: list[EnrichHttp]) -> None:
+    handler = type("Handler", (_AnswersNull,), {"requests": 0})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        transform = make(made, f"http://127.0.0.1:{server.server_address[1]}", target="mysfit",
+                         cache_ttl=300)  # fmt: skip
+        first = transform.apply(clicks("m1"))
+        second = transform.apply(clicks("m1"))
+        assert [e.data["mysfit"] for e in first.events + second.events] == [None, None]
+        assert handler.requests == 1  # the second lookup was a cache hit
+        assert transform.stats.cache_hits == 1
+    finally:
+        server.shutdown()
+        server.server_close()

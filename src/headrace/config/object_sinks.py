@@ -70,7 +70,8 @@ class S3Sink(Model):
     as Firehose does."""
     error_prefix: str = DEFAULT_ERROR_PREFIX
     """Key prefix of failed records (gzip NDJSON in Firehose's error format); may use
-    ``!{firehose:error-output-type}`` (``format-conversion-failed``, ``partitioning-failed``)."""
+    ``!{firehose:error-output-type}`` (``format-conversion-failed``, ``partitioning-failed``),
+    timestamps and ``!{firehose:random-string}``, but no fields of the record."""
     time_source: Literal["arrival", "event"] = "arrival"
     """Which time the prefix's timestamps use: when headrace received the event, or ``time_field``."""
     time_field: str | None = None
@@ -112,7 +113,16 @@ class S3Sink(Model):
         from headrace.sinks.keys import KeyTemplate
 
         for name, template in (("prefix", self.prefix), ("error_prefix", self.error_prefix)):
-            KeyTemplate(template)  # a ValueError says what is wrong
+            parsed = KeyTemplate(template)  # a ValueError says what is wrong
+            if name == "error_prefix" and parsed.fields:
+                # failed records are filed without looking into them (a record that lacks the
+                # field would fail again, and its batch for ever); Firehose refuses these too
+                raise ValueError(
+                    f'error_prefix "{template}" cannot use partitionKeyFromQuery or '
+                    "partitionKeyFromLambda (failed records are filed by time and error type: "
+                    "use !{timestamp:...}, !{firehose:error-output-type}, "
+                    "!{firehose:random-string})"
+                )
             # every key starts with this: a leading "/", an empty, "." or ".." level would make
             # keys no store accepts (and every upload of the sink fail)
             levels = re.sub(r"!\{[^}]*\}", "x", template).split("/")[:-1]

@@ -70,7 +70,9 @@ class DirectoryStore:
 def aws_client(
     service: str, *, endpoint_url: str | None, region: str | None, max_attempts: int
 ) -> Any:
-    """A boto3 client with standard retries (throttling, 5xx, connection errors)."""
+    """A boto3 client with standard retries (throttling, 5xx, connection errors), in ``region``,
+    else the AWS configuration's (``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile's), else
+    us-east-1."""
     try:
         import boto3
         from botocore.config import Config
@@ -83,13 +85,15 @@ def aws_client(
         connect_timeout=10,
         read_timeout=60,
     )
-    return boto3.session.Session().client(
+    session = boto3.session.Session()
+    # the session's region is botocore's chain (AWS_DEFAULT_REGION, then the profile's region
+    # in the config file); AWS_REGION, which the other AWS SDKs read and botocore does not,
+    # overrides it as it does there
+    region = region or os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
+    return session.client(
         service,  # type: ignore[call-overload]
         endpoint_url=endpoint_url,
-        region_name=region
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-        or "us-east-1",
+        region_name=region,
         config=config,
     )
 

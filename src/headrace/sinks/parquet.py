@@ -56,8 +56,15 @@ def coerce(value: Any, column_type: str, time_format: str = "auto") -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
         return int(value) if ok and INT64_MIN <= value <= INT64_MAX else UNSET
     if column_type == "float64":
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if ok else UNSET
+        if isinstance(value, float):
+            return value
+        if not isinstance(value, int) or isinstance(value, bool):
+            return UNSET
+        try:
+            stored = float(value)
+        except OverflowError:  # past 1.8e308
+            return UNSET
+        return stored if stored == value else UNSET  # an int a double cannot hold exactly
     if column_type == "bool":
         return value if isinstance(value, bool) else UNSET
     if column_type == "timestamp":
@@ -124,9 +131,7 @@ def table_from_records(
             for index, value in enumerate(values):
                 stored = coerce(value, kind, time_format)
                 if stored is UNSET:
-                    failed.setdefault(
-                        index, f'field "{name}" is declared {kind}; got {_describe(value)}'
-                    )
+                    failed.setdefault(index, _misfit(name, kind, value))
                     stored = None
                 values[index] = stored
             array = pa.array(values, arrow_type(kind))
@@ -178,7 +183,9 @@ def exact_column(values: list[Any], kind: str, time_format: str = "auto") -> Any
             return array if found == arrow_type(kind) else None
         if kind == "float64":
             if found == pa.int64():
-                return array.cast(pa.float64())  # refuses ints a double cannot hold exactly
+                # refuses ints past 2**53, even those a double holds exactly (2**60): coerce
+                # decides those one by one
+                return array.cast(pa.float64())
             if found == pa.float64() and bool not in set(map(type, values)):
                 return array
             return None
@@ -228,6 +235,13 @@ def epoch_micros(column: Any, time_format: str) -> Any:
         pc.if_else(pc.greater_equal(size, 10**11), pc.multiply(column, 1000),
                    pc.multiply(column, 1_000_000)),
     )  # fmt: skip
+
+
+def _misfit(name: str, kind: str, value: Any) -> str:
+    why = f'field "{name}" is declared {kind}; got {_describe(value)}'
+    if kind == "float64" and isinstance(value, int) and not isinstance(value, bool):
+        why += " (not exactly a float64: declare it int64 or json)"
+    return why
 
 
 def _describe(value: Any) -> str:

@@ -356,12 +356,16 @@ class S3Sink:
 
     def _upload(self, conn: sqlite3.Connection, pkey: str, kind: str, object_key: str) -> None:
         assert self.store is not None
+        # the partition's totals read in the same statement as its chunks (one snapshot), so
+        # they are the totals of exactly these chunks even while the other thread gathers more
         chunks = conn.execute(
-            "SELECT id, payload FROM s3_chunks WHERE sink = ? AND pkey = ? ORDER BY id",
+            "SELECT c.id, c.payload, o.bytes, o.rows FROM s3_chunks c JOIN s3_objects o "
+            "ON o.sink = c.sink AND o.pkey = c.pkey WHERE c.sink = ? AND c.pkey = ? ORDER BY c.id",
             (self.id, pkey),
         ).fetchall()
-        payloads = [payload for _id, payload in chunks]
+        payloads = [chunk[1] for chunk in chunks]
         last_id = chunks[-1][0] if chunks else 0
+        taken_bytes, taken_rows = (chunks[0][2], chunks[0][3]) if chunks else (0, 0)
         if payloads:
             if kind == "data" and self.config.format == "parquet":
                 self.store.put(
@@ -381,10 +385,12 @@ class S3Sink:
                 "SELECT count(*) FROM s3_chunks WHERE sink = ? AND pkey = ?", (self.id, pkey)
             ).fetchone()[0]
             if left:  # gathered while uploading (the other thread): they get a new object
+                # and keep counting towards buffer_size
                 conn.execute(
-                    "UPDATE s3_objects SET object_key = ?, created_us = ?, bytes = 0, rows = 0 "
+                    "UPDATE s3_objects SET object_key = ?, created_us = ?, "
+                    "bytes = bytes - ?, rows = rows - ? "
                     "WHERE sink = ? AND pkey = ?",
-                    (self._key(_split(pkey), now), now, self.id, pkey),
+                    (self._key(_split(pkey), now), now, taken_bytes, taken_rows, self.id, pkey),
                 )
             else:
                 conn.execute("DELETE FROM s3_objects WHERE sink = ? AND pkey = ?", (self.id, pkey))

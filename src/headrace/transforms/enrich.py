@@ -30,6 +30,8 @@ from headrace.types import Event, FailedRecord
 
 log = logging.getLogger("headrace.transforms.enrich")
 _FORMATTER = string.Formatter()
+_MISS: Any = object()
+"""The default asked of ``TtlLru.get``: ``None`` is an answer (JSON null), not a miss."""
 
 
 class LookupFailed(Exception):
@@ -56,13 +58,14 @@ class TtlLru:
         self.ttl = ttl
         self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
 
-    def get(self, key: str) -> Any | None:
+    def get(self, key: str, default: Any = None) -> Any:
+        """The cached value, or ``default`` if there is none (a cached ``None`` is a hit)."""
         item = self._items.get(key)
         if item is None:
-            return None
+            return default
         if item[0] <= time.monotonic():
             del self._items[key]
-            return None
+            return default
         self._items.move_to_end(key)
         return item[1]
 
@@ -316,11 +319,11 @@ class EnrichHttp:
                 continue
             urls.append(url)
             self.stats.lookups += 1
-            if url in answers or url in to_fetch:
+            if url in answers:  # the URLs to fetch are in it too (as None): no list scan
                 self.stats.cache_hits += 1  # the same lookup earlier in this batch
                 continue
-            cached = self.cache.get(url)
-            if cached is not None:
+            cached = self.cache.get(url, _MISS)
+            if cached is not _MISS:  # a cached JSON null is an answer like any other
                 answers[url] = cached
                 self.stats.cache_hits += 1
             else:
