@@ -60,7 +60,13 @@ def _parse_time(name: str, value: str | None) -> int | None:
         raise click.BadParameter(
             f'"{value}" is not an ISO 8601 time or epoch number', param_hint=name
         )
+    if not _EARLIEST_US <= parsed <= _LATEST_US:
+        raise click.BadParameter(f'"{value}" is outside the years 1 to 9999', param_hint=name)
     return parsed
+
+
+_EARLIEST_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+_LATEST_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 
 
 def _source_of_stream(pipeline: Pipeline, stream: str) -> str:
@@ -253,6 +259,12 @@ def export(
 
     pipeline = _load(config_path)
     chosen = pipeline.sinks.get(sink) if sink else None
+    if sink and chosen is None:
+        raise click.UsageError(f'no sink named "{sink}" (sinks: {", ".join(pipeline.sinks)})')
+    if chosen is not None and not isinstance(chosen, PostgresSink | LakeSink):
+        raise click.UsageError(
+            f'sink "{sink}" ({chosen.type}) cannot be exported from: name a lake or postgres sink'
+        )
     if isinstance(chosen, PostgresSink):
         _export_postgres(chosen, since, until, where, output, spreadsheet_safe)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import subprocess
@@ -27,12 +28,37 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+SPLITS = ["new-checkout", "dark-mode", "pricing-v2"]
+LABELS = ["default rule", "in segment beta", "whitelisted"]
+
+
 def impressions(n: int) -> list[dict[str, object]]:
-    return [{"key": f"user-{i}", "split": "new-checkout", "environmentId": "env1",
-             "environmentName": "production", "treatment": "on" if i % 2 else "off",
-             "time": 1_763_800_000_000 + i, "bucketingKey": None, "label": "default rule",
-             "machineName": "web-1", "machineIp": "10.0.0.1", "splitVersionNumber": 7,
-             "sdk": "java", "sdkVersion": "4.1", "properties": None} for i in range(n)]  # fmt: skip
+    return [{"key": f"user-{i % 120}", "split": SPLITS[i % 3], "environmentId": "env1",
+             "environmentName": "production" if i % 5 else "staging",
+             "treatment": "on" if i % 2 else "off", "time": 1_763_800_000_000 + i,
+             "bucketingKey": None, "label": LABELS[(i // 3) % 3], "machineName": "web-1",
+             "machineIp": "10.0.0.1", "splitVersionNumber": 7, "sdk": "java", "sdkVersion": "4.1",
+             "properties": None} for i in range(n)]  # fmt: skip
+
+
+def exported_rows(path: Path) -> set[tuple[str, int]]:
+    """(User Key, Time) of each row of an exported CSV, checking the header."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        assert next(reader) == ["User Key", "Split", "Environment", "Treatment", "Rule", "Time"]
+        return {(row[0], int(row[5])) for row in reader}
+
+
+def selected_rows(schema: str, where: dict[str, object]) -> set[tuple[str, int]]:
+    """The same selection by a query of the test's own (values bound as parameters)."""
+    from psycopg import sql
+
+    conditions = [sql.SQL("{} = %s").format(sql.Identifier(column)) for column in where]
+    query = sql.SQL('SELECT "key", "time" FROM {} WHERE {}').format(
+        sql.Identifier(schema, "impressions"), sql.SQL(" AND ").join(conditions)
+    )
+    with psycopg.connect(DSN) as conn:
+        return {(k, t) for k, t in conn.execute(query, list(where.values())).fetchall()}
 
 
 def count(schema: str) -> int:
@@ -74,13 +100,29 @@ def test_the_recipe_stores_gzip_impressions_once_and_exports_them(
                 psycopg.sql.Identifier(schema, "impressions"))  # fmt: skip
             epoch_ms, time_at = conn.execute(query).fetchone()  # type: ignore[misc]
             assert int(time_at.timestamp() * 1000) == epoch_ms
-        out = tmp_path / "on.csv"
-        exported = cli("export", "--config", str(config), "--sink", "impressions_db", "--where", "treatment=on",
-                       "--where", "environmentName=production", "-o", str(out))  # fmt: skip
-        assert exported.returncode == 0, exported.stderr
-        lines = out.read_text().splitlines()
-        assert lines[0] == "User Key,Split,Environment,Treatment,Rule,Time"
-        assert len(lines) == 251 and all(",on," in line for line in lines[1:])
+        # each filter the impressions job needs, checked against a query of our own
+        selections: list[tuple[dict[str, object], list[str]]] = [
+            ({"treatment": "on", "environmentName": "production"}, []),
+            ({"environmentName": "staging"}, []),
+            ({"label": "in segment beta"}, []),
+            ({"split": "dark-mode", "key": "user-7"}, []),
+            ({"split": "pricing-v2", "treatment": "off"},
+             ["--since", "1763800000100", "--until", "2025-11-22T08:26:40.300Z"]),
+        ]  # fmt: skip
+        for n, (where, times) in enumerate(selections):
+            out = tmp_path / f"export-{n}.csv"
+            filters = [
+                arg for column, value in where.items() for arg in ("--where", f"{column}={value}")
+            ]
+            exported = cli("export", "--config", str(config), "--sink", "impressions_db",
+                           *filters, *times, "-o", str(out))  # fmt: skip
+            assert exported.returncode == 0, exported.stderr
+            expected = selected_rows(schema, where)
+            if times:  # 1763800000100 <= time < 1763800000300
+                expected = {
+                    (k, t) for k, t in expected if 1_763_800_000_100 <= t < 1_763_800_000_300
+                }
+            assert expected and exported_rows(out) == expected, where
     finally:
         assert server.stop() == 0
         with psycopg.connect(DSN, autocommit=True) as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,52 @@ def test_unknown_field_policies(schema: str, data_dir: Path) -> None:
     )
     evolving.write([event(3, key="c", n=3, ok=True, obj={"x": 1})], Checkpoint("pg"))
     assert rows(schema, "evolving", '"key", "n", "ok", "obj"') == [("c", 3, True, {"x": 1})]
+    # a field no column can be named for has nowhere to go under evolve: never dropped silently
+    failed = evolving.write(
+        [event(4, key="d", _private=1), event(5, key="e", **{"x" * 64: 1}), event(6, key="f")],
+        Checkpoint("pg"),
+    ).failed
+    assert [(f.event.id, f.reason) for f in failed] == [
+        ("ev-4", "unknown_field"), ("ev-5", "unknown_field"),
+    ]  # fmt: skip
+    assert "headrace's" in failed[0].error and "63 bytes" in failed[1].error
+    assert [r[0] for r in rows(schema, "evolving", '"key"')] == ["c", "f"]
+
+
+def test_a_key_too_long_for_its_index_fails_alone(schema: str, data_dir: Path) -> None:
+    """PostgreSQL refuses an index entry over ~2.7 kB with program_limit_exceeded, an
+    OperationalError: that is the row's fault, not the connection's, so it must not be
+    retried for ever (stalling the sink) but go to the dead-letter store alone."""
+    pg = sink(schema, data_dir, columns={"key": "text"}, write_mode="merge", dedupe_key=["key"])
+    huge = os.urandom(4000).hex()  # 8000 characters that barely compress
+    batch = [event(1, key="a"), event(2, key=huge), event(3, key="b")]
+    failed = pg.write(batch, Checkpoint("pg")).failed
+    assert [(f.event.id, f.reason) for f in failed] == [("ev-2", "rejected_by_database")]
+    assert [r[0] for r in rows(schema, columns='"key"')] == ["a", "b"]
+
+
+def test_a_sink_that_started_during_an_outage_turns_healthy_without_traffic(
+    schema: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import headrace.sinks.postgres as postgres_module
+    from pgproxy import CuttableProxy
+
+    monkeypatch.setattr(postgres_module, "PROBE_EVERY", 0.0)
+    proxy = CuttableProxy(("127.0.0.1", 5432))
+    proxy.cut()
+    dsn = f"host=127.0.0.1 port={proxy.port} user=postgres dbname=postgres"
+    pg = sink(schema, data_dir, dsn=dsn, columns={"key": "text"}, connect_timeout=2)
+    try:
+        assert pg.health() is not None  # open() could not reach the database
+        pg.maintain()
+        assert pg.health() is not None
+        proxy.restore()
+        pg.maintain()  # no write happens: the probe alone must clear the start-up failure
+        assert pg.health() is None
+        assert rows(schema) == []  # and the table was made ready by it
+    finally:
+        pg.close()
+        proxy.cut()
 
 
 def test_hostile_names_are_quoted(schema: str, data_dir: Path) -> None:
@@ -136,6 +183,8 @@ def test_an_unreachable_database_is_transient(data_dir: Path) -> None:
         ({"table": "t", "columns": {"Key": "text", "key": "text"}}, "differ only in case"),
         ({"table": "t", "dedupe_key": ["nope"]}, "dedupe_key names columns not in columns"),
         ({"table": "t", "write_mode": "merge"}, "merge needs a dedupe_key"),
+        ({"table": "t", "columns": {"k": "text"}, "dedupe_key": ["k"]}, "needs write_mode: merge"),
+        ({"table": "t", "on_conflict": "update"}, "update needs write_mode: merge"),
     ],
 )
 def test_names_and_keys_are_checked_by_validate(config: dict[str, Any], message: str) -> None:
@@ -184,6 +233,12 @@ def test_export_filters_with_friendly_headers(schema: str, data_dir: Path, tmp_p
         main, ["export", "--config", str(config), "--sink", "db", "--where", "nope=1"]
     )
     assert unknown.exit_code == 2 and 'no column "nope"' in unknown.output
+    no_sink = CliRunner().invoke(main, ["export", "--config", str(config), "--sink", "dbb"])
+    assert no_sink.exit_code == 2 and 'no sink named "dbb" (sinks: db)' in no_sink.output
+    far = CliRunner().invoke(
+        main, ["export", "--config", str(config), "--sink", "db", "--since", "9" * 20]
+    )
+    assert far.exit_code == 2 and "outside the years 1 to 9999" in far.output
 
 
 def test_columns_declared_later_are_added_to_the_table(schema: str, data_dir: Path) -> None:

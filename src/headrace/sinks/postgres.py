@@ -23,6 +23,7 @@ values are not parsed, so a changed type must never meet them.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class PostgresSink:
         self._known: frozenset[str] = frozenset(self.columns)
         self._ready = False
         self._write_error: str | None = None
+        self._open_failed = False  # the table could not be made ready at open
+        self._ensure_lock = threading.Lock()  # the probe and a write may both make it ready
         self._probe_error: str | None = None
         self._probed = 0.0
         dsn = config.dsn.get_secret_value() if config.dsn else ""
@@ -80,10 +83,14 @@ class PostgresSink:
     # -- table -------------------------------------------------------------------------------
 
     def _ensure_table(self, conn: Any) -> None:
-        self.table.ensure(conn)
-        self.columns = self.table.user_columns
-        self._known = frozenset(self.columns)
-        self._ready = True
+        with self._ensure_lock:
+            if self._ready:
+                return
+            self.table.ensure(conn)
+            self.columns = self.table.user_columns
+            self._known = frozenset(self.columns)
+            self._ready = True
+            self._open_failed = False
 
     def _add_columns(self, conn: Any, new_columns: dict[str, str]) -> None:
         with conn.transaction():
@@ -103,6 +110,7 @@ class PostgresSink:
                 self._ensure_table(conn)
         except Exception as exc:
             self._write_error = self._describe(exc)
+            self._open_failed = True
             log.warning("sink %s: %s; will retry at each write", self.id, self._write_error)
 
     def close(self) -> None:
@@ -116,7 +124,9 @@ class PostgresSink:
 
     def maintain(self) -> None:
         """Probe the database every few seconds, so health follows it between writes (a
-        failed write stays reported until a write succeeds)."""
+        failed write stays reported until a write succeeds). A table that could not be made
+        ready at open is made ready here once the database answers, so a sink that started
+        during an outage turns healthy without waiting for traffic."""
         now = time.monotonic()
         if now - self._probed < PROBE_EVERY:
             return
@@ -134,7 +144,21 @@ class PostgresSink:
                 self._probe_error = f"PostgreSQL: {self._describe(exc)}"
             else:
                 self._probe_error = None
+                if self._open_failed:
+                    self._ready_after_outage()
                 return
+
+    def _ready_after_outage(self) -> None:
+        try:
+            with self._pool.connection(wait=0.5) as conn:
+                self._ensure_table(conn)
+        except TransientSinkError as exc:
+            if "busy" not in str(exc):
+                self._write_error = str(exc)
+        except Exception as exc:
+            self._write_error = f"PostgreSQL: {self._describe(exc)}"
+        else:
+            self._write_error = None
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, TransientSinkError):
@@ -174,8 +198,8 @@ class PostgresSink:
         self, events: list[Event], failed: list[FailedRecord]
     ) -> tuple[list[Event], dict[int, dict[str, Any]], dict[str, str], set[str]]:
         """The events to store, the fields of each kept as JSON (by position), the columns to
-        add, and the fields the batch has; events a ``freeze`` policy refuses go to
-        ``failed``."""
+        add, and the fields the batch has; events ``freeze`` refuses, and under ``evolve`` those
+        with a field no column can be named for, go to ``failed``."""
         present: set[str] = set()
         for event in events:
             present.update(event.data)
@@ -196,12 +220,17 @@ class PostgresSink:
                 message = f'field "{unknown[0]}" is not a column of the table'
                 failed.append(FailedRecord(event, "unknown_field", message))
                 continue
-            extra: dict[str, Any] = {}
-            for name in unknown:
-                if policy == "evolve" and _column_name_ok(name):
+            if policy == "evolve":
+                unfit = next((name for name in unknown if not _column_name_ok(name)), None)
+                if unfit is not None:  # evolve has no _extra column to keep it in
+                    message = f'field "{unfit[:80]}" cannot become a column: {_why_unfit(unfit)}'
+                    failed.append(FailedRecord(event, "unknown_field", message))
+                    continue
+                for name in unknown:
                     new_columns.setdefault(name, _INFER.get(type(data[name]), "jsonb"))
-                else:
-                    extra[name] = data[name]
+                accepted.append(event)
+                continue
+            extra = {name: data[name] for name in unknown}
             if extra:
                 extras[len(accepted)] = extra
             accepted.append(event)
@@ -401,7 +430,18 @@ def _copy(conn: Any, table: Any, idents: Any, batch: _Encoded) -> None:
 
 def _column_name_ok(name: str) -> bool:
     """Whether ``evolve`` may add a column for a new field of this name."""
-    return not name.startswith("_") and "\x00" not in name and 0 < len(name.encode()) <= 63
+    return _why_unfit(name) is None
+
+
+def _why_unfit(name: str) -> str | None:
+    """Why no column can be named ``name`` (or ``None``)."""
+    if name.startswith("_"):
+        return 'names starting with "_" are headrace\'s'
+    if "\x00" in name or not name:
+        return "empty, or holds NUL"
+    if len(name.encode()) > 63:
+        return "longer than PostgreSQL's 63 bytes"
+    return None
 
 
 def _connection_errors() -> tuple[type[Exception], ...]:
@@ -418,8 +458,11 @@ def _data_errors() -> tuple[type[Exception], ...]:
     a string Python cannot encode (a lone surrogate) is one too."""
     import psycopg
 
+    # ProgramLimitExceeded is an OperationalError, but here it is a row's fault: a dedupe key
+    # too long for its index (over ~2.7 kB), which no retry would ever store
     return (psycopg.errors.DataError, psycopg.errors.IntegrityError,
-            psycopg.errors.InvalidTextRepresentation, UnicodeEncodeError)  # fmt: skip
+            psycopg.errors.InvalidTextRepresentation, psycopg.errors.ProgramLimitExceeded,
+            UnicodeEncodeError)  # fmt: skip
 
 
 def _first_line(exc: Exception) -> str:
