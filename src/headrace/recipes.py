@@ -16,7 +16,10 @@ sources:
     type: http
     path: /webhooks/split/impressions
     success_status: 200
+    # Optional: a shared token the webhook sends in a header...
     # auth: {type: token, header: Authorization, secrets: ["${SPLIT_TOKEN}"]}
+    # ...or an HMAC-SHA256 signature of the raw body:
+    # auth: {type: hmac, preset: generic, header: X-Signature, secrets: ["${SPLIT_SECRET}"]}
 
 sinks:
   impressions_db:
@@ -82,9 +85,65 @@ sources:
     # cors: {allow_origins: ["https://www.example.org"]}   # pages on other sites that send hits
 
 sinks:
-  # The default target: a Parquet lake under <data dir>/lake/analytics/, partitioned by hit time.
-  # For a DynamoDB table (partition key pagePath, sort key timestamp), replace this sink with a
-  # dynamodb sink reading the same input; GET /analytics and the dashboard read the lake.
+  # A Parquet lake under <data dir>/lake/analytics/, partitioned by hit time. For a DynamoDB
+  # table keyed (pagePath, timestamp) instead, use the page-hits-dynamodb recipe.
+  hits_lake:
+    type: lake
+    inputs: [analytics]
+    streams:
+      analytics:
+        time_field: timestamp
+        fields: {pagePath: string, referrer: string, userAgent: string}
+"""
+
+PAGE_HITS_DYNAMODB = """\
+# Page-hit analytics kept in a DynamoDB table keyed (pagePath, timestamp), as the serverless
+# page-hit microservice does: POST stores a hit, GET /analytics?pagePath=... reads one page's
+# hits with a DynamoDB Query (newest first, a time range, a cursor; never a Scan). The hits also
+# go to the lake, which the dashboard's Page hits tab charts (drop hits_lake if you need no charts).
+#
+#   # credentials and region come from the usual AWS chain (environment, ~/.aws, instance role);
+#   # for a DynamoDB-compatible server instead of AWS: export AWS_ENDPOINT_URL=http://127.0.0.1:8000
+#   headrace validate pipeline.yaml && headrace serve --config pipeline.yaml
+#
+#   curl -X POST localhost:8080/analytics -d '{"pagePath": "/pricing", "referrer": "https://example.org/"}'
+#   curl 'localhost:8080/analytics?pagePath=/pricing&since=2026-01-01T00:00:00Z&limit=50'
+#
+# A hit is {"pagePath", "timestamp" (ISO 8601 or epoch ms; the receive time if missing),
+# "referrer", "userAgent" (the request's User-Agent header if missing), ...}. In the table,
+# timestamp is epoch milliseconds (the sort key); two hits of one page in the same millisecond
+# are one item.
+sources:
+  analytics:
+    type: http
+    path: /analytics
+    read: {sink: hits_table, default_range: 24h, max_range: 31d}
+    schema:
+      type: object
+      required: [pagePath]
+      properties:
+        pagePath: {type: string, minLength: 1, maxLength: 2048}
+        timestamp: {type: [string, number]}
+        referrer: {type: [string, "null"]}
+        userAgent: {type: [string, "null"]}
+    map:
+      defaults: {timestamp: $received_at, userAgent: $header.user-agent}
+
+transforms:
+  hit_time:                          # the sort key is a number: epoch ms, whatever was sent
+    type: remap
+    inputs: [analytics]
+    cast: {timestamp: timestamp_ms}
+
+sinks:
+  hits_table:
+    type: dynamodb
+    inputs: [hit_time]
+    table: ${PAGE_HITS_TABLE:-page-hits}
+    partition_key: {name: pagePath}
+    sort_key: {name: timestamp, type: N}
+    create_table: true
+    endpoint_url: ${AWS_ENDPOINT_URL:-}
   hits_lake:
     type: lake
     inputs: [analytics]
@@ -234,6 +293,10 @@ sinks:
 RECIPES: dict[str, tuple[str, str]] = {
     "split-impressions": ("Feature-flag impressions webhook into PostgreSQL", SPLIT_IMPRESSIONS),
     "page-hits": ("Page-hit analytics: POST and GET /analytics, into the lake", PAGE_HITS),
+    "page-hits-dynamodb": (
+        "Page-hit analytics in a DynamoDB table keyed (pagePath, timestamp)",
+        PAGE_HITS_DYNAMODB,
+    ),
     "controlshift-bulk": ("Table-export webhooks loaded into PostgreSQL", CONTROLSHIFT_BULK),
     "click-logs": ("Authorized web click logs into S3 Parquet and a DynamoDB table", CLICK_LOGS),
     "mysfits-clicks": (

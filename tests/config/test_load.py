@@ -1219,3 +1219,34 @@ def test_cli_validate_missing_file_exits_1_naming_the_file(tmp_path: Path) -> No
     assert result.exit_code == 1
     assert f"error: {path}: cannot read" in result.stderr
     assert result.stderr.splitlines()[-1] == f"{path}: 1 problem(s)"
+
+
+@pytest.mark.parametrize(
+    ("sinks", "message"),
+    [
+        ("  lake: {type: lake, inputs: [web]}", 'no sink named "table"'),
+        (
+            "  lake: {type: lake, inputs: [web]}\n"
+            "  table: {type: postgres, inputs: [web], table: hits, columns: {pagePath: text}}",
+            "is a postgres sink; GET reads a lake or dynamodb sink",
+        ),
+        (
+            "  table: {type: dynamodb, inputs: [web], table: hits, partition_key: {name: pagePath}}",
+            "has no sort_key",
+        ),
+        (
+            "  lake: {type: lake, inputs: [web]}\n"
+            "  table: {type: dynamodb, inputs: [other], table: hits,"
+            " partition_key: {name: pagePath}, sort_key: {name: timestamp, type: N}}",
+            'does not store the events of "web"',
+        ),
+    ],
+)
+def test_a_read_sink_must_be_readable_and_store_the_source(sinks: str, message: str) -> None:
+    text = (
+        "sources:\n  web: {type: http, path: /hits, read: {sink: table}}\n"
+        "  other: {type: http}\nsinks:\n" + sinks + "\n  rest: {type: lake, inputs: [other]}\n"
+    )
+    problems = raw_problems_of(text, file="p.yaml")
+    assert [(p.path, p.line) for p in problems] == [("sources.web.read.sink", 2)], problems
+    assert message in problems[0].message

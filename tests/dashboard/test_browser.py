@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,18 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 Serve = Callable[..., ServerProcess]
+# Screenshots are kept after the run (CI can publish the folder): test-artifacts/ at the top of
+# the checkout, or $HEADRACE_TEST_ARTIFACTS.
+ARTIFACTS = Path(
+    os.environ.get("HEADRACE_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts")
+)
+
+
+def artifact(name: str) -> str:
+    """Where to keep the screenshot ``name``."""
+    folder = ARTIFACTS / "browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / name)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +59,10 @@ def page(browser: Any) -> Iterator[Any]:
 
 def stream_events(server: ServerProcess, stream: str) -> list[dict[str, Any]]:
     response = httpx.get(f"{server.url}/v1/streams/{stream}/events", timeout=10)
-    return list(response.json()["events"]) if response.status_code == 200 else []
+    if response.status_code == 404 and response.json()["error"] == "unknown_stream":
+        return []  # nothing stored in it yet
+    assert response.status_code == 200, response.text  # any other answer must not read as "none"
+    return list(response.json()["events"])
 
 
 def test_demo_sends_views_and_clicks_on_page_hide(serve: Serve, page: Any) -> None:
@@ -151,7 +167,7 @@ def test_dashboard_shows_the_numbers(serve: Serve, page: Any, tmp_path: Path) ->
     assert page.inner_text("#sink-lake [data-stat=delivered] b") == "33"
     assert page.inner_text("#sink-lake [data-stat=backlog] b") == "0 B"
     assert "decode_error" in page.inner_text("#badrow-counts")
-    page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+    page.screenshot(path=artifact("overview.png"), full_page=True)
 
     page.click(f"{card} h3 a")
     page.wait_for_selector("#count-total")
@@ -178,7 +194,7 @@ def test_dashboard_shows_the_numbers(serve: Serve, page: Any, tmp_path: Path) ->
         page.click("#export-csv")
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
     assert sorted(int(r["n"]) for r in rows) == list(range(2, 30, 3))
-    page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+    page.screenshot(path=artifact("explore.png"), full_page=True)
 
     page.goto(f"{server.url}/#/pagehits?stream=analytics&range=1h")
     page.wait_for_selector("#top-pages td")
@@ -187,7 +203,7 @@ def test_dashboard_shows_the_numbers(serve: Serve, page: Any, tmp_path: Path) ->
     top = [r.inner_text().split("\t")[:2] for r in page.query_selector_all("#top-pages tr")[1:]]
     assert top == [["/", "2"], ["/pricing", "1"]]
     assert "https://news.example/" in page.inner_text("#top-referrers")
-    page.screenshot(path=str(tmp_path / "pagehits.png"), full_page=True)
+    page.screenshot(path=artifact("pagehits.png"), full_page=True)
 
     # a custom range (local time in the inputs) that misses the hits, then one that holds them
     page.select_option("#range", "custom")
@@ -199,7 +215,7 @@ def test_dashboard_shows_the_numbers(serve: Serve, page: Any, tmp_path: Path) ->
     page.fill("#until", "2099-01-01T00:00")
     page.click("text=apply")
     page.wait_for_selector("#hits-total:has-text('3 hits')")
-    print(f"screenshots in {tmp_path}")
+    print(f"screenshots in {ARTIFACTS / 'browser'}")
 
 
 def test_loads_view_lists_jobs_and_retries_a_failed_one(
@@ -230,7 +246,7 @@ def test_loads_view_lists_jobs_and_retries_a_failed_one(
     assert "s3cret" not in page.inner_text("#load-json")  # the signed URL stays redacted
     page.click(f"{failed_row} button[data-action=retry]")
     page.wait_for_selector(f"{failed_row}.status-pending")
-    page.screenshot(path=str(tmp_path / "loads.png"), full_page=True)
+    page.screenshot(path=artifact("loads.png"), full_page=True)
 
     # the same operation submitted by another site (a browser would add saved credentials)
     forged = httpx.post(f"{server.url}/v1/loads/{broken.id}/cancel",
@@ -324,3 +340,67 @@ def test_pages_work_under_their_content_security_policy(serve: Serve, page: Any)
     page.set_content(f'<iframe id="f" src="{server.url}/"></iframe>')
     page.wait_for_timeout(1000)
     assert page.frame_locator("#f").locator("#autorefresh").count() == 0
+
+
+def test_a_page_on_another_origin_waits_out_the_servers_retry_after(
+    serve: Serve, page: Any
+) -> None:
+    """The real server's 429 to a page of another site (another port: another origin): the
+    tracker can read Retry-After only because the CORS answer exposes it; otherwise it would
+    retry within a second."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body: list[bytes] = []
+
+    class ShopPage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(body[0])
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    shop = ThreadingHTTPServer(("127.0.0.1", 0), ShopPage)
+    threading.Thread(target=shop.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{shop.server_address[1]}"
+    try:
+        server = serve(
+            f"""
+sources:
+  shop:
+    type: http
+    rate_limit: {{rate: 0.25, burst: 1}}
+    cors: {{allow_origins: ["{origin}"]}}
+sinks:
+  lake: {{type: lake, inputs: [shop]}}
+"""
+        )
+        body.append(
+            f"""<!doctype html><title>shop</title>
+<script src="{server.url}/sdk/headrace.js"></script>
+<script>headrace.init({{endpoint: "{server.url}", stream: "shop", batchSize: 1, flushInterval: 50}});
+headrace.track("second", {{}});</script>""".encode()
+        )
+        sent: list[tuple[float, int]] = []
+        page.on(
+            "response",
+            lambda r: (
+                "/v1/streams/shop/events" in r.url
+                and r.request.method == "POST"
+                and sent.append((time.monotonic(), r.status))
+            ),
+        )
+        page.goto(f"{origin}/")
+        for _ in range(150):  # the page view goes in; "second" meets 429 until the bucket refills
+            if len(stream_events(server, "shop")) >= 2:
+                break
+            page.wait_for_timeout(100)
+        assert len(stream_events(server, "shop")) == 2
+        statuses = [status for _, status in sent]
+        assert statuses[:2] == [202, 429] and statuses[-1] == 202, statuses
+        assert sent[2][0] - sent[1][0] >= 3.0, [round(t - sent[0][0], 2) for t, _ in sent]
+    finally:
+        shop.shutdown()

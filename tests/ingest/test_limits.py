@@ -68,6 +68,8 @@ async def test_rate_limit_and_cors_over_http(data_dir: Path) -> None:
             assert limited.headers.get("access-control-allow-origin") == "https://shop.example", (
                 limited.headers
             )
+            # else a page on the shop's origin could not read how long to wait
+            assert limited.headers["access-control-expose-headers"] == "Retry-After"
             preflight = await client.options(url, headers={
                 **shop, "access-control-request-method": "POST",
                 "access-control-request-headers": "content-type, x-api-key"})  # fmt: skip

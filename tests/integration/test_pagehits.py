@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
+import pytest
 
 from serverproc import ServerProcess
 
@@ -88,5 +91,92 @@ def test_page_hits_recipe(tmp_path: Path) -> None:
             {"value": "/docs", "count": 1},
         ]
         assert stats["top_referrers"][0] == {"value": "(none)", "count": 2}
+    finally:
+        server.stop()
+
+
+def test_page_hits_recipe_on_dynamodb(
+    tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /analytics answers from the DynamoDB table with a Query on (pagePath, timestamp)."""
+    from motoserver import AWS_ENV
+
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    table = f"page-hits-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PAGE_HITS_TABLE", table)
+    config = tmp_path / "pipeline.yaml"
+    subprocess.run(
+        [sys.executable, "-m", "headrace.cli", "init", "--recipe", "page-hits-dynamodb", "-o",
+         str(config)], check=True, capture_output=True,
+    )  # fmt: skip
+    server = ServerProcess(tmp_path / "data", config=config, workers=1).start()
+    try:
+        server.wait_ready()
+        now = datetime.now(UTC).replace(microsecond=0)
+        base_ms = int((now - timedelta(minutes=30)).timestamp() * 1000)
+        sent = [{"pagePath": "/pricing", "timestamp": base_ms + i * 1000, "n": i} for i in range(7)]
+        sent += [
+            {"pagePath": "/docs", "timestamp": (now - timedelta(days=2)).isoformat()},
+            {"pagePath": "/pricing", "referrer": "https://a.example/", "price": 0.1},  # now
+        ]
+        for hit in sent:
+            response = httpx.post(f"{server.url}/analytics", json=hit, timeout=10)
+            assert response.status_code == 202, response.text
+
+        # the items as stored, read by a client of our own
+        dynamo = boto3.client("dynamodb", endpoint_url=moto_url)
+        deadline = time.monotonic() + 30
+        while dynamo.scan(TableName=table, Select="COUNT")["Count"] < 9:
+            assert time.monotonic() < deadline, "the hits did not reach the table"
+            time.sleep(0.2)
+        item = dynamo.get_item(TableName=table, Key={"pagePath": {"S": "/pricing"},
+                                                     "timestamp": {"N": str(base_ms)}})["Item"]  # fmt: skip
+        assert item["n"] == {"N": "0"} and item["userAgent"]["S"].startswith("python-httpx")
+
+        newest = hits(server, pagePath="/pricing").json()  # the last 24 h by default
+        assert [h["data"].get("n") for h in newest["events"]] == [None, 6, 5, 4, 3, 2, 1, 0]
+        assert newest["events"][0]["data"]["price"] == 0.1  # a number, exactly as sent
+        assert newest["events"][1]["time"] == datetime.fromtimestamp(
+            (base_ms + 6000) / 1000, tz=UTC
+        ).isoformat().replace("+00:00", "Z")
+        assert newest["next_cursor"] is None
+
+        pages, cursor = [], None
+        while True:  # three at a time, newest first, through the cursor
+            params = {
+                "pagePath": "/pricing",
+                "limit": "3",
+                **({"cursor": cursor} if cursor else {}),
+            }
+            page = hits(server, **params).json()
+            pages.append([h["data"].get("n") for h in page["events"]])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert [n for p in pages for n in p] == [None, 6, 5, 4, 3, 2, 1, 0]
+        assert all(len(p) <= 3 for p in pages)
+
+        ranged = hits(server, pagePath="/pricing", since=str(base_ms + 2000),
+                      until=str(base_ms + 5000)).json()  # fmt: skip
+        assert [h["data"]["n"] for h in ranged["events"]] == [4, 3, 2]
+        filtered = hits(server, pagePath="/pricing", n="3").json()
+        assert [h["data"]["n"] for h in filtered["events"]] == [3]
+        assert hits(server, pagePath="/docs").json()["events"] == []  # older than 24 h
+        week = (now - timedelta(days=7)).isoformat()
+        assert len(hits(server, pagePath="/docs", since=week).json()["events"]) == 1
+
+        no_key = hits(server)
+        assert no_key.status_code == 400 and no_key.json()["error"] == "missing_parameter"
+        bad_cursor = hits(server, pagePath="/pricing", cursor="bm90IGEgY3Vyc29y")
+        assert bad_cursor.status_code == 400 and bad_cursor.json()["error"] == "invalid_cursor"
+        too_wide = hits(server, pagePath="/pricing", since="2020-01-01T00:00:00Z")
+        assert too_wide.status_code == 400 and too_wide.json()["error"] == "range_too_wide"
+
+        # the dashboard still charts the hits, from the lake
+        stats = httpx.get(f"{server.url}/api/dashboard/pagehits",
+                          params={"since": week}, timeout=10).json()  # fmt: skip
+        assert stats["total"] == 9
     finally:
         server.stop()

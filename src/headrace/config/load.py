@@ -23,12 +23,14 @@ from headrace.config.models import (
     ApiSettings,
     BulkExportSource,
     HttpSource,
+    LakeSink,
     Limits,
     LocalBuffer,
     Model,
     Pipeline,
     PostgresSink,
 )
+from headrace.config.object_sinks import DynamoDBSink
 from headrace.errors import ConfigError, ConfigProblem
 
 PathKey = tuple[str | int, ...]
@@ -357,7 +359,7 @@ def parse_pipeline(
     sinks = {sid: _resolve_ddl(sid, snk, file, problems) for sid, snk in sinks.items()}
     if problems.items:
         raise ConfigError(problems.items)
-    return Pipeline.model_validate(
+    pipeline = Pipeline.model_validate(
         {
             "sources": sources,
             "transforms": transforms,
@@ -367,6 +369,32 @@ def parse_pipeline(
             "api": api,
         }
     )
+    _check_reads(pipeline, problems)
+    if problems.items:
+        raise ConfigError(problems.items)
+    return pipeline
+
+
+def _check_reads(pipeline: Pipeline, problems: _Problems) -> None:
+    """A source's ``read.sink`` must be a lake or a sorted dynamodb sink that stores it."""
+    for source_id, source in pipeline.sources.items():
+        if not isinstance(source, HttpSource) or source.read is None or source.read.sink is None:
+            continue
+        path: PathKey = ("sources", source_id, "read", "sink")
+        wanted = source.read.sink
+        sink = pipeline.sinks.get(wanted)
+        if sink is None:
+            problems.add(path, f'no sink named "{wanted}"')
+        elif not isinstance(sink, LakeSink | DynamoDBSink):
+            problems.add(
+                path, f'"{wanted}" is a {sink.type} sink; GET reads a lake or dynamodb sink'
+            )
+        elif isinstance(sink, DynamoDBSink) and sink.sort_key is None:
+            problems.add(
+                path, f'"{wanted}" has no sort_key: GET reads a time range, by the sort key'
+            )
+        elif wanted not in pipeline.sinks_for_source(source_id):
+            problems.add(path, f'"{wanted}" does not store the events of "{source_id}"')
 
 
 def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pipeline:

@@ -272,6 +272,11 @@ class SourceRead(Model):
     """How far back a ``GET`` without ``since`` reads."""
     max_range: Seconds = Field(default=31 * 24 * 3600.0, gt=0)
     """Widest ``since``..``until`` one ``GET`` may ask for (wider answers 400)."""
+    sink: str | None = None
+    """Sink ``GET`` reads: a lake sink (default: the first lake storing this source), or a
+    dynamodb sink with a sort key, read with Query: its partition key is then a required
+    parameter (``?pagePath=/pricing``) and its sort key the time (epoch ms for a number key,
+    ISO 8601 text for a string key)."""
 
 
 class HttpSource(Model):
@@ -522,6 +527,12 @@ class PostgresSink(Model):
             raise ValueError(f"dedupe_key names columns not in columns: {', '.join(missing)}")
         if self.write_mode == "merge" and not self.dedupe_key:
             raise ValueError("write_mode merge needs a dedupe_key")
+        if self.write_mode == "append" and self.dedupe_key:
+            # append stores every event once (by event id); a key that makes rows unique is
+            # what merge means, and silently merging under "append" would surprise
+            raise ValueError("dedupe_key needs write_mode: merge (append keeps every event)")
+        if self.write_mode == "append" and self.on_conflict == "update":
+            raise ValueError("on_conflict: update needs write_mode: merge")
         return self
 
 
@@ -600,6 +611,15 @@ class Pipeline(Model):
     def limits_for(self, source: HttpSource | BulkExportSource) -> Limits:
         """The limits that apply to ``source``."""
         return source.limits or self.limits
+
+    def read_sink_for(self, source_id: str) -> tuple[str, LakeSink | DynamoDBSink] | None:
+        """The sink ``GET`` on the source's path reads: its ``read.sink``, else the first lake."""
+        source = self.sources.get(source_id)
+        wanted = source.read.sink if isinstance(source, HttpSource) and source.read else None
+        if wanted is None:
+            return self.lake_for_source(source_id)
+        sink = self.sinks.get(wanted)
+        return (wanted, sink) if isinstance(sink, LakeSink | DynamoDBSink) else None
 
     def lake_for_source(self, source_id: str) -> tuple[str, LakeSink] | None:
         """The first lake sink storing ``source_id``'s events (what GET and export read)."""

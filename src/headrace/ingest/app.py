@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -40,6 +40,10 @@ from headrace.ingest.limits import CorsPolicy, TokenBucket
 from headrace.ingest.mapping import Mapper, RequestMeta
 from headrace.ingest.validation import SchemaCheck, Violation
 from headrace.telemetry import metrics as m
+
+if TYPE_CHECKING:
+    from headrace.config.object_sinks import DynamoDBSink
+    from headrace.query.dynamodb import DynamoReader
 
 log = logging.getLogger("headrace.ingest")
 
@@ -169,6 +173,7 @@ class IngestApp:
         self._auth = {sid: SourceAuth(src, sid, data_dir) for sid, src in sources if src.auth}
         self._workers = workers
         self.read_access = ReadAccess(pipeline, listen_host=listen_host)
+        self._dynamo_readers: dict[str, DynamoReader] = {}
         self._key_buckets: dict[int, TokenBucket] = {}
         self._buckets = {
             sid: TokenBucket.for_worker(src.rate_limit, workers)
@@ -593,27 +598,56 @@ class IngestApp:
         await _send(send, 202, b'{"accepted":0,"ids":[]}')
 
     async def _query(self, scope: Scope, send: Send, route: Route, stream: str) -> None:
+        from headrace.config.object_sinks import DynamoDBSink
         from headrace.query.lake import QueryError, query_events
 
-        sink = self.pipeline.lake_for_source(route.source_id)
-        if sink is None:
+        bounded = route.source.read is not None and not path_is_stream_api(scope["path"])
+        # the source's own path reads its read.sink; the stream API always reads the lake
+        found = (
+            self.pipeline.read_sink_for(route.source_id)
+            if bounded
+            else self.pipeline.lake_for_source(route.source_id)
+        )
+        if found is None:
             await _error(
                 send, RequestRejected(404, "not_queryable", "no lake sink stores this stream")
             )
             return
+        sink_id, sink = found
         params = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         try:
-            if route.source.read is not None and not path_is_stream_api(scope["path"]):
+            if bounded:
                 from headrace.query.source_read import bounded_params
 
+                assert route.source.read is not None
                 params = bounded_params(params, route.source.read)
-            result = await asyncio.to_thread(
-                query_events, self.data_dir, sink[0], sink[1], stream, params
-            )
+            if isinstance(sink, DynamoDBSink):
+                from headrace.query.dynamodb import ReadUnavailable
+
+                try:
+                    reader = self._dynamo_reader(sink_id, sink)
+                    result = await asyncio.to_thread(reader.query, stream, params)
+                except ReadUnavailable as exc:
+                    log.warning("GET %s: %s", scope["path"], exc)
+                    await _error(send, RequestRejected(503, "read_unavailable", str(exc)))
+                    return
+            else:
+                result = await asyncio.to_thread(
+                    query_events, self.data_dir, sink_id, sink, stream, params
+                )
         except QueryError as exc:
             await _error(send, RequestRejected(400, exc.reason, str(exc)))
             return
         await _send(send, 200, _json.encode(result))
+
+    def _dynamo_reader(self, sink_id: str, sink: DynamoDBSink) -> DynamoReader:
+        """The reader of a dynamodb sink, made once per worker (it holds a boto3 client)."""
+        from headrace.query.dynamodb import DynamoReader
+
+        reader = self._dynamo_readers.get(sink_id)
+        if reader is None:
+            reader = self._dynamo_readers[sink_id] = DynamoReader(sink)
+        return reader
 
     async def _may_read(self, scope: Scope, send: Send) -> bool:
         """Whether the reader holds a read credential (when one is needed); else answer 401."""

@@ -62,7 +62,13 @@ class CorsPolicy:
             return []
         assert origin is not None
         echoed = "*" if self.any_origin and not self.credentials else origin
-        headers = [(b"access-control-allow-origin", echoed.encode("latin-1")), (b"vary", b"Origin")]
+        headers = [
+            (b"access-control-allow-origin", echoed.encode("latin-1")),
+            (b"vary", b"Origin"),
+            # a page on another origin sees only "simple" headers unless told: the tracker and
+            # other browser senders need Retry-After to back off as a 429 or 503 asks
+            (b"access-control-expose-headers", b"Retry-After"),
+        ]
         if self.credentials:
             headers.append((b"access-control-allow-credentials", b"true"))
         return headers

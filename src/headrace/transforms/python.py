@@ -41,7 +41,9 @@ START_TIMEOUT = 60.0
 # part of the package would first import ``headrace.transforms`` and with it the config models
 # (pydantic), more than half a second of start-up each time a worker is started or replaced.
 _WORKER_FILE = Path(__file__).with_name("pyworker.py")
-_RUN_WORKER = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+_RUN_WORKER = (
+    "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 class WorkerFailed(Exception):
