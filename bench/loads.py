@@ -8,7 +8,8 @@ of ``--repeat`` runs each:
   (COPY … FROM STDIN with the header's column list and FORCE_NULL), and in ``replace`` mode (a
   full export: new staging table, COPY, swap in one transaction);
 * **PostgreSQL, baseline**: ``psql -c "\\copy t FROM 'file' CSV HEADER"`` into an existing empty
-  table of the same shape;
+  table of the same shape, and the same with headrace's ``FORCE_NULL`` of every column (so
+  ``""`` loads as NULL too), which shows what that option costs by itself;
 * **DuckDB, headrace**: ``DuckDBLoader`` in ``replace`` mode with the same DDL;
 * **DuckDB, baseline**: ``CREATE TABLE t AS SELECT * FROM read_csv('file')`` (DuckDB's own
   reader with its sniffer), in the same process.
@@ -109,6 +110,14 @@ def main() -> None:
             command = f"\\copy \"{schema_name}\".signatures FROM '{export}' CSV HEADER"
             subprocess.run(["psql", args.dsn, "-q", "-c", command], check=True)
 
+        def psql_copy_null() -> None:  # the same options as headrace's COPY: "" is NULL too
+            columns = ", ".join(c.name for c in table.columns)
+            command = (
+                f"\\copy \"{schema_name}\".signatures FROM '{export}' "
+                f"WITH (FORMAT csv, HEADER true, FORCE_NULL ({columns}))"
+            )
+            subprocess.run(["psql", args.dsn, "-q", "-c", command], check=True)
+
         def ours(mode: str) -> Callable[[], None]:
             def run() -> None:
                 result = pg.load(
@@ -122,16 +131,21 @@ def main() -> None:
 
         results: dict[str, float] = {
             "psql": float("inf"),
+            "psql_null": float("inf"),
             "append": float("inf"),
             "replace": float("inf"),
         }
         for _ in range(args.repeat):  # interleaved: the machine is shared and noisy
             results["psql"] = min(results["psql"], best(1, psql_copy, empty_table))
+            results["psql_null"] = min(results["psql_null"], best(1, psql_copy_null, empty_table))
             results["append"] = min(results["append"], best(1, ours("append"), empty_table))
             results["replace"] = min(results["replace"], best(1, ours("replace"), empty_table))
         base = args.rows / results["psql"]
         print("PostgreSQL")
         print(f"  psql \\copy (baseline)        {base:>12,.0f} rows/s")
+        same = args.rows / results["psql_null"]
+        print(f"  psql \\copy, FORCE_NULL       {same:>12,.0f} rows/s   {same / base:.2f}x "
+              "(headrace's options: a quoted empty field is NULL too)")  # fmt: skip
         for mode in ("append", "replace"):
             rate = args.rows / results[mode]
             print(f"  headrace {mode:<8}             {rate:>12,.0f} rows/s   {rate / base:.2f}x")

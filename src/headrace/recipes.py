@@ -54,7 +54,37 @@ sinks:
       time_unit: epoch_ms
 """
 
-PAGE_HITS = """\
+# The page-hit source and lake sink, shared by the two page-hit recipes ({read} differs).
+_HIT_SOURCE = """\
+sources:
+  analytics:
+    type: http
+    path: /analytics
+    read: {read}
+    schema:
+      type: object
+      required: [pagePath]
+      properties:
+        pagePath: {{type: string, minLength: 1, maxLength: 2048}}
+        timestamp: {{type: [string, number]}}
+        referrer: {{type: [string, "null"]}}
+        userAgent: {{type: [string, "null"]}}
+    map:
+      defaults: {{timestamp: $received_at, userAgent: $header.user-agent}}
+    # cors: {{allow_origins: ["https://www.example.org"]}}   # pages on other sites that send hits
+"""
+_HIT_LAKE = """\
+  hits_lake:
+    type: lake
+    inputs: [analytics]
+    streams:
+      analytics:
+        time_field: timestamp
+        fields: {pagePath: string, referrer: string, userAgent: string}
+"""
+
+PAGE_HITS = (
+    """\
 # Page-hit analytics: POST a hit, GET hits back, chart them on the dashboard (Page hits tab).
 #
 #   headrace validate pipeline.yaml && headrace serve --config pipeline.yaml
@@ -67,36 +97,18 @@ PAGE_HITS = """\
 # kept. The key is (pagePath, timestamp): GET filters by pagePath and a time range (at most
 # max_range wide, default the last 24 h) and pages with ?cursor=, newest first.
 # From a browser: <script src="/sdk/headrace.js"> and headrace.init({endpoint, stream: "analytics"}).
-sources:
-  analytics:
-    type: http
-    path: /analytics
-    read: {default_range: 24h, max_range: 31d}
-    schema:
-      type: object
-      required: [pagePath]
-      properties:
-        pagePath: {type: string, minLength: 1, maxLength: 2048}
-        timestamp: {type: [string, number]}
-        referrer: {type: [string, "null"]}
-        userAgent: {type: [string, "null"]}
-    map:
-      defaults: {timestamp: $received_at, userAgent: $header.user-agent}
-    # cors: {allow_origins: ["https://www.example.org"]}   # pages on other sites that send hits
-
+"""
+    + _HIT_SOURCE.format(read="{default_range: 24h, max_range: 31d}")
+    + """
 sinks:
   # A Parquet lake under <data dir>/lake/analytics/, partitioned by hit time. For a DynamoDB
   # table keyed (pagePath, timestamp) instead, use the page-hits-dynamodb recipe.
-  hits_lake:
-    type: lake
-    inputs: [analytics]
-    streams:
-      analytics:
-        time_field: timestamp
-        fields: {pagePath: string, referrer: string, userAgent: string}
 """
+    + _HIT_LAKE
+)
 
-PAGE_HITS_DYNAMODB = """\
+PAGE_HITS_DYNAMODB = (
+    """\
 # Page-hit analytics kept in a DynamoDB table keyed (pagePath, timestamp), as the serverless
 # page-hit microservice does: POST stores a hit, GET /analytics?pagePath=... reads one page's
 # hits with a DynamoDB Query (newest first, a time range, a cursor; never a Scan). The hits also
@@ -113,22 +125,9 @@ PAGE_HITS_DYNAMODB = """\
 # "referrer", "userAgent" (the request's User-Agent header if missing), ...}. In the table,
 # timestamp is epoch milliseconds (the sort key); two hits of one page in the same millisecond
 # are one item.
-sources:
-  analytics:
-    type: http
-    path: /analytics
-    read: {sink: hits_table, default_range: 24h, max_range: 31d}
-    schema:
-      type: object
-      required: [pagePath]
-      properties:
-        pagePath: {type: string, minLength: 1, maxLength: 2048}
-        timestamp: {type: [string, number]}
-        referrer: {type: [string, "null"]}
-        userAgent: {type: [string, "null"]}
-    map:
-      defaults: {timestamp: $received_at, userAgent: $header.user-agent}
-
+"""
+    + _HIT_SOURCE.format(read="{sink: hits_table, default_range: 24h, max_range: 31d}")
+    + """
 transforms:
   hit_time:                          # the sort key is a number: epoch ms, whatever was sent
     type: remap
@@ -144,14 +143,9 @@ sinks:
     sort_key: {name: timestamp, type: N}
     create_table: true
     endpoint_url: ${AWS_ENDPOINT_URL:-}
-  hits_lake:
-    type: lake
-    inputs: [analytics]
-    streams:
-      analytics:
-        time_field: timestamp
-        fields: {pagePath: string, referrer: string, userAgent: string}
 """
+    + _HIT_LAKE
+)
 
 CONTROLSHIFT_BULK = """\
 # ControlShift-style table exports (data.full_table_exported / data.incremental_table_exported)

@@ -7,7 +7,6 @@ jobs: download the CSV export the event points at, stage it, load it into a ware
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +19,7 @@ from headrace.config.models import (
     Model,
     Seconds,
     _pg_name,
+    network_list,
 )
 
 
@@ -52,15 +52,7 @@ class FetchSettings(Model):
     or otherwise not public, e.g. ``10.1.2.0/24`` for an in-house export server. Empty: only
     public addresses."""
 
-    @field_validator("allow_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f'"{cidr}" is not a network address') from exc
-        return value
+    _networks = field_validator("allow_networks")(network_list)
 
 
 class PostgresWarehouse(Model):

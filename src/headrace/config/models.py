@@ -170,6 +170,18 @@ class PythonAuth(Model):
     """How long a cached result stands."""
 
 
+def network_list(value: list[str]) -> list[str]:
+    """Check that each entry is a network (``10.0.0.0/8``) or an address."""
+    import ipaddress
+
+    for cidr in value:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ValueError(f'"{cidr}" is not a network address') from exc
+    return value
+
+
 class IpAllowAuth(Model):
     """The client address must be in one of the networks (for senders with fixed addresses).
     Fails with 403."""
@@ -178,17 +190,7 @@ class IpAllowAuth(Model):
     cidrs: list[str] = Field(min_length=1)
     """Networks such as ``192.0.2.0/24`` or ``2001:db8::/32``."""
 
-    @field_validator("cidrs")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        import ipaddress
-
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f'"{cidr}" is not a network address') from exc
-        return value
+    _networks = field_validator("cidrs")(network_list)
 
 
 Authorizer = Annotated[

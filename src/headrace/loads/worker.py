@@ -344,10 +344,12 @@ class LoadRunner:
                 ids, self.owner, "loaded", rows=rows, notify=self._announces("loaded")
             )
             self._count("loaded", len(ids), result.rows, table)
+            in_table = (
+                "" if result.rows_in_table is None else f"; the table has {result.rows_in_table}"
+            )
             log.info(
-                "loads %s: %s loaded (%d rows; the table has %s)",
-                self.source_id, table, result.rows, result.rows_in_table,
-            )  # fmt: skip
+                "loads %s: %s loaded (%d rows%s)", self.source_id, table, result.rows, in_table
+            )
         except LoadError as exc:
             if exc.reason == "checksum_mismatch":
                 for job in jobs:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -168,17 +168,19 @@ def _datetime(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-_datetime_cached = cached(_datetime)
+def _datetimes(values: Sequence[int | None]) -> list[datetime | None]:
+    """µs times as ``datetime``: each distinct value converted once (a batch's events share
+    a few receive times), the rest looked up in C."""
+    known: dict[int | None, datetime | None] = {
+        v: None if v is None else _datetime(v) for v in set(values)
+    }
+    return list(map(known.__getitem__, values))
 
 
-def binary_rows(columns: Sequence[Column]) -> Iterator[tuple[Any, ...]]:
-    """Rows for ``write_row`` in binary format (times become ``datetime``), made as they are
-    taken."""
-    ready = [
-        map(_datetime_cached, values) if kind == TIMESTAMP_US else values
-        for kind, values in columns
-    ]
-    return zip(*ready, strict=True)
+def binary_rows(columns: Sequence[Column]) -> list[tuple[Any, ...]]:
+    """Rows for ``write_row`` in binary format (times become ``datetime``)."""
+    ready = [_datetimes(values) if kind == TIMESTAMP_US else values for kind, values in columns]
+    return list(zip(*ready, strict=True))
 
 
 def text_rows(columns: Sequence[Column]) -> list[str]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -274,7 +273,7 @@ class PostgresSink:
         columns = self._columns(names, events, extras)
         if all(pg_copy.binary_ok(kind, values) for kind, values in columns):
             types = pg_copy.binary_types(columns)
-            batch = _Encoded(names, types, pending=pg_copy.binary_rows(columns))
+            batch = _Encoded(names, types, pg_copy.binary_rows(columns))
         else:
             batch = _Encoded(names, None, pg_copy.text_rows(columns))
         return self._insert_isolating(conn, batch, events)
@@ -283,7 +282,7 @@ class PostgresSink:
         self, conn: Any, batch: _Encoded, events: list[Event]
     ) -> list[FailedRecord]:
         """Insert ``batch``; on a data error split it until the refused rows are alone."""
-        if not batch.rows and batch.pending is None:
+        if not batch.rows:
             return []
         try:
             self._insert(conn, batch)
@@ -295,7 +294,7 @@ class PostgresSink:
         self, conn: Any, batch: _Encoded, events: list[Event], exc: _Refused
     ) -> list[FailedRecord]:
         """Rows refused together: the one refused row, or each half tried on its own."""
-        rows = batch.complete()
+        rows = batch.rows
         if len(rows) == 1:
             return [FailedRecord(events[0], "rejected_by_database", str(exc))]
         middle = len(rows) // 2
@@ -379,34 +378,15 @@ class PostgresSink:
 @dataclass
 class _Encoded:
     """A batch (or part of one) as COPY rows: tuples for binary ``write_row`` with ``types``,
-    or text lines when ``types`` is ``None``. Binary rows may still be ``pending`` (made while
-    the COPY sends the ones before, so the server is not kept waiting); ``rows`` keeps every
-    row made, for a second try."""
+    or text lines when ``types`` is ``None``. Made whole before the COPY (in C, by ``zip``), so
+    a second try, or a half after a split, has every row."""
 
     names: list[str]
     types: list[str] | None
     rows: list[Any] = field(default_factory=list)
-    pending: Iterator[Any] | None = None
-
-    def stream(self) -> Iterator[Any]:
-        """Every row, making the pending ones on the way."""
-        yield from self.rows
-        pending = self.pending
-        if pending is not None:  # left in place until used up: a COPY may stop half-way
-            keep = self.rows.append
-            for row in pending:
-                keep(row)
-                yield row
-            self.pending = None
-
-    def complete(self) -> list[Any]:
-        """Every row, made now if pending."""
-        for _ in self.stream() if self.pending is not None else ():
-            pass
-        return self.rows
 
     def part(self, start: int, stop: int | None) -> _Encoded:
-        return _Encoded(self.names, self.types, self.complete()[start:stop])
+        return _Encoded(self.names, self.types, self.rows[start:stop])
 
 
 def _copy(conn: Any, table: Any, idents: Any, batch: _Encoded) -> None:
@@ -421,7 +401,7 @@ def _copy(conn: Any, table: Any, idents: Any, batch: _Encoded) -> None:
         if batch.types is not None:
             copy.set_types(batch.types)
             write_row = copy.write_row  # psycopg's C dumpers; sent in 32 KiB pieces as it goes
-            for row in batch.stream():
+            for row in batch.rows:
                 write_row(row)
         else:
             for start in range(0, len(batch.rows), COPY_CHUNK):

@@ -173,8 +173,9 @@ class PostgresLoader:
                 ).format(marker),
                 (plan.batch_key, plan.table, plan.mode, sum(rows)),
             )
-            total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
-        return LoadResult(rows, rows_in_table=int(total))
+        # a replaced table holds just what was loaded; counting an appended-to table would scan
+        # all of it at every incremental load, for a log line
+        return LoadResult(rows, rows_in_table=sum(rows) if plan.mode == "replace" else None)
 
     def _exists(self, conn: Any, table: str) -> bool:
         found = conn.execute(
