@@ -51,22 +51,14 @@ def _load(config_path: Path | None) -> Pipeline:
 
 
 def _parse_time(name: str, value: str | None) -> int | None:
-    from headrace.sinks.lake_catalog import parse_time_us
+    from headrace.query.lake import QueryError, parse_time_param
 
     if value is None:
         return None
-    parsed = parse_time_us(value)
-    if parsed is None:
-        raise click.BadParameter(
-            f'"{value}" is not an ISO 8601 time or epoch number', param_hint=name
-        )
-    if not _EARLIEST_US <= parsed <= _LATEST_US:
-        raise click.BadParameter(f'"{value}" is outside the years 1 to 9999', param_hint=name)
-    return parsed
-
-
-_EARLIEST_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
-_LATEST_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+    try:
+        return parse_time_param(name, value)
+    except QueryError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from exc
 
 
 def _source_of_stream(pipeline: Pipeline, stream: str) -> str:
@@ -78,7 +70,11 @@ def _source_of_stream(pipeline: Pipeline, stream: str) -> str:
     raise click.UsageError(f'no source takes the stream "{stream}"')
 
 
-def _lake_sink(pipeline: Pipeline, stream: str, sink_name: str | None) -> tuple[str, LakeSink]:
+def _lake_sink(
+    pipeline: Pipeline, stream: str | None, sink_name: str | None
+) -> tuple[str, LakeSink]:
+    """The lake sink to export ``stream`` from (``--sink``, else the first storing it)."""
+    found: tuple[str, LakeSink] | None = None
     if sink_name is not None:
         sink = pipeline.sinks.get(sink_name)
         if sink is None:
@@ -86,11 +82,17 @@ def _lake_sink(pipeline: Pipeline, stream: str, sink_name: str | None) -> tuple[
                 f'no sink named "{sink_name}" (sinks: {", ".join(pipeline.sinks)})'
             )
         if not isinstance(sink, LakeSink):
-            raise click.UsageError(f'sink "{sink_name}" cannot be exported from')
-        return sink_name, sink
-    found = pipeline.lake_for_source(_source_of_stream(pipeline, stream))
+            raise click.UsageError(
+                f'sink "{sink_name}" ({sink.type}) cannot be exported from: name a lake or '
+                "postgres sink"
+            )
+        found = sink_name, sink
+    if stream is None:
+        raise click.UsageError("name a --stream (or a postgres --sink)")
     if found is None:
-        raise click.UsageError(f'no lake sink stores the stream "{stream}"')
+        found = pipeline.lake_for_source(_source_of_stream(pipeline, stream))
+        if found is None:
+            raise click.UsageError(f'no lake sink stores the stream "{stream}"')
     return found
 
 
@@ -259,18 +261,11 @@ def export(
 
     pipeline = _load(config_path)
     chosen = pipeline.sinks.get(sink) if sink else None
-    if sink and chosen is None:
-        raise click.UsageError(f'no sink named "{sink}" (sinks: {", ".join(pipeline.sinks)})')
-    if chosen is not None and not isinstance(chosen, PostgresSink | LakeSink):
-        raise click.UsageError(
-            f'sink "{sink}" ({chosen.type}) cannot be exported from: name a lake or postgres sink'
-        )
     if isinstance(chosen, PostgresSink):
         _export_postgres(chosen, since, until, where, output, spreadsheet_safe)
         return
-    if stream is None:
-        raise click.UsageError("name a --stream (or a postgres --sink)")
     sink_id, sink_config = _lake_sink(pipeline, stream, sink)
+    assert stream is not None  # _lake_sink refuses an export without one
     filters = _where_pairs(where)
     query = LakeQuery(
         sink_id,

@@ -6,6 +6,7 @@
     ├── BufferFull               the buffer cannot take more right now (answered 503 + Retry-After)
     ├── SinkError                a sink could not take a batch
     │   ├── TransientSinkError   worth retrying with backoff (connection lost, disk full, 5xx)
+    │   │   └── PoolBusy         every pooled connection is in use (a write holds them)
     │   └── TerminalSinkError    retrying cannot help; the records go to the dead-letter store
     └── LoadError                a bulk load job failed (reason, job status, retriable or not)
 
@@ -73,6 +74,10 @@ class SinkError(HeadraceError):
 
 class TransientSinkError(SinkError):
     """A failure that a retry may fix."""
+
+
+class PoolBusy(TransientSinkError):
+    """Every connection of a sink's pool is in use; the write that holds them reports itself."""
 
 
 class TerminalSinkError(SinkError):

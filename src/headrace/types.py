@@ -19,6 +19,10 @@ class Event(msgspec.Struct, gc=False):
     may_repeat: bool = False
     """The id came from outside (an id field or header, a replay): the sink checks it is new."""
 
+    def with_data(self, data: dict[str, Any]) -> Event:
+        """The same event carrying ``data`` (what a transform hands on)."""
+        return msgspec.structs.replace(self, data=data)
+
 
 @dataclass(frozen=True)
 class FailedRecord:

@@ -243,9 +243,7 @@ def _check_graph(raw: dict[str, Any], sources: dict[str, Model], problems: _Prob
                         "reach sinks or transforms",
                     )
     for source_id, body in raw_sources.items():
-        if source_id not in consumed and not (
-            isinstance(body, dict) and body.get("type") == "bulk_export"
-        ):
+        if source_id not in consumed and _type_of(body) != "bulk_export":
             problems.add(
                 ("sources", source_id),
                 "is not an input of any sink, so its events would be stored and never delivered",
@@ -341,8 +339,7 @@ def parse_pipeline(
     if not raw.get("sources"):
         problems.add(("sources",), "at least one is required")
     bulk_only = all(  # bulk_export sources load tables themselves: no sink needed
-        isinstance(body, dict) and body.get("type") == "bulk_export"
-        for body in _as_mapping(raw.get("sources")).values()
+        _type_of(body) == "bulk_export" for body in _as_mapping(raw.get("sources")).values()
     )
     if not raw.get("sinks") and not (raw.get("sources") and bulk_only):
         problems.add(("sinks",), "at least one is required")

@@ -243,11 +243,6 @@ class EnrichHttpTransform(Model):
         return self
 
 
-def url_fields(template: str) -> list[str]:
-    """The field names a URL template uses."""
-    return [name for _lit, name, _spec, _conv in _FORMATTER.parse(template) if name]
-
-
 TRANSFORM_MODELS: dict[str, type[Model]] = {
     "python": PythonTransform,
     "remap": RemapTransform,

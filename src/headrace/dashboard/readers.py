@@ -6,12 +6,13 @@ over its catalogued files) or a PostgreSQL table (SQL). Each reader answers the 
 from __future__ import annotations
 
 import io
+from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from headrace.config.models import LakeSink, PostgresSink
 from headrace.dashboard import lake_stats as ls
-from headrace.query.lake import MAX_LIMIT, LakeQuery, QueryError, export_csv, query_events
+from headrace.query.lake import LakeQuery, export_csv, parse_limit, query_events
 
 
 class StreamReader(Protocol):
@@ -40,7 +41,12 @@ class LakeReader:
 
     def __init__(self, data_dir: Path, sink_id: str, sink: LakeSink, stream: str) -> None:
         self.data_dir, self.sink_id, self.sink, self.stream = data_dir, sink_id, sink, stream
-        self.lake = ls.open_lake(data_dir, sink_id, sink)
+
+    @cached_property
+    def lake(self) -> ls._Lake | None:
+        """The lake's DuckDB and catalog connections, opened on first use: the events page and
+        the CSV export open their own."""
+        return ls.open_lake(self.data_dir, self.sink_id, self.sink)
 
     def columns(self) -> dict[str, str]:
         return ls.stream_columns(self.lake, self.stream) if self.lake else {}
@@ -66,8 +72,9 @@ class LakeReader:
             text.detach()
 
     def close(self) -> None:
-        if self.lake is not None:
-            self.lake.close()
+        lake = self.__dict__.get("lake")  # only if it was opened
+        if lake is not None:
+            lake.close()
 
 
 class PostgresReader:
@@ -98,12 +105,10 @@ class PostgresReader:
 
     def events(self, q: LakeQuery, params: list[tuple[str, str]]) -> dict[str, Any]:
         values = dict(params)
-        text = values.get("limit", "100")
-        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
-            raise QueryError("invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        limit = parse_limit(values)
         if not self.table.exists:
             return {"stream": q.stream, "events": [], "next_cursor": None}
-        page = self.table.events(q, int(text), values.get("cursor") or None)
+        page = self.table.events(q, limit, values.get("cursor") or None)
         return {"stream": q.stream, **page}
 
     def export(self, q: LakeQuery, out: BinaryIO) -> int:

@@ -243,11 +243,10 @@ def load_command(
     is_url = "://" in location
     if not is_url and not local.is_file():
         raise click.UsageError(f"{location}: no such file")
-    history = LoadHistory.in_data_dir(data_dir)
     url = location if is_url else local.resolve().as_uri()
-    kind = "full" if mode == "full" else "incremental"
-    job, _ = history.record(CLI_SOURCE, table, kind, url, dedupe_window=0)
     runner = LoadRunner(CLI_SOURCE, source, data_dir, threading.Event())
+    history = runner.history  # one connection to the loads table for the whole command
+    job, _ = history.record(CLI_SOURCE, table, mode, url, dedupe_window=0)
     started = time.monotonic()
     job = history.claim(job.id, runner.owner, lease=24 * 3600)
     try:

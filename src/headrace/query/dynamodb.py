@@ -21,11 +21,10 @@ import msgspec
 
 from headrace.config.object_sinks import DynamoDBSink
 from headrace.query.lake import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
     RESERVED_PARAMS,
     QueryError,
     iso,
+    parse_limit,
     parse_time_param,
 )
 from headrace.transforms.builtin import iso8601
@@ -76,7 +75,7 @@ class DynamoReader:
                 "missing_parameter",
                 f"{key} is required: the table is read one {key} at a time",
             )
-        limit = _limit(values)
+        limit = parse_limit(values)
         since_us = parse_time_param("since", values["since"])
         until_us = parse_time_param("until", values["until"])
         names = {"#p": key, "#t": self.sort.name}
@@ -191,15 +190,6 @@ def _key_value(kind: str, text: str, name: str) -> dict[str, Any]:
         except binascii.Error as exc:
             raise QueryError("invalid_parameter", f"{name} must be base64") from exc
     return {"S": text}
-
-
-def _limit(values: dict[str, str]) -> int:
-    if "limit" not in values:
-        return DEFAULT_LIMIT
-    text = values["limit"]
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
-        raise QueryError("invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    return int(text)
 
 
 def _encode_cursor(key: dict[str, Any] | None) -> str | None:

@@ -60,6 +60,17 @@ def parse_time_param(name: str, value: str) -> int:
     return parsed
 
 
+def parse_limit(values: dict[str, str]) -> int:
+    """The ``limit`` parameter: a whole number from 1 to ``MAX_LIMIT`` (``DEFAULT_LIMIT`` if
+    absent)."""
+    text = values.get("limit")
+    if text is None:
+        return DEFAULT_LIMIT
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
+        raise QueryError("invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
 def iso(us: int | None) -> str | None:
     """µs since the epoch as ISO 8601 UTC."""
     if us is None:
@@ -229,12 +240,7 @@ def query_events(
 ) -> dict[str, Any]:
     """The ``GET /v1/streams/{stream}/events`` answer: newest first, with a cursor."""
     values = dict(params)
-    limit = DEFAULT_LIMIT
-    if "limit" in values:
-        text = values["limit"]
-        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
-            raise QueryError("invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
-        limit = int(values["limit"])
+    limit = parse_limit(values)
     q = LakeQuery(
         sink_id,
         stream,

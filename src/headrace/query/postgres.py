@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 from headrace.config.models import PostgresSink
-from headrace.query.lake import QueryError
+from headrace.query.lake import FORMULA_START, QueryError
 
 NUMERIC_TYPES = frozenset(
     {"smallint", "integer", "bigint", "real", "double precision", "numeric", "boolean"}
@@ -149,11 +149,12 @@ class PostgresExport:
         from psycopg import sql
 
         column = sql.Identifier(name)
-        if not self.safe or kind in NUMERIC_TYPES or kind.startswith(("numeric", "decimal")):
+        if not self.safe or kind in NUMERIC_TYPES:  # format_type gives plain "numeric"
             return column
+        # the same first characters the lake export guards (one list, so they cannot drift)
         return sql.SQL(
-            "CASE WHEN {c}::text ~ '^[-=+@\\t\\r]' THEN '''' || {c}::text ELSE {c}::text END"
-        ).format(c=column)
+            "CASE WHEN left({c}::text, 1) = ANY({s}) THEN '''' || {c}::text ELSE {c}::text END"
+        ).format(c=column, s=sql.Literal(list(FORMULA_START)))
 
     def _run(self, action: Callable[[], Any]) -> Any:
         """Run ``action``, turning a filter value the column's type refuses into a clear

@@ -25,14 +25,12 @@ from headrace.config.object_sinks import DynamoDBSink as DynamoConfig
 from headrace.errors import TransientSinkError
 from headrace.runtime.state import Checkpoint
 from headrace.sinks.base import APPEND, MERGE
-from headrace.sinks.objectstore import aws_client, translate
+from headrace.sinks.objectstore import aws_client, error_code, translate
 from headrace.types import Event, FailedRecord, WriteResult
 
 log = logging.getLogger("headrace.sinks.dynamodb")
 MAX_ITEM_BYTES = 400 * 1024
 BATCH_ITEMS = 25
-_THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException",
-              "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable"}  # fmt: skip
 
 
 class Unsupported(ValueError):
@@ -126,7 +124,7 @@ class DynamoDBSink:
             self.client.describe_table(TableName=config.table)
             return
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            code = error_code(exc)
             if code != "ResourceNotFoundException":
                 raise translate(exc, f"table {config.table} is not usable") from exc
             if not config.create_table:
@@ -149,7 +147,7 @@ class DynamoDBSink:
                 TableName=config.table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
             )
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            code = error_code(exc)
             if code != "ResourceInUseException":  # created meanwhile by someone else
                 raise translate(exc, f"cannot create table {config.table}") from exc
         log.info("dynamodb %s: created table %s", self.id, config.table)
@@ -222,12 +220,11 @@ class DynamoDBSink:
             try:
                 answer = self.client.batch_write_item(RequestItems={table: requests})
             except Exception as exc:
-                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                code = error_code(exc)
                 if code == "ValidationException":
                     return self._put_one_by_one(chunk)
-                if code in _THROTTLED and attempt + 1 < self.config.max_attempts:
-                    self._backoff(attempt)
-                    continue
+                # throttling and 5xx were retried already, by botocore (aws_client's standard
+                # mode, max_attempts): this loop only takes up what the table left unprocessed
                 raise translate(exc, f"cannot write to table {table}") from exc
             requests = answer.get("UnprocessedItems", {}).get(table, [])
             if not requests:

@@ -98,6 +98,12 @@ def aws_client(
     )
 
 
+def error_code(exc: Exception) -> str | None:
+    """The service's error code of a boto error (``ValidationException``...), if it has one."""
+    response = getattr(exc, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+
+
 def translate(exc: Exception, what: str) -> TransientSinkError:
     """A boto error as a ``TransientSinkError`` whose text names the code (never credentials)."""
     response = getattr(exc, "response", None)

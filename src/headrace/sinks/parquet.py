@@ -26,11 +26,6 @@ UNSET: Any = object()
 """``coerce``'s answer for a value that does not fit."""
 
 
-def fits_int64(value: Any) -> bool:
-    """Whether an int fits a signed 64-bit column."""
-    return bool(INT64_MIN <= value <= INT64_MAX)
-
-
 def infer_type(value: Any) -> str | None:
     """The column type a first-seen value gets (``None`` for null: decided later)."""
     if isinstance(value, bool):
@@ -279,7 +274,6 @@ __all__ = [
     "coerce",
     "epoch_micros",
     "exact_column",
-    "fits_int64",
     "fsync_path",
     "infer_type",
     "parquet_bytes",

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from headrace.errors import TransientSinkError
+from headrace.errors import PoolBusy, TransientSinkError
 
 TCP_USER_TIMEOUT_MS = 60_000
 _SETTINGS = {
@@ -101,7 +101,7 @@ class ConnectionPool:
         import psycopg
 
         if not self._slots.acquire(timeout=self._connect_timeout if wait is None else wait):
-            raise TransientSinkError(f"all {self._size} PostgreSQL connection(s) are busy")
+            raise PoolBusy(f"all {self._size} PostgreSQL connection(s) are busy")
         conn = None
         try:
             with self._lock:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from headrace.config.models import PostgresSink as PostgresConfig
-from headrace.errors import TransientSinkError
+from headrace.errors import PoolBusy, TransientSinkError
 from headrace.runtime.state import Checkpoint
 from headrace.sinks import pg_copy
 from headrace.sinks.base import APPEND, MERGE
@@ -72,7 +72,7 @@ class PostgresSink:
         self._known: frozenset[str] = frozenset(self.columns)
         self._ready = False
         self._write_error: str | None = None
-        self._open_failed = False  # the table could not be made ready at open
+        self._open_failed = False  # open could not make the table ready (not a failed write)
         self._ensure_lock = threading.Lock()  # the probe and a write may both make it ready
         self._probe_error: str | None = None
         self._probed = 0.0
@@ -135,9 +135,9 @@ class PostgresSink:
                 with self._pool.connection(wait=0.5, fresh=fresh) as conn:
                     conn.execute("SELECT 1")
                     conn.rollback()
+            except PoolBusy:  # a write holds every connection: it reports itself
+                return
             except TransientSinkError as exc:
-                if "busy" in str(exc):  # a write holds every connection: it reports itself
-                    return
                 self._probe_error = str(exc)
             except Exception as exc:
                 self._probe_error = f"PostgreSQL: {self._describe(exc)}"
@@ -151,9 +151,10 @@ class PostgresSink:
         try:
             with self._pool.connection(wait=0.5) as conn:
                 self._ensure_table(conn)
+        except PoolBusy:
+            pass  # the write holding the connections makes the table ready itself
         except TransientSinkError as exc:
-            if "busy" not in str(exc):
-                self._write_error = str(exc)
+            self._write_error = str(exc)
         except Exception as exc:
             self._write_error = f"PostgreSQL: {self._describe(exc)}"
         else:
@@ -220,9 +221,9 @@ class PostgresSink:
                 failed.append(FailedRecord(event, "unknown_field", message))
                 continue
             if policy == "evolve":
-                unfit = next((name for name in unknown if not _column_name_ok(name)), None)
+                unfit = next(((n, why) for n in unknown if (why := _why_unfit(n))), None)
                 if unfit is not None:  # evolve has no _extra column to keep it in
-                    message = f'field "{unfit[:80]}" cannot become a column: {_why_unfit(unfit)}'
+                    message = f'field "{unfit[0][:80]}" cannot become a column: {unfit[1]}'
                     failed.append(FailedRecord(event, "unknown_field", message))
                     continue
                 for name in unknown:
@@ -408,13 +409,8 @@ def _copy(conn: Any, table: Any, idents: Any, batch: _Encoded) -> None:
                 copy.write(pg_copy.text_payload(batch.rows[start : start + COPY_CHUNK]))
 
 
-def _column_name_ok(name: str) -> bool:
-    """Whether ``evolve`` may add a column for a new field of this name."""
-    return _why_unfit(name) is None
-
-
 def _why_unfit(name: str) -> str | None:
-    """Why no column can be named ``name`` (or ``None``)."""
+    """Why ``evolve`` cannot add a column named ``name`` (or ``None``: it can)."""
     if name.startswith("_"):
         return 'names starting with "_" are headrace\'s'
     if "\x00" in name or not name:

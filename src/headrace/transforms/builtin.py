@@ -182,8 +182,7 @@ class Remap:
             if error:
                 failed.append(FailedRecord(event, "cast_failed", error))
                 continue
-            out.append(Event(event.id, event.stream, event.source, event.received_at_us, data,
-                             event.may_repeat))  # fmt: skip
+            out.append(event.with_data(data))
         return TransformResult(out, failed)
 
 

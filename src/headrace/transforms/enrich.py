@@ -343,7 +343,7 @@ class EnrichHttp:
                 str(answer) if isinstance(answer, LookupFailed) else self._merge(event.data, answer)
             )
             if not isinstance(merged, str):
-                result.events.append(_with_data(event, merged))
+                result.events.append(event.with_data(merged))
                 continue
             self.stats.failures += 1
             if self.config.on_failure == "keep":
@@ -364,10 +364,6 @@ class EnrichHttp:
         except Exception as exc:  # fetch has given its trial back (finally)
             log.exception("enrichment lookup failed unexpectedly")
             return None, f"{type(exc).__name__}: {exc}"
-
-
-def _with_data(event: Event, data: dict[str, Any]) -> Event:
-    return Event(event.id, event.stream, event.source, event.received_at_us, data, event.may_repeat)
 
 
 __all__ = ["Breaker", "EnrichHttp", "EnrichStats", "LookupFailed", "TtlLru"]

@@ -126,7 +126,6 @@ class SinkTransforms:
             tid: build_transform(tid, configs[tid]) for tid in configs if tid in used
         }
         self.dropped: dict[str, int] = defaultdict(int)
-        self.failed: dict[str, int] = defaultdict(int)
 
     @property
     def active(self) -> bool:
@@ -186,7 +185,6 @@ class SinkTransforms:
                 groups[event.source if event.source in step else arriving[0]].append(event)
             dropped += result.dropped
             self.dropped[tid] += result.dropped
-            self.failed[tid] += len(result.failed)
             hooks.extend(result.on_commit)
             for item in result.failed:
                 original = originals.get(item.event.id, item.event)

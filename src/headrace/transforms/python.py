@@ -276,10 +276,6 @@ def _record_id(index: int, event: Event) -> str:
     return f"{index:08d}-{event.id}"
 
 
-def _with_data(event: Event, data: Any) -> Event:
-    return Event(event.id, event.stream, event.source, event.received_at_us, data, event.may_repeat)
-
-
 def _record_results(events: list[Event], results: Any) -> TransformResult:
     out = TransformResult([])
     if not isinstance(results, list) or len(results) != len(events):
@@ -292,7 +288,7 @@ def _record_results(events: list[Event], results: Any) -> TransformResult:
         elif value is None:
             out.dropped += 1
         elif isinstance(value, dict):
-            out.events.append(_with_data(event, value))
+            out.events.append(event.with_data(value))
         else:
             error = f"the function returned {type(value).__name__}, not a dict or None"
             out.failed.append(FailedRecord(event, "transform_bad_output", error))
@@ -350,7 +346,7 @@ def _firehose_results(events: list[Event], response: Any) -> TransformResult:
                 out.failed.append(FailedRecord(event, "transform_bad_output",
                                                f"data decodes to {type(data).__name__}, not an object"))  # fmt: skip
                 continue
-            out.events.append(_with_data(event, data))
+            out.events.append(event.with_data(data))
         else:
             out.failed.append(FailedRecord(event, "transform_bad_output",
                                            f"result {result!r} is not Ok, Dropped or ProcessingFailed"))  # fmt: skip

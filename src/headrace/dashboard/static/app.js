@@ -16,7 +16,7 @@
     for (var k in attrs || {}) {
       if (k === "text") node.textContent = attrs[k];
       else if (k.slice(0, 2) === "on") node.addEventListener(k.slice(2), attrs[k]);
-      else node.setAttribute(k, attrs[k]);
+      else if (attrs[k] != null) node.setAttribute(k, attrs[k]); /* null: no attribute */
     }
     (children || []).forEach(function (c) { if (c != null) node.appendChild(typeof c === "string" ? document.createTextNode(c) : c); });
     return node;
@@ -316,7 +316,6 @@
             el("span", { "class": "muted", id: "page-number", text: "page " + (index + 1) }),
             el("button", { "class": "plain", id: "next-page", text: "older →", disabled: doc.next_cursor ? null : "disabled", onclick: function () { page(index + 1); } })
           ]));
-          ["prev-page", "next-page"].forEach(function (id) { var b = document.getElementById(id); if (b.getAttribute("disabled") === "null") b.removeAttribute("disabled"); });
         });
       }
       page(0);
