@@ -518,7 +518,7 @@ def dlq_replay(data_dir: Path, sink: str | None, reason: str | None, ids: tuple[
         click.echo("nothing to replay")
         return
     count = replay_dead_letters(data_dir / "buffer", letters)
-    mark_replayed(conn, [dl.id for dl in letters])
+    mark_replayed(conn, letters)
     click.echo(f"queued {count} dead letter(s) for delivery")
 
 

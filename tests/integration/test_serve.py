@@ -181,6 +181,45 @@ def test_dead_letters_can_be_listed_shown_and_replayed_after_a_fix(tmp_path: Pat
         assert server.stop() == 0
 
 
+def test_a_replayed_dead_letter_that_fails_again_updates_its_own_letter(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(DLQ_CONFIG % "int64")
+    data_dir = tmp_path / "data"
+
+    def letters() -> list[tuple[Any, ...]]:
+        with sqlite3.connect(data_dir / "state.db") as conn:
+            return conn.execute(
+                "SELECT event_id, attempts, failed_at_us, replayed_at_us FROM dead_letters"
+            ).fetchall()
+
+    server = ServerProcess(data_dir, config=config).start()
+    try:
+        body = [{"amount": "one"}, {"amount": "two"}, {"amount": 3}]
+        assert httpx.post(f"{server.url}/v1/streams/orders/events", json=body).status_code == 202
+        first = eventually(lambda: len(letters()) == 2 and letters())
+        assert first, server.log()
+        assert {row[1] for row in first} == {1}
+        for attempt in (2, 3):  # the schema is not fixed: each replay fails again
+            out = cli("dlq", "replay", "--data-dir", str(data_dir)).stdout
+            assert "queued 2 dead letter(s)" in out
+            again = eventually(
+                lambda attempt=attempt: (
+                    all(row[1] == attempt and row[3] is None for row in letters()) and letters()
+                )
+            )
+            assert again, letters()
+            assert len(again) == 2  # no new letters
+            assert {row[0] for row in again} == {row[0] for row in first}
+            assert all(
+                new[2] > old[2] for new, old in zip(sorted(again), sorted(first), strict=True)
+            )
+            first = again
+        listed = cli("dlq", "list", "--data-dir", str(data_dir)).stdout
+        assert listed.count("type_mismatch") == 2
+    finally:
+        assert server.stop() == 0
+
+
 def test_a_torn_tail_is_cut_counted_and_logged_at_start(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     server = ServerProcess(data_dir, workers=1).start()

@@ -3,7 +3,9 @@
 Tables:
 - ``positions(sink, segment, offset, done)``: how far each sink has durably taken each segment.
 - ``dead_letters``: events a sink refused for good, with the typed reason, the error text, the
-  attempts and the original event; ``replayed_at_us`` marks those sent back for delivery.
+  attempts and the original event; ``replayed_at_us`` marks those sent back for delivery. One
+  letter per (sink, event id): an event that fails again (a replayed letter, a replayed range)
+  updates its letter (attempts added, last reason, error and failed-at) instead of adding one.
 - the lake catalog (``lake_files``, ``lake_columns``, ``lake_garbage``), see ``sinks.lake``.
 
 A sink that can commit atomically with its own data (the lake, whose catalog lives here) writes
@@ -37,6 +39,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed_at_us INTEGER NOT NULL, replayed_at_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_sink ON dead_letters (sink, id);
+CREATE INDEX IF NOT EXISTS dead_letters_by_event ON dead_letters (sink, event_id);
 """
 
 _json = msgspec.json.Encoder()
@@ -100,29 +103,39 @@ class Checkpoint:
 def add_dead_letters(
     conn: sqlite3.Connection, sink: str, failed: Iterable[FailedRecord], attempts: int
 ) -> int:
-    """Record refused events; returns how many."""
+    """Record refused events (updating the letter of an event that failed before); returns how
+    many."""
     now = time.time_ns() // 1000
-    rows = [
-        (
-            sink,
-            f.reason,
-            f.error[:4000],
-            attempts,
-            f.event.id,
-            f.event.stream,
-            f.event.source,
-            f.event.received_at_us,
-            _json.encode(f.event.data).decode(),
-            now,
+    count = 0
+    for f in failed:
+        count += 1
+        error = f.error[:4000]
+        # an event that is refused again (a replayed letter failing anew) keeps its one letter:
+        # the attempts add up and the letter is pending again
+        updated = conn.execute(
+            "UPDATE dead_letters SET reason = ?, error = ?, attempts = attempts + ?, "
+            "failed_at_us = ?, replayed_at_us = NULL WHERE sink = ? AND event_id = ?",
+            (f.reason, error, attempts, now, sink, f.event.id),
+        ).rowcount
+        if updated:
+            continue
+        conn.execute(
+            "INSERT INTO dead_letters (sink, reason, error, attempts, event_id, stream, source, "
+            "received_at_us, data, failed_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sink,
+                f.reason,
+                error,
+                attempts,
+                f.event.id,
+                f.event.stream,
+                f.event.source,
+                f.event.received_at_us,
+                _json.encode(f.event.data).decode(),
+                now,
+            ),
         )
-        for f in failed
-    ]
-    conn.executemany(
-        "INSERT INTO dead_letters (sink, reason, error, attempts, event_id, stream, source, "
-        "received_at_us, data, failed_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    return len(rows)
+    return count
 
 
 def load_positions(conn: sqlite3.Connection, sink: str) -> tuple[dict[str, int], set[str]]:
@@ -218,9 +231,11 @@ def get_dead_letter(conn: sqlite3.Connection, dead_letter_id: int) -> DeadLetter
     return DeadLetter(*row) if row else None
 
 
-def mark_replayed(conn: sqlite3.Connection, ids: list[int]) -> None:
-    """Mark dead letters as sent back for delivery."""
+def mark_replayed(conn: sqlite3.Connection, letters: Iterable[DeadLetter]) -> None:
+    """Mark dead letters as sent back for delivery, unless one failed again since it was read
+    (a running server may have delivered and refused it already: it stays pending)."""
     now = time.time_ns() // 1000
     conn.executemany(
-        "UPDATE dead_letters SET replayed_at_us = ? WHERE id = ?", [(now, i) for i in ids]
+        "UPDATE dead_letters SET replayed_at_us = ? WHERE id = ? AND failed_at_us = ?",
+        [(now, letter.id, letter.failed_at_us) for letter in letters],
     )
