@@ -126,15 +126,30 @@ def test_github_documented_example() -> None:
     assert auth.delivery_id_header == "x-github-delivery"
 
 
-def test_controlshift_preset_signs_the_body_with_a_sha256_prefix() -> None:
-    body = b'{"type":"data.full_table_exported","data":{"url":"https://x","table":"t"}}'
-    digest = hmac.new(b"cs-secret", body, hashlib.sha256).hexdigest()
-    auth = source_auth({"type": "hmac", "preset": "controlshift", "secrets": ["cs-secret"]})
-    auth.verify(facts({"X-ControlShift-Webhook-Signature": f"sha256={digest}"}, body), 0)
-    assert (
-        refusal(auth, facts({"X-ControlShift-Webhook-Signature": digest}, body)).reason
-        == "invalid_signature"
-    )
+# ControlShift's documented scheme: 'sha256:' + OpenSSL::HMAC.hexdigest('SHA256', secret, body),
+# the vector computed with `openssl dgst -sha256 -hmac cs-webhook-secret` over these exact bytes
+# (a body as ControlShift sends it, "&" JSON-escaped as \u0026).
+CS_SECRET = "cs-webhook-secret"
+CS_BODY = (
+    b'{"type":"data.full_table_exported","data":{"url":"https://s3.amazonaws.com/'
+    b"agra-data-exports-production/unique_signatures_full_1.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    b'\\u0026X-Amz-Expires=86400\\u0026X-Amz-Signature=4f2b9c","table":"signatures"}}'
+)
+CS_SIGNATURE = "sha256:76f99be56b88dc18fde9342c6364b9011c2fb5e9455cb07923b4d43e480dee19"
+
+
+def test_controlshift_preset_takes_the_documented_colon_form() -> None:
+    auth = source_auth({"type": "hmac", "preset": "controlshift", "secrets": [CS_SECRET]})
+    auth.verify(facts({"X-ControlShift-Webhook-Signature": CS_SIGNATURE}, CS_BODY), 0)
+    digest = CS_SIGNATURE.removeprefix("sha256:")
+    for wrong in (f"sha256={digest}", digest, f"sha1:{digest}", f"sha256:{digest[:-1]}0"):
+        assert (
+            refusal(auth, facts({"X-ControlShift-Webhook-Signature": wrong}, CS_BODY)).reason
+            == "invalid_signature"
+        ), wrong
+    # one byte of the body changed: the signature is over the raw body exactly as sent
+    changed = facts({"X-ControlShift-Webhook-Signature": CS_SIGNATURE}, CS_BODY + b" ")
+    assert refusal(auth, changed).reason == "invalid_signature"
 
 
 def test_generic_hmac_with_base64_sha512_and_a_signed_timestamp() -> None:

@@ -44,7 +44,7 @@ def event(
 
 def signed(body: bytes, key: str = "s3cret") -> dict[str, str]:
     digest = hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
-    return {"X-ControlShift-Webhook-Signature": f"sha256={digest}"}
+    return {"X-ControlShift-Webhook-Signature": f"sha256:{digest}"}
 
 
 @pytest.fixture

@@ -101,7 +101,8 @@ class HmacAuth(Model):
     """An HMAC signature over the raw body as sent (before decompression). Presets:
     ``standard-webhooks`` (webhook-id/-timestamp/-signature, ``whsec_`` secrets, a 300 s window
     both ways), ``github`` (X-Hub-Signature-256: sha256=<hex>), ``controlshift``
-    (X-ControlShift-Webhook-Signature: sha256=<hex>), or ``generic`` with the keys below.
+    (X-ControlShift-Webhook-Signature: sha256:<hex>, a colon, as ControlShift documents it), or
+    ``generic`` with the keys below.
     Fails with 401."""
 
     type: Literal["hmac"]

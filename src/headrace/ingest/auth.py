@@ -70,7 +70,9 @@ class TokenCheck:
 
 _PRESETS = {  # header, prefix, delivery-id header
     "github": ("x-hub-signature-256", "sha256=", "x-github-delivery"),
-    "controlshift": ("x-controlshift-webhook-signature", "sha256=", None),
+    # ControlShift's docs: 'sha256:' + OpenSSL::HMAC.hexdigest('SHA256', secret, body), a colon
+    # where GitHub has "="; only the documented form is accepted
+    "controlshift": ("x-controlshift-webhook-signature", "sha256:", None),
     "generic": (None, "", None),
 }
 
