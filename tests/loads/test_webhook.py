@@ -167,3 +167,34 @@ async def test_concurrent_deliveries_make_one_job_per_export(
     ids = [a.json()["load_id"] for a in answers]
     assert len(set(ids[:20])) == 1 and len(set(ids[20:])) == 20
     assert len(LoadHistory.in_data_dir(data_dir).find(limit=100)) == 21
+
+
+async def test_every_200_says_processed_and_no_refusal_does(client: httpx.AsyncClient) -> None:
+    """ControlShift's reference receiver answers ``x-controlshift-processed: 1`` with its JSON."""
+    answers = [
+        await post(client, event()),  # processed
+        await post(client, event()),  # duplicate
+        await post(client, json.dumps({"type": "petition.created", "data": {}}).encode()),
+        await post(client, event(table="secrets")),  # skipped: not in tables
+    ]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-controlshift-processed"] == "1"
+        assert answer.headers["content-type"] == "application/json"
+    body = event()
+    refusals = [
+        await client.post("/webhooks/controlshift", content=body, headers=signed(body, "wrong")),
+        await post(client, b"not json"),
+        await post(client, event(url="file:///etc/passwd")),
+        await post(client, event(table="secrets"), "/webhooks/strict"),
+        await client.get("/webhooks/controlshift"),
+    ]
+    assert [r.status_code for r in refusals] == [401, 400, 422, 422, 405]
+    assert all("x-controlshift-processed" not in r.headers for r in refusals)
+
+
+async def test_a_failure_does_not_say_processed(client: httpx.AsyncClient, data_dir: Path) -> None:
+    (data_dir / "loads.db").mkdir()  # the batch history cannot be opened: nothing is recorded
+    answer = await post(client, event())
+    assert (answer.status_code, answer.json()["error"]) == (500, "internal_error")
+    assert "x-controlshift-processed" not in answer.headers

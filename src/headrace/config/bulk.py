@@ -141,7 +141,8 @@ class BulkExportSource(Model):
     ``data.incremental_table_exported``). Each accepted event becomes a load job: the CSV at
     ``data.url`` is downloaded, staged and loaded into ``data.table`` (a full export replaces
     the table atomically; an incremental one appends or merges). Other event types answer 200
-    ``{"status": "skipped"}``."""
+    ``{"status": "skipped"}``. Every 200 carries ``x-controlshift-processed: 1`` (as
+    ControlShift's reference receiver answers); refusals and failures do not."""
 
     type: Literal["bulk_export"]
     path: str

@@ -370,7 +370,7 @@ class IngestApp:
             )
             return
         self._count_request(bulk.source_id, status)
-        await _send(send, status, _json.encode(reply))
+        await _send(send, status, _json.encode(reply), JSON_HEADERS + bulk.success_headers)
 
     async def _loads_api(self, scope: Scope, send: Send) -> None:
         """``/v1/loads``: the load-job history and its operations (see ``headrace.loads.api``)."""

@@ -6,6 +6,10 @@ committed to the batch history (SQLite, fsync'd); the download happens later, in
 worker. Other event types answer 200 ``{"status": "skipped"}`` (the sender sends every kind of
 event to one URL). ``data.url`` is HTML-unescaped (``&amp;`` → ``&``) as some senders escape it.
 The same export delivered again (same table, kind and file) is recorded once.
+
+Every 200 (processed, duplicate or skipped) carries ``x-controlshift-processed: 1``, as
+ControlShift's reference receiver answers; a refusal (4xx) or failure (5xx) does not, since
+nothing was taken and the sender should see only the error (and retry what it may).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ KINDS = {"data.full_table_exported": "full", "data.incremental_table_exported": 
 TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MAX_URL = 8192
 RESERVED_PREFIXES = ("_headrace_", "_hr_")  # the marker table, staging and merge tables
+PROCESSED_HEADERS = [(b"x-controlshift-processed", b"1")]  # on 200s only (module docstring)
 
 
 def parse_export_event(body: bytes) -> tuple[str, str, str] | str:
@@ -88,6 +93,7 @@ class BulkExportEndpoint:
             {b"content-type", b"content-length"} | (self.auth.header_names if self.auth else set())
         )
         self.data_dir = data_dir
+        self.success_headers = PROCESSED_HEADERS
         self._history: LoadHistory | None = None
 
     @property
