@@ -142,7 +142,9 @@ class BulkExportSource(Model):
     ``data.url`` is downloaded, staged and loaded into ``data.table`` (a full export replaces
     the table atomically; an incremental one appends or merges). Other event types answer 200
     ``{"status": "skipped"}``. Every 200 carries ``x-controlshift-processed: 1`` (as
-    ControlShift's reference receiver answers); refusals and failures do not."""
+    ControlShift's reference receiver answers); refusals and failures do not. ``data.url`` is
+    fetched as JSON decoding gives it (ControlShift's ``\\u0026`` is ``&``); nothing else is
+    unescaped, so an ``&amp;`` in it is sent as is."""
 
     type: Literal["bulk_export"]
     path: str

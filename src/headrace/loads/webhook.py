@@ -4,7 +4,9 @@
 "table": …}}``. The answer is 200 ``{"status": "processed", "load_id": …}`` only once the job is
 committed to the batch history (SQLite, fsync'd); the download happens later, in the load
 worker. Other event types answer 200 ``{"status": "skipped"}`` (the sender sends every kind of
-event to one URL). ``data.url`` is HTML-unescaped (``&amp;`` → ``&``) as some senders escape it.
+event to one URL). ``data.url`` is used as JSON decoding gives it: ControlShift writes ``&`` as
+``\\u0026``, which decoding already turns into ``&``, and documents no other escaping, so nothing
+else is unescaped (an ``&amp;`` in the URL is the sender's and reaches the export server as is).
 The same export delivered again (same table, kind and file) is recorded once.
 
 Every 200 (processed, duplicate or skipped) carries ``x-controlshift-processed: 1``, as
@@ -14,7 +16,6 @@ nothing was taken and the sender should see only the error (and retry what it ma
 
 from __future__ import annotations
 
-import html
 import re
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ def parse_export_event(body: bytes) -> tuple[str, str, str] | str:
             f'"data.table" "{table}": names starting with _headrace_ or _hr_ are headrace\'s own '
             "(its load markers and staging tables)",
         )
-    url = html.unescape(url.strip())
+    url = url.strip()
     if len(url) > MAX_URL:
         raise RequestRejected(400, "invalid_webhook", f'"data.url" is longer than {MAX_URL}')
     try:
