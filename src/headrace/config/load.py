@@ -30,7 +30,7 @@ from headrace.config.models import (
     Pipeline,
     PostgresSink,
 )
-from headrace.config.object_sinks import DynamoDBSink
+from headrace.config.object_sinks import DynamoDBSink, S3Sink
 from headrace.errors import ConfigError, ConfigProblem
 
 PathKey = tuple[str | int, ...]
@@ -367,6 +367,7 @@ def parse_pipeline(
         }
     )
     _check_reads(pipeline, problems)
+    _check_dedupe_windows(pipeline, problems)
     if problems.items:
         raise ConfigError(problems.items)
     return pipeline
@@ -392,6 +393,18 @@ def _check_reads(pipeline: Pipeline, problems: _Problems) -> None:
             )
         elif wanted not in pipeline.sinks_for_source(source_id):
             problems.add(path, f'"{wanted}" does not store the events of "{source_id}"')
+
+
+def _check_dedupe_windows(pipeline: Pipeline, problems: _Problems) -> None:
+    """An s3 sink must remember stored ids as long as the buffer keeps what can be replayed."""
+    retention = pipeline.buffer.retention
+    for sink_id, sink in pipeline.sinks.items():
+        if isinstance(sink, S3Sink) and sink.dedupe_window < retention:
+            problems.add(
+                ("sinks", sink_id, "dedupe_window"),
+                f"{sink.dedupe_window:g} s is shorter than buffer.retention ({retention:g} s): "
+                "a replay of what the buffer still holds would store events twice",
+            )
 
 
 def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pipeline:

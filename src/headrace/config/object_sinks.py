@@ -45,7 +45,9 @@ class S3Sink(Model):
 
     Events are gathered per partition (the rendered prefix) in the state database, committed
     with the buffer position, and uploaded once a partition reaches ``buffer_size`` or
-    ``buffer_interval``; an upload interrupted by a crash is made again under the same key."""
+    ``buffer_interval``; an upload interrupted by a crash is made again under the same key. An
+    event replayed or resent with the same id (``id_field``) within ``dedupe_window`` is stored
+    once."""
 
     type: Literal["s3"]
     inputs: list[str] = Field(min_length=1)
@@ -88,6 +90,9 @@ class S3Sink(Model):
     """Size of each part of a multipart upload."""
     max_attempts: int = Field(default=8, ge=1, le=50)
     """Attempts of one S3 call on throttling, 5xx and connection errors (with backoff)."""
+    dedupe_window: Seconds = Field(default=7 * 24 * 3600.0, ge=3600.0)
+    """How long the ids of stored events are remembered, so a replay or a client's resend
+    (``id_field``) adds nothing; at least the buffer's ``retention``."""
     batch: BatchSettings = BatchSettings()
     """When batches are taken from the buffer."""
     retry: RetrySettings = RetrySettings()

@@ -52,12 +52,12 @@ from headrace.sinks.parquet import (
     table_from_rows,
     write_parquet_file,
 )
+from headrace.sinks.stored_ids import RECENT_US, ids_among, string_array
 from headrace.types import Event, FailedRecord, WriteResult
 
 log = logging.getLogger("headrace.sinks.lake")
 
 _json = msgspec.json.Encoder()
-DEDUPE_WINDOW_US = 3600 * 1_000_000
 _HOUR_US = 3600 * 1_000_000
 
 
@@ -287,10 +287,9 @@ class LakeSink:
         parts: dict[tuple[str, str], list[dict[str, Any]]],
         check_ids: dict[str, set[str]],
     ) -> None:
-        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        recent = time.time_ns() // 1000 - DEDUPE_WINDOW_US
+        recent = time.time_ns() // 1000 - RECENT_US
         for stream, candidates in check_ids.items():
             partitions = [p for (s, p) in parts if s == stream]
             marks = ",".join("?" * len(partitions))
@@ -300,12 +299,11 @@ class LakeSink:
                 (self.id, stream, *partitions, recent),
             ).fetchall()
             stored: set[str] = set()
-            wanted = list(candidates)
+            wanted = string_array(candidates)
             for (rel,) in rows:
                 with contextlib.suppress(FileNotFoundError):
                     ids = pq.read_table(self.root / rel, columns=["_id"]).column("_id")
-                    hits = ids.filter(pc.is_in(ids, value_set=_string_array(wanted)))
-                    stored.update(hits.to_pylist())
+                    stored.update(ids_among(ids, wanted))
             if stored:
                 for key in [k for k in parts if k[0] == stream]:
                     parts[key] = [r for r in parts[key] if r["_id"] not in stored]
@@ -504,12 +502,6 @@ def size_tier(size: int) -> int:
         tier += 1
         limit *= 8
     return tier
-
-
-def _string_array(values: list[str]) -> Any:
-    import pyarrow as pa
-
-    return pa.array(values, pa.string())
 
 
 def _sql_string(text: str) -> str:

@@ -10,7 +10,8 @@ as the buffer position, so nothing the sink has taken is lost and nothing is tak
 is fixed when its partition opens; once the partition reaches ``buffer_size`` (NDJSON bytes, or
 Arrow's in-memory size) or ``buffer_interval`` it is built (Parquet or gzip NDJSON), uploaded, and
 its rows deleted. An upload interrupted by a crash is made again under the same key, replacing
-the partial attempt. Events are typed against the declared schema as they are gathered; those
+the partial attempt. The ids of what was gathered are kept beside it (``sinks.stored_ids``), so an
+event replayed or resent with the same id is not gathered again. Events are typed against the declared schema as they are gathered; those
 whose values do not fit go, in Firehose's error format, to the error prefix
 (``format-conversion-failed``), those without a partition key to ``partitioning-failed``.
 """
@@ -46,6 +47,7 @@ from headrace.sinks.keys import (
 from headrace.sinks.lake_catalog import parse_time_us
 from headrace.sinks.objectstore import DirectoryStore, ObjectStore, S3Store
 from headrace.sinks.parquet import parquet_bytes, table_from_records
+from headrace.sinks.stored_ids import STORED_IDS_SCHEMA, already_stored, forget_ids, record_ids
 from headrace.types import Event, WriteResult
 
 log = logging.getLogger("headrace.sinks.s3")
@@ -101,6 +103,7 @@ class S3Sink:
         self._flush_lock = threading.Lock()
         self._error: str | None = None
         self._last_warning = 0.0
+        self._last_forget = 0.0
         self.uploaded_objects = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -122,7 +125,7 @@ class S3Sink:
             self.store = DirectoryStore(Path(config.path))
         self.store.check()
         self._conn = connect(self.state_path)
-        init_schema(self._conn, [S3_SCHEMA])
+        init_schema(self._conn, [S3_SCHEMA, STORED_IDS_SCHEMA])
 
     def close(self) -> None:
         """Upload what is gathered (best effort: what fails stays for the next start)."""
@@ -146,6 +149,10 @@ class S3Sink:
         """Upload partitions that have waited ``buffer_interval``."""
         if self._maint_conn is None:
             self._maint_conn = connect(self.state_path)
+        if time.monotonic() - self._last_forget >= 60:
+            self._last_forget = time.monotonic()
+            window_us = int(self.config.dedupe_window * 1_000_000)
+            forget_ids(self._maint_conn, self.id, time.time_ns() // 1000 - window_us)
         try:
             self.flush(self._maint_conn)
         except TransientSinkError as exc:  # reported by health(); retried next second
@@ -180,20 +187,66 @@ class S3Sink:
         conn = self._conn
         assert conn is not None, "sink is not open"
         now = time.time_ns() // 1000
+        parts, errors = self._partition(events, now)
+        if any(e.may_repeat for e in events):
+            self._drop_stored(conn, events, parts, errors, now)
+        chunks: list[tuple[tuple[str, str, str], bytes, int, int, list[str]]] = []
+        for part, group in parts.items():
+            if self.config.format == "parquet":
+                payload, size, rows = self._arrow_chunk(part, group, errors, now)
+            else:
+                payload = b"\n".join([_json.encode(e.data) for e in group])
+                size, rows = len(payload), len(group)
+            if rows:
+                chunks.append((part, payload, size, rows, [e.id for e in group]))
+        for part, records in errors.items():
+            if records:
+                payload = b"\n".join([_json.encode(r) for r in records])
+                ids = [r["eventId"] for r in records]
+                chunks.append((part, payload, len(payload), len(records), ids))
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for part, payload, size, rows, ids in chunks:
+                    self._gather(conn, part, payload, size, rows, now)
+                    record_ids(conn, self.id, part[1], part[2], ids, now)
+                checkpoint.apply(conn, [])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise TransientSinkError(f"cannot gather events: {exc}") from exc
+        # The batch is committed: nothing from here on may fail the write, or the runtime would
+        # hand the same events over again and they would be gathered twice.
+        try:
+            self.flush(conn)
+        except Exception as exc:  # the events are safe in the spool; retried later
+            log.warning("s3 %s: upload failed, will retry: %s", self.id, exc)
+        return WriteResult()
+
+    def _partition(
+        self, events: list[Event], now: int
+    ) -> tuple[
+        dict[tuple[str, str, str], list[Event]], dict[tuple[str, str, str], list[dict[str, Any]]]
+    ]:
+        """The batch's events by partition (kind, stream, prefix), and the records that have no
+        partition (by error partition); an event given twice in the batch is taken once."""
         parts: dict[tuple[str, str, str], list[Event]] = defaultdict(list)
         errors: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
         cache: dict[int, str] = {}
         # the common case, a prefix of arrival time only, costs a division and a lookup per event
         arrival_only = not self.prefix.fields and self.config.time_source == "arrival"
         unit_us = self.prefix.unit_us
+        if any(e.may_repeat for e in events):  # only ids from outside can repeat in a batch
+            events = _first_of_each(events)
         if arrival_only and events:
             streams = {e.stream for e in events}
             times = [e.received_at_us for e in events]  # min/max: cheaper than a set of hours
             if len(streams) == 1 and min(times) // unit_us == max(times) // unit_us:
                 # the usual batch: one stream, one hour
-                part = ("data", events[0].stream, self._prefix_of(events[0], cache))
-                parts[part] = events
-                events = []
+                parts[("data", events[0].stream, self._prefix_of(events[0], cache))] = events
+                return parts, errors
         for event in events:
             try:
                 prefix = cache.get(event.received_at_us // unit_us) if arrival_only else None
@@ -212,37 +265,31 @@ class S3Sink:
                 )
                 continue
             parts[("data", event.stream, prefix)].append(event)
-        chunks: list[tuple[tuple[str, str, str], bytes, int, int]] = []
-        for part, group in parts.items():
-            if self.config.format == "parquet":
-                payload, size, rows = self._arrow_chunk(part, group, errors, now)
-            else:
-                payload = b"\n".join([_json.encode(e.data) for e in group])
-                size, rows = len(payload), len(group)
-            if rows:
-                chunks.append((part, payload, size, rows))
-        for part, records in errors.items():
-            payload = b"\n".join([_json.encode(r) for r in records])
-            chunks.append((part, payload, len(payload), len(records)))
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for part, payload, size, rows in chunks:
-                    self._gather(conn, part, payload, size, rows, now)
-                checkpoint.apply(conn, [])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise TransientSinkError(f"cannot gather events: {exc}") from exc
-        # The batch is committed: nothing from here on may fail the write, or the runtime would
-        # hand the same events over again and they would be gathered twice.
-        try:
-            self.flush(conn)
-        except Exception as exc:  # the events are safe in the spool; retried later
-            log.warning("s3 %s: upload failed, will retry: %s", self.id, exc)
-        return WriteResult()
+        return parts, errors
+
+    def _drop_stored(
+        self,
+        conn: sqlite3.Connection,
+        events: list[Event],
+        parts: dict[tuple[str, str, str], list[Event]],
+        errors: dict[tuple[str, str, str], list[dict[str, Any]]],
+        now: int,
+    ) -> None:
+        """Leave out the events whose id this sink took before (a replay, a client's resend)."""
+        candidates: dict[str, set[str]] = defaultdict(set)
+        for event in events:
+            if event.may_repeat:
+                candidates[event.stream].add(event.id)
+        for stream, ids in candidates.items():
+            prefixes = {key[2] for key in (*parts, *errors) if key[1] == stream}
+            stored = already_stored(conn, self.id, stream, prefixes, ids, now)
+            if not stored:
+                continue
+            log.info("s3 %s: %d event(s) of %s already stored", self.id, len(stored), stream)
+            for key in [k for k in parts if k[1] == stream]:
+                parts[key] = [e for e in parts[key] if e.id not in stored]
+            for key in [k for k in errors if k[1] == stream]:
+                errors[key] = [r for r in errors[key] if r["eventId"] not in stored]
 
     def _arrow_chunk(
         self,
@@ -399,6 +446,18 @@ class S3Sink:
             conn.execute("ROLLBACK")
             raise
         self.uploaded_objects += 1
+
+
+def _first_of_each(events: list[Event]) -> list[Event]:
+    """``events`` without the repeats of an id (the first is kept)."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for event in events:
+        key = (event.stream, event.id)
+        if key not in seen:
+            seen.add(key)
+            out.append(event)
+    return out
 
 
 def _split(pkey: str) -> tuple[str, str, str]:
