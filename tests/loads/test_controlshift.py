@@ -3,26 +3,44 @@ app, the fetch from a real export server and a load into real PostgreSQL."""
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import hmac
+import io
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import httpx
+import psycopg
 import pytest
+from click.testing import CliRunner
 
-from exportserver import DSN, FileServer, csv_rows, pg_rows
+from exportserver import DSN, FileServer, csv_rows, pg_rows, write
+from headrace.cli import main
+from headrace.config.bulk import DuckDBWarehouse, RedshiftWarehouse
 from headrace.config.load import parse_pipeline
 from headrace.config.models import Pipeline
+from headrace.errors import LoadError
 from headrace.ingest.app import IngestApp
+from headrace.loads.csvfile import CsvFile
+from headrace.loads.schema import Column, parse_ddl, schema_from_files
+from headrace.loads.warehouses import LoadPlan
+from headrace.loads.warehouses.duckdb import DuckDBLoader
+from headrace.loads.warehouses.redshift import RedshiftLoader
 from headrace.loads.worker import LoadRunner
 
 SECRET = "cs-webhook-secret"
+TABLES_SQL = Path(__file__).parent / "fixtures" / "controlshift_tables.sql"
 
 
-def pipeline(schema: str) -> Pipeline:
+def pipeline(schema: str, schemas: Path | None = None) -> Pipeline:
     return parse_pipeline(f"""
 sources:
   controlshift:
@@ -30,6 +48,7 @@ sources:
     path: /webhooks/controlshift
     auth: {{type: hmac, preset: controlshift, secrets: ["{SECRET}"]}}
     warehouse: {{type: postgres, dsn: "{DSN}", schema: "{schema}"}}
+    schemas: {json.dumps(str(schemas)) if schemas else "null"}
     fetch: {{allow_networks: ["127.0.0.2/32"], attempts: 1}}
     batch: {{max_age: 0s}}
     retry_backoff: 0s
@@ -49,7 +68,7 @@ def signature(body: bytes) -> dict[str, str]:
 
 @pytest.fixture
 async def app(pg_schema: str, data_dir: Path) -> AsyncIterator[IngestApp]:
-    app = IngestApp(pipeline(pg_schema), data_dir)
+    app = IngestApp(pipeline(pg_schema, TABLES_SQL), data_dir)
     await app.startup()
     try:
         yield app
@@ -89,7 +108,7 @@ async def test_the_url_is_fetched_as_the_json_decodes_it(
     assert b"\\u0026" in controlshift_body("people", escaped)
     assert (first.status_code, first.json()["status"]) == (200, "processed"), first.text
     run_jobs(app, data_dir)
-    second = await deliver(app, controlshift_body("members", literal))
+    second = await deliver(app, controlshift_body("visitors", literal))
     assert second.status_code == 200, second.text
     run_jobs(app, data_dir)
     paths = [path for path, _headers in export_server.requests]
@@ -98,4 +117,179 @@ async def test_the_url_is_fetched_as_the_json_decodes_it(
         "/people_2.csv?note=fish&amp;chips&sig=b2",
     ]
     assert len(pg_rows(pg_schema, "people")) == 30
-    assert len(pg_rows(pg_schema, "members")) == 20
+    assert len(pg_rows(pg_schema, "visitors")) == 20
+
+
+# -- ControlShift's tables.sql ----------------------------------------------------------------
+
+SIGNATURE_COLUMNS = [
+    "id", "petition_id", "user_id", "email", "first_name", "last_name", "postcode",
+    "phone_number", "join_organisation", "deleted_at", "unsubscribe_at", "created_at",
+    "updated_at", "cached_organisation_slug", "source", "external_constituent_id", "member_id",
+    "additional_fields", "eu_data_processing_consent", "consent_content_version_id", "utm_params",
+    "uuid",
+]  # fmt: skip
+
+
+def signatures_csv(rows: int) -> bytes:
+    """A signatures export as ControlShift writes one: every column, hstore text, empty NULLs."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SIGNATURE_COLUMNS)
+    for i in range(1, rows + 1):
+        stamp = f"2024-03-{1 + i % 28:02d} 10:{i % 60:02d}:00"
+        writer.writerow([
+            i, 100 + i % 4, "" if i % 3 else 7000 + i, f"signer{i}@example.org", f"Ana {i}",
+            "O'Brien, Jr." if i % 10 == 0 else f"Lee{i}", f"N{i % 9} 1AA", "",
+            "true" if i % 2 else "false", "", "", stamp, stamp, "campact", "facebook", "",
+            2**40 + i, f'"employer"=>"Acme {i}", "note"=>"line one\nline two"', "true", 3,
+            '{"utm_source":"email"}', f"6f1c0c2a-5b1d-4b8e-9d1a-{i:012d}",
+        ])  # fmt: skip
+    return out.getvalue().encode()
+
+
+def test_tables_sql_defines_every_table_and_its_drops_are_skipped() -> None:
+    tables = ["signatures", "petitions", "members", "donations", "events"]
+    schemas = {t: schema_from_files(str(TABLES_SQL), t) for t in tables}
+    signatures = schemas["signatures"]
+    assert signatures is not None and signatures.origin == "ddl"
+    assert [c.name for c in signatures.columns] == SIGNATURE_COLUMNS
+    donations = schemas["donations"]
+    assert donations is not None
+    assert [(c.name, c.type) for c in donations.columns] == [
+        ("id", "bigint"), ("amount", "numeric(10,2)"), ("currency", "character varying(max)"),
+        ("member_id", "bigint"), ("recurring", "boolean"), ("fee_percentage", "double precision"),
+        ("donated_on", "date"), ("created_at", "timestamp without time zone"),
+    ]  # fmt: skip
+    assert all(s is not None for s in schemas.values())
+    assert schemas["events"] is not None
+    assert schemas["events"].column("description") == Column("description", "text")
+    # a DROP alone defines nothing, and is never mistaken for the table
+    assert parse_ddl("DROP TABLE IF EXISTS signatures;\n", "signatures") is None
+
+
+def test_tables_sql_types_in_each_warehouse(tmp_path: Path) -> None:
+    """varchar(max) is text in PostgreSQL and DuckDB, and stays varchar(max) in Redshift."""
+    schema = schema_from_files(str(TABLES_SQL), "donations")
+    assert schema is not None
+    file = CsvFile.open(write(tmp_path / "donations.csv", b"id,amount\n1,5.00\n"))
+    plan = LoadPlan("donations", "replace", [file], schema, "k1")
+    config = RedshiftWarehouse(
+        type="redshift", s3_prefix="s3://exports/hr/", iam_role="arn:aws:iam::1:role/L"
+    )
+    sql = RedshiftLoader(config).statements(plan).sql
+    created = [s for s in sql if s.startswith('CREATE TABLE "public"."_hr_new_')]
+    assert len(created) == 1
+    assert created[0].split(" (", 1)[1] == (
+        '"id" BIGINT, "amount" NUMERIC(10,2), "currency" CHARACTER VARYING(MAX), '
+        '"member_id" BIGINT, "recurring" BOOLEAN, "fee_percentage" DOUBLE PRECISION, '
+        '"donated_on" DATE, "created_at" TIMESTAMP WITHOUT TIME ZONE)'
+    )
+    # the file's DROP statements are not run: the only DROPs are of headrace's own tables
+    assert all("_hr_" in s for s in sql if s.startswith("DROP"))
+    events = schema_from_files(str(TABLES_SQL), "events")
+    assert events is not None
+    plan = LoadPlan("events", "append", [file], events, "k2")
+    create = next(s for s in RedshiftLoader(config).statements(plan).sql if '"events" (' in s)
+    assert '"title" CHARACTER VARYING(MAX)' in create
+    assert '"description" VARCHAR(65535)' in create  # Redshift's TEXT is 256 bytes
+    # DuckDB: a real load, and the column is DuckDB's unbounded VARCHAR
+    duck = DuckDBLoader(DuckDBWarehouse(type="duckdb", path="w.duckdb"), tmp_path)
+    duck.load(LoadPlan("donations", "replace", [file], schema, "k3"), None, threading.Event())
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as conn:
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                  "WHERE table_name = 'donations'").fetchall())  # fmt: skip
+    assert types["currency"] == "VARCHAR" and types["amount"] == "DECIMAL(10,2)"
+
+
+def pg_types(schema: str, table: str) -> dict[str, str]:
+    with psycopg.connect(DSN) as conn:
+        rows = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s",
+            (schema, table),
+        ).fetchall()
+    return dict(rows)
+
+
+@pytest.mark.anyio
+async def test_a_full_export_loads_with_the_tables_sql_schema(
+    app: IngestApp, data_dir: Path, pg_schema: str, export_server: FileServer
+) -> None:
+    url = export_server.add("/signatures_full.csv.gz", gzip.compress(signatures_csv(500)))
+    answer = await deliver(app, controlshift_body("signatures", url + "?X-Amz-Signature=abc"))
+    assert answer.json()["status"] == "processed", answer.text
+    run_jobs(app, data_dir)
+    assert app.pipeline.bulk_sources()["controlshift"].schemas == str(TABLES_SQL)
+    types = pg_types(pg_schema, "signatures")
+    assert types["email"] == types["additional_fields"] == "text"  # CHARACTER VARYING(max)
+    assert (types["join_organisation"], types["member_id"], types["uuid"]) == (
+        "boolean",
+        "bigint",
+        "character",
+    )
+    assert types["created_at"] == "timestamp without time zone"
+    rows = pg_rows(pg_schema, "signatures")
+    assert len(rows) == 500
+    tenth = dict(zip(SIGNATURE_COLUMNS, rows[9], strict=True))
+    assert tenth["last_name"] == "O'Brien, Jr." and tenth["user_id"] is None
+    assert tenth["additional_fields"] == '"employer"=>"Acme 10", "note"=>"line one\nline two"'
+    assert tenth["member_id"] == 2**40 + 10 and tenth["join_organisation"] is False
+    assert tenth["created_at"] == datetime(2024, 3, 11, 10, 10)
+    assert tenth["uuid"] == "6f1c0c2a-5b1d-4b8e-9d1a-000000000010"
+
+
+def test_headrace_load_takes_tables_sql_as_ddl(tmp_path: Path, pg_schema: str) -> None:
+    export = write(tmp_path / "donations.csv", (
+        b"id,amount,currency,member_id,recurring,fee_percentage,donated_on,created_at\n"
+        b"1,25.50,EUR,9000000001,true,0.029,2024-05-01,2024-05-01 09:30:00\n"
+        b"2,5.00,GBP,,false,,2024-05-02,2024-05-02 18:00:00\n"
+    ))  # fmt: skip
+    result = CliRunner().invoke(main, [
+        "load", str(export), "-t", "donations", "-m", "full", "--postgres", DSN,
+        "--schema", pg_schema, "--ddl", str(TABLES_SQL), "-d", str(tmp_path / "data"),
+    ], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert pg_types(pg_schema, "donations")["currency"] == "text"
+    assert pg_types(pg_schema, "donations")["amount"] == "numeric"
+    assert pg_rows(pg_schema, "donations") == [
+        (1, Decimal("25.50"), "EUR", 9000000001, True, 0.029, date(2024, 5, 1),
+         datetime(2024, 5, 1, 9, 30)),
+        (2, Decimal("5.00"), "GBP", None, False, None, date(2024, 5, 2),
+         datetime(2024, 5, 2, 18, 0)),
+    ]  # fmt: skip
+
+
+BAD_TABLES_SQL = """\
+DROP TABLE IF EXISTS members;
+CREATE TABLE members ("id" integer, "email" CHARACTER VARYING(max), "created_at" TIMESTAMP WITHOUT TIME ZONE);
+DROP TABLE IF EXISTS petitions;
+CREATE TABLE petitions (
+    "id" integer,
+    "location" GEOMETRY(POINT, 4326),
+    "title" CHARACTER VARYING(max)
+);
+DROP TABLE IF EXISTS actions;
+CREATE TABLE actions ("id" integer, "payload" SUPER, "created_at" TIMESTAMP WITHOUT TIME ZONE);
+"""
+
+
+def test_an_unsupported_type_names_table_column_and_line(tmp_path: Path, pg_schema: str) -> None:
+    ddl = write(tmp_path / "tables.sql", BAD_TABLES_SQL.encode())
+    assert schema_from_files(str(ddl), "members") is not None  # the other tables are fine
+    with pytest.raises(LoadError) as refused:
+        schema_from_files(str(ddl), "petitions")
+    assert str(refused.value) == (
+        f"{ddl}: line 6: table petitions: column location: unsupported type 'geometry(point, 4326)'"
+    )
+    # words the reader takes but PostgreSQL has no type for: named the same way, by the CLI
+    export = write(tmp_path / "actions.csv", b"id,payload,created_at\n1,{},2024-01-01\n")
+    result = CliRunner().invoke(main, [
+        "load", str(export), "-t", "actions", "-m", "full", "--postgres", DSN,
+        "--schema", pg_schema, "--ddl", str(ddl), "-d", str(tmp_path / "data"),
+    ], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 1
+    assert (
+        f"{ddl}: line 10: table actions: column payload: PostgreSQL has no type 'super'"
+        in result.output
+    )

@@ -158,9 +158,13 @@ class BulkExportSource(Model):
     unknown_table: Literal["skip", "reject"] = "skip"
     """A table not in ``tables``: answered 200 ``skipped`` (and recorded), or refused with 422."""
     schemas: str | None = None
-    """A PostgreSQL DDL file (``pg_dump --schema-only``) or a directory of ``<table>.sql`` files,
-    relative to the pipeline file, giving each table's columns and primary key. A table without
-    one keeps its existing definition, or gets one inferred from the CSV header and values."""
+    """A DDL file (ControlShift's Redshift-flavoured ``tables.sql``, or ``pg_dump
+    --schema-only``) or a directory of ``<table>.sql`` files, relative to the pipeline file,
+    giving each table's columns and primary key. Its DROP statements are skipped;
+    ``varchar(max)`` is ``text`` in PostgreSQL and DuckDB and stays ``varchar(max)`` in
+    Redshift; a type that cannot be loaded fails the job naming the file, line, table and
+    column. A table without one keeps its existing definition, or gets one inferred from the
+    CSV header and values."""
     incremental: Literal["append", "merge"] = "append"
     """Incremental exports are appended, or merged on the primary key (a row whose key exists
     replaces it)."""

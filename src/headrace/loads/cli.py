@@ -201,7 +201,8 @@ def _bar(enabled: bool) -> Iterator[Any]:
 @click.option("--schema", help="Database schema holding the table (with --postgres/--duckdb).")
 @click.option(
     "--ddl", type=click.Path(exists=True, path_type=Path),
-    help="PostgreSQL DDL file, or folder of <table>.sql files, defining the table.",
+    help="DDL file (ControlShift's tables.sql, pg_dump --schema-only), or folder of "
+    "<table>.sql files, defining the table.",
 )  # fmt: skip
 @click.option(
     "--allow-network", "allow", multiple=True,

@@ -1,10 +1,14 @@
-"""A target table's columns: from a PostgreSQL DDL dump, from an existing table, or inferred.
+"""A target table's columns: from a DDL file, from an existing table, or inferred.
 
-Types are kept in PostgreSQL spelling (``character varying(255)``, ``timestamp without time
-zone``, ``hstore``, ``numeric(12,2)``, ``integer[]``); each warehouse translates them. The DDL
-reader understands what ``pg_dump --schema-only`` writes: ``CREATE TABLE [schema.]name (...)``
-with column constraints, table constraints, and ``ALTER TABLE ONLY ... ADD CONSTRAINT ...
-PRIMARY KEY (...)``; everything else in the file (SET, COMMENT, CREATE INDEX, ...) is ignored.
+Types are kept as the DDL spells them, lower-cased (``character varying(255)``, ``timestamp
+without time zone``, ``hstore``, ``numeric(12,2)``, ``integer[]``, ``character varying(max)``);
+each warehouse translates them. The DDL reader understands what ``pg_dump --schema-only`` writes:
+``CREATE TABLE [schema.]name (...)`` with column constraints, table constraints, and ``ALTER
+TABLE ONLY ... ADD CONSTRAINT ... PRIMARY KEY (...)``. It also reads ControlShift's ``tables.sql``
+(Redshift-flavoured: ``DROP TABLE IF EXISTS x;`` before each ``CREATE TABLE x (...)``, types such
+as ``CHARACTER VARYING(max)``, column attributes such as ``ENCODE`` or ``SORTKEY``). Everything
+else in the file (DROP, SET, COMMENT, CREATE INDEX, ...) is skipped. Each column remembers the
+file and line it was defined on, so an error about its type can point there.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from pathlib import Path
 from headrace.errors import LoadError
 from headrace.loads.csvfile import CsvFile
 
-_TYPE_WORDS = re.compile(r"^[a-z][a-z0-9_ .]*(\([0-9, ]+\))?( with(out)? time zone)?(\[\])*$")
+# "(max)": Redshift's longest varchar, which ControlShift's tables.sql uses for every text column
+_TYPE_WORDS = re.compile(r"^[a-z][a-z0-9_ .]*(\((max|[0-9, ]+)\))?( with(out)? time zone)?(\[\])*$")
+# what may follow a column's type; the last four are Redshift's (``IDENTITY(0,1)``, ``ENCODE
+# zstd``, ``DISTKEY``, ``SORTKEY``)
 _STOP_WORDS = ("not", "null", "default", "primary", "unique", "check", "references", "collate",
-               "constraint", "generated")  # fmt: skip
+               "constraint", "generated", "identity", "encode", "distkey", "sortkey")  # fmt: skip
 _IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 _CREATE = re.compile(
     rf"create\s+(?:unlogged\s+)?table\s+(?:if\s+not\s+exists\s+)?((?:{_IDENT}\.)?{_IDENT})\s*\(",
@@ -33,11 +40,17 @@ _ALTER_PK = re.compile(
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its name and PostgreSQL type."""
+    """One column: its name and type (PostgreSQL spelling, or the DDL file's)."""
 
     name: str
     type: str
     not_null: bool = False
+    where: str = field(default="", compare=False)  # "<file>: line <n>" when a DDL defined it
+
+    def describe(self, table: str) -> str:
+        """``<file>: line <n>: table <table>: column <name>``, for errors about this column."""
+        place = f"{self.where}: " if self.where else ""
+        return f"{place}table {table}: column {self.name}"
 
 
 @dataclass(frozen=True)
@@ -72,24 +85,23 @@ def _unquote(ident: str) -> str:
     return ident.lower()
 
 
-def _split_top_level(body: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    depth, quoted = 0, False
-    for char in body:
+def _split_top_level(body: str) -> list[tuple[int, str]]:
+    """The comma-separated parts of a table body, each with its offset in ``body``."""
+    parts: list[tuple[int, str]] = []
+    start, depth, quoted = 0, 0, False
+    for index, char in enumerate(body):
         if char == '"':
             quoted = not quoted
         elif not quoted and char == "(":
             depth += 1
         elif not quoted and char == ")":
             depth -= 1
-        if char == "," and depth == 0 and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return [p.strip() for p in parts if p.strip()]
+        elif char == "," and depth == 0 and not quoted:
+            parts.append((start, body[start:index]))
+            start = index + 1
+    parts.append((start, body[start:]))
+    stripped = [(at + len(p) - len(p.lstrip()), p.strip()) for at, p in parts]
+    return [(at, p) for at, p in stripped if p]
 
 
 def _closing_paren(text: str, start: int) -> int:
@@ -110,36 +122,49 @@ def _closing_paren(text: str, start: int) -> int:
     raise ValueError("unbalanced parentheses")
 
 
-def _column(definition: str, where: str) -> Column:
+def _column(definition: str, table: str, where: str) -> Column:
     match = re.match(rf"({_IDENT})\s+(.*)$", definition, re.DOTALL)
     if not match:
-        raise LoadError("bad_ddl", f"{where}: cannot read the column definition {definition!r}")
+        raise LoadError(
+            "bad_ddl", f"{where}: table {table}: cannot read the column definition {definition!r}"
+        )
     name = _unquote(match.group(1))
     words = match.group(2).split()
     type_words = []
     for word in words:
-        if word.lower() in _STOP_WORDS:
+        if word.lower().split("(", 1)[0] in _STOP_WORDS:
             break
         type_words.append(word)
     rest = " ".join(words[len(type_words) :]).lower()
     pg_type = " ".join(type_words).lower().removeprefix("public.")
+    column = Column(name, pg_type, "not null" in rest or "primary key" in rest, where)
     if not _TYPE_WORDS.match(pg_type):
-        raise LoadError("bad_ddl", f"{where}: column {name}: unsupported type {pg_type!r}")
-    return Column(name, pg_type, "not null" in rest or "primary key" in rest)
+        raise LoadError("bad_ddl", f"{column.describe(table)}: unsupported type {pg_type!r}")
+    return column
+
+
+def _line_at(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
 
 
 def parse_ddl(text: str, table: str, where: str = "DDL") -> TableSchema | None:
-    """The schema of ``table`` in a DDL dump, or ``None`` if the dump does not define it."""
-    text = re.sub(r"--[^\n]*", "", text)
+    """The schema of ``table`` in a DDL file, or ``None`` if the file does not define it.
+    ``where`` (the file's name) starts every error, followed by the line."""
+    text = re.sub(r"--[^\n]*", "", text)  # keeps every newline: line numbers stay true
     for match in _CREATE.finditer(text):
         name = _unquote(re.findall(_IDENT, match.group(1))[-1])
         if name != table:
             continue
         open_at = match.end() - 1
-        body = text[open_at + 1 : _closing_paren(text, open_at)]
+        created = f"{where}: line {_line_at(text, match.start())}"
+        try:
+            close_at = _closing_paren(text, open_at)
+        except ValueError as exc:
+            raise LoadError("bad_ddl", f"{created}: table {table}: {exc}") from exc
+        body = text[open_at + 1 : close_at]
         columns: list[Column] = []
         primary: tuple[str, ...] = ()
-        for part in _split_top_level(body):
+        for at, part in _split_top_level(body):
             lowered = part.lower()
             pk = re.match(r"(?:constraint\s+\S+\s+)?primary\s+key\s*\(([^)]*)\)", lowered)
             if pk:
@@ -149,7 +174,8 @@ def parse_ddl(text: str, table: str, where: str = "DDL") -> TableSchema | None:
                 continue
             if re.match(r"(constraint|unique|check|foreign|exclude|like)\b", lowered):
                 continue
-            column = _column(part, f"{where}: table {table}")
+            line = _line_at(text, open_at + 1 + at)
+            column = _column(part, table, f"{where}: line {line}")
             columns.append(column)
             if re.search(r"\bprimary\s+key\b", lowered):
                 primary = (column.name,)
@@ -158,7 +184,7 @@ def parse_ddl(text: str, table: str, where: str = "DDL") -> TableSchema | None:
             if alter_name == table:
                 primary = tuple(_unquote(c) for c in alter.group(2).split(","))
         if not columns:
-            raise LoadError("bad_ddl", f"{where}: table {table} has no columns")
+            raise LoadError("bad_ddl", f"{created}: table {table} has no columns")
         return TableSchema(table, tuple(columns), primary, "ddl")
     return None
 

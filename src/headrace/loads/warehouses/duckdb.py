@@ -56,7 +56,7 @@ def duckdb_type(column: Column) -> str:
         return f"DECIMAL({precision},{scale})" if precision <= 38 else "DOUBLE"
     if _TIMESTAMP_P.match(pg):
         return "TIMESTAMPTZ" if "with time zone" in pg and "without" not in pg else "TIMESTAMP"
-    return "VARCHAR"  # text, character varying(n), hstore, json(b), inet, ...
+    return "VARCHAR"  # text, character varying(n) and varchar(max), hstore, json(b), inet, ...
 
 
 class DuckDBLoader:

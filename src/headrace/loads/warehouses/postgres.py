@@ -8,8 +8,9 @@ the table's lock during the swap then reads the new table. The new table copies 
 columns, defaults, indexes and constraints (``LIKE … INCLUDING ALL``) when no DDL defines it,
 and takes over the sequences its ``serial`` columns own, but not its grants; a view on the
 table stops the swap (the job fails with PostgreSQL's message). Every identifier goes through
-``psycopg.sql.Identifier``; column types come from a DDL file (checked to be plain type words)
-or from PostgreSQL itself.
+``psycopg.sql.Identifier``; column types come from a DDL file (checked to be plain type words,
+Redshift's ``varchar(max)`` read as ``text``, and each looked up with ``to_regtype`` first, so a
+type PostgreSQL lacks is named with its column and DDL line) or from PostgreSQL itself.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ from headrace.loads.warehouses.base import MARKER_TABLE, LoadPlan, LoadResult, P
 CONNECT_TIMEOUT = 10.0
 _EXTENSION_TYPES = {"hstore": "hstore", "citext": "citext"}
 _SAFE_TYPE = re.compile(r'^[a-z][a-z0-9_ ."]*(\([0-9, ]+\))?( with(out)? time zone)?(\[\])*$')
+_UNBOUNDED = re.compile(r"^(character varying|varchar|nvarchar)\(max\)(\[\])*$")
+
+
+def postgres_type(column: Column) -> str:
+    """The PostgreSQL type of a DDL column: Redshift's ``varchar(max)`` (ControlShift's
+    tables.sql has it for every text column) is ``text``, PostgreSQL's unbounded string."""
+    unbounded = _UNBOUNDED.match(column.type)
+    return "text" + (unbounded.group(2) or "") if unbounded else column.type
 
 
 class PostgresLoader:
@@ -188,14 +197,13 @@ class PostgresLoader:
     def _create(self, conn: Any, name: Any, schema: TableSchema) -> None:
         from psycopg import sql
 
+        types = self._checked_types(conn, schema)
         parts = []
         for column in schema.columns:
-            if not _SAFE_TYPE.match(column.type):
-                raise LoadError("bad_schema", f"column {column.name}: type {column.type!r}")
             not_null = " NOT NULL" if column.name in schema.primary_key else ""
             parts.append(
                 sql.SQL("{} {}").format(
-                    sql.Identifier(column.name), sql.SQL(column.type + not_null)
+                    sql.Identifier(column.name), sql.SQL(types[column.name] + not_null)
                 )
             )
         if schema.primary_key:
@@ -205,6 +213,48 @@ class PostgresLoader:
                 )
             )
         conn.execute(sql.SQL("CREATE TABLE {} ({})").format(name, sql.SQL(", ").join(parts)))
+
+    def _checked_types(self, conn: Any, schema: TableSchema) -> dict[str, str]:
+        """Each column's PostgreSQL type; ``LoadError`` naming the column (and the DDL file and
+        line it came from) for a type that is not plain type words or that PostgreSQL lacks,
+        where PostgreSQL's own error would name neither."""
+        types = {c.name: postgres_type(c) for c in schema.columns}
+        for column in schema.columns:
+            if not _SAFE_TYPE.match(types[column.name]):
+                raise LoadError(
+                    "bad_schema",
+                    f"{column.describe(schema.name)}: unsupported type {types[column.name]!r}",
+                )
+        distinct = sorted(set(types.values()))
+        known = self._known_types(conn, distinct)
+        for column in schema.columns:
+            if not known.get(types[column.name]):
+                raise LoadError(
+                    "bad_schema",
+                    f"{column.describe(schema.name)}: PostgreSQL has no type "
+                    f"{types[column.name]!r}",
+                )
+        return types
+
+    def _known_types(self, conn: Any, names: list[str]) -> dict[str, bool]:
+        """Whether PostgreSQL knows each type name: one query, or one a name if a name is
+        malformed (``to_regtype`` raises on those; a savepoint keeps the transaction)."""
+        import psycopg
+
+        query = "SELECT t, to_regtype(t) IS NOT NULL FROM unnest(%s::text[]) AS t"
+        try:
+            with conn.transaction():
+                return dict(conn.execute(query, (names,)).fetchall())
+        except psycopg.errors.SyntaxError:
+            pass
+        known: dict[str, bool] = {}
+        for name in names:
+            try:
+                with conn.transaction():
+                    known.update(conn.execute(query, ([name],)).fetchall())
+            except psycopg.errors.SyntaxError:
+                known[name] = False
+        return known
 
     def _copy(
         self,

@@ -52,9 +52,11 @@ class Executor(Protocol):
 
 
 def redshift_type(column: Column) -> str:
-    """The Redshift type a PostgreSQL type loads as (hstore, json, text and arrays as
-    VARCHAR(65535): Redshift's TEXT is only 256 bytes)."""
+    """The Redshift type a DDL type loads as: Redshift's own ``varchar(max)`` as it is; hstore,
+    json, text and arrays as VARCHAR(65535) (Redshift's TEXT is only 256 bytes)."""
     pg = column.type.lower()
+    if pg.endswith("[]"):  # Redshift has no arrays: the text form, as it comes in the CSV
+        return "VARCHAR(65535)"
     if pg.startswith(("character varying", "varchar", "character(", "char(")):
         return pg.upper()
     if pg in ("smallint", "integer", "bigint", "real", "double precision", "boolean", "date",
