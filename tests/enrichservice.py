@@ -22,6 +22,8 @@ class Behaviour:
     always_fail: bool = False  # every request answers 500
     slow_ids: set[str] = field(default_factory=set)  # these sleep ``slow_seconds``
     slow_seconds: float = 1.0
+    slow_once_ids: set[str] = field(default_factory=set)  # the first request sleeps, then fast
+    error_ids: set[str] = field(default_factory=set)  # these answer 500 (a per-id server bug)
     missing_ids: set[str] = field(default_factory=set)  # these answer 404
     delay: float = 0.0  # every request takes this long
     drip_ids: set[str] = field(default_factory=set)  # these send their answer a byte per 0.3 s
@@ -44,13 +46,14 @@ class _Handler(BaseHTTPRequestHandler):
             b.total += 1
             number = b.total
             b.requests[self.path] += 1
+            first = b.requests[self.path] == 1
             b.in_flight += 1
             b.max_in_flight = max(b.max_in_flight, b.in_flight)
         try:
             ident = unquote(self.path.rsplit("/", 1)[-1])
             if b.delay:
                 time.sleep(b.delay)
-            if ident in b.slow_ids:
+            if ident in b.slow_ids or (ident in b.slow_once_ids and first):
                 time.sleep(b.slow_seconds)
             if ident in b.drip_ids:
                 self._drip(b'{"species": "slow"}')
@@ -58,6 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, {"species": "x" * (2 * 1024 * 1024)})
             elif b.always_fail:
                 self._send(500, {"error": "down"})
+            elif ident in b.error_ids:
+                self._send(500, {"error": "cannot render this mysfit"})
             elif ident in b.missing_ids:  # before the 503s, so "not retried" is countable
                 self._send(404, {"error": "no such mysfit"})
             elif b.fail_every and number % b.fail_every == 0 and self.path not in b.just_failed:
