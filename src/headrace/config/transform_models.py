@@ -163,12 +163,24 @@ class DedupeTransform(Model):
 
 
 class CircuitBreaker(Model):
-    """Stops calling a failing service for a while, so records fail fast instead of waiting."""
+    """Stops calling a service that is down for a while, so records fail fast instead of waiting.
+    Only evidence of an outage opens it: many distinct keys failing, a large share of those
+    requested."""
 
-    failures: int = Field(default=5, ge=1)
-    """Consecutive failed lookups that open the circuit."""
+    failures: int = Field(default=10, ge=1)
+    """Distinct keys (URLs the template makes, e.g. one per ``mysfitId``) whose lookups got no
+    answer (connection errors, timeouts, 429 or 5xx, after their retries) within ``window`` that
+    open the circuit. A 4xx is an answer about its key and never counts; one key failing however
+    often counts once."""
+    failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    """Share of the distinct keys requested within ``window`` whose latest lookup failed, also
+    needed to open it: a service that answers most keys stays closed whatever a few keys do."""
+    window: Seconds = Field(default=30.0, gt=0)
+    """How far back lookups count towards ``failures`` and ``failure_ratio``."""
     reset_after: Seconds = 30.0
-    """How long the circuit stays open before one trial lookup is let through."""
+    """How long the circuit stays open; then one trial lookup is let through, of a key that has
+    not failed on its own where the batch has one. Any answer (a 4xx too) closes the circuit; no
+    answer opens it for ``reset_after`` again."""
 
 
 _FORMATTER = string.Formatter()
@@ -200,7 +212,8 @@ class EnrichHttpTransform(Model):
     max_response_bytes: int = Field(default=1024 * 1024, ge=1)
     """Largest answer accepted (after decompression); a larger one fails the lookup."""
     retries: int = Field(default=2, ge=0, le=10)
-    """Further attempts after a timeout, connection error, 429 or 5xx."""
+    """Further attempts after a timeout, connection error, 429 or 5xx, so a lookup takes at most
+    ``(retries + 1) * timeout`` plus the backoff."""
     backoff: Seconds = 0.05
     """First wait between attempts (doubles each time)."""
     concurrency: int = Field(default=16, ge=1, le=512)
@@ -212,11 +225,16 @@ class EnrichHttpTransform(Model):
     """Answers kept (least recently used go first); 0: no cache."""
     cache_ttl: Seconds = 300.0
     """How long a cached answer is used."""
+    failure_ttl: Seconds = 10.0
+    """How long a key's failed lookup is remembered: its events meanwhile fail with the same
+    error without a request (a stream of one bad id asks once); 0: not remembered. A failure is
+    never cached as an answer, and the outage's failures are forgotten when the circuit closes."""
     circuit_breaker: CircuitBreaker = CircuitBreaker()
-    """When to stop calling a failing service for a while."""
+    """When to stop calling a service that is down for a while."""
     on_failure: Literal["keep", "drop", "dead_letter"] = "dead_letter"
     """What happens to an event whose lookup fails (an error status, a timeout, an open circuit,
-    a missing field): it goes on unchanged, is dropped, or goes to the dead-letter store."""
+    a missing field): it goes on unchanged, is dropped, or goes to the dead-letter store. The
+    error names the key, why it failed and, with the circuit open, when it closes."""
 
     @field_validator("url")
     @classmethod

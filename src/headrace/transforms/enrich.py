@@ -3,10 +3,18 @@
 Per batch: every event's URL is built (values percent-encoded into the path), identical URLs are
 fetched once, cached answers (LRU, TTL) are used as they are, the rest are fetched with at most
 ``concurrency`` requests in flight, each answer read within ``timeout`` in all and
-``max_response_bytes``. A request is retried on a timeout, a connection error, 429 and
-5xx, with doubling backoff; a circuit breaker opened by consecutive failures makes lookups fail
-at once until ``reset_after`` has passed, then lets one trial through. A failed lookup affects
-only its events (``on_failure``); it is never cached.
+``max_response_bytes``. A request is retried on a timeout, a connection error, 429 and 5xx, with
+doubling backoff. A failed lookup affects only its events (``on_failure``) and is never cached
+as an answer; its key is remembered as failing for ``failure_ttl`` (its events meanwhile fail
+without a request).
+
+The circuit breaker opens only on evidence of an outage: within ``window``, at least
+``failures`` distinct keys got no answer (after their retries) and they are at least
+``failure_ratio`` of the distinct keys requested. A 4xx is an answer about one key, and a key
+failing however often is one key. While open, lookups fail at once naming the key, the evidence
+and when the circuit closes. After ``reset_after`` a batch's trial lookup goes first, alone, on a
+key with no failures of its own where it can: any answer closes the circuit before the rest of
+the batch is looked up; no answer reopens it; a key that failed before failing again says nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 from headrace.config.transform_models import CircuitBreaker, EnrichHttpTransform
@@ -81,40 +89,122 @@ class TtlLru:
         return len(self._items)
 
 
+class CircuitOpen(Exception):
+    """The circuit refused a lookup; the message says why and when it closes."""
+
+
+_OUTAGE = "connection errors, timeouts, 429 or 5xx"
+_WINDOW_KEYS = 4096
+"""Most distinct keys the breaker's window holds (the oldest go first): enough for the ratio."""
+_KEYS_REMEMBERED = 10_000
+"""Most keys whose failures are remembered (least recently failed go first)."""
+_TRIALS = 3
+"""Most trial lookups one batch makes while the circuit is half-open."""
+
+
+def _utc(wall: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
+
+
+class _Window:
+    """The latest outcome of each distinct key requested within the last ``seconds``."""
+
+    def __init__(self, seconds: float, size: int = _WINDOW_KEYS) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._latest: OrderedDict[str, tuple[float, bool]] = OrderedDict()  # oldest first
+        self.failed = 0
+
+    def add(self, key: str, failed: bool, now: float) -> None:
+        old = self._latest.pop(key, None)
+        if old is not None:
+            self.failed -= old[1]
+        self._latest[key] = (now, failed)
+        self.failed += failed
+        horizon = now - self.seconds
+        while self._latest:
+            at, _failed = next(iter(self._latest.values()))
+            if at > horizon and len(self._latest) <= self.size:
+                break
+            self.failed -= self._latest.popitem(last=False)[1][1]
+
+    def clear(self) -> None:
+        self._latest.clear()
+        self.failed = 0
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+
 class Breaker:
-    """Open after ``failures`` consecutive failed lookups; half-open (one trial) after
-    ``reset_after``."""
+    """Open when ``failures`` distinct keys, at least ``failure_ratio`` of those requested in the
+    last ``window`` seconds, got no answer; half-open (one trial) after ``reset_after``."""
 
     def __init__(self, config: CircuitBreaker) -> None:
         self.config = config
+        self.opens = 0
+        """Times the circuit went from closed to open."""
         self._lock = threading.Lock()
-        self._failures = 0
-        self._opened_at: float | None = None
+        self._window = _Window(config.window)
+        self._opened_at: float | None = None  # monotonic; None: closed
+        self._closes_at = 0.0  # wall clock, for the messages
+        self._reason = ""
         self._trial = False
 
-    def allow(self) -> Literal["closed", "trial"] | None:
-        """Whether a lookup may go ahead: ``"closed"``, ``"trial"`` (the one lookup let through
-        a half-open circuit: it must end in ``record`` or ``release``) or ``None`` (refused)."""
+    def admit(self) -> bool:
+        """Let a lookup go ahead: ``True`` if it is the half-open circuit's one trial (it must end
+        in ``answered``, ``failed`` or ``release``); ``CircuitOpen`` if it may not."""
         with self._lock:
             if self._opened_at is None:
-                return "closed"
-            if time.monotonic() - self._opened_at < self.config.reset_after or self._trial:
-                return None
-            self._trial = True  # half-open: this caller is the one trial
-            return "trial"
+                return False
+            if self._trial or not self._due():
+                raise CircuitOpen(self._refusal())
+            self._trial = True
+            return True
 
-    def record(self, ok: bool) -> None:
+    def trial_due(self) -> bool:
+        """Whether the next lookup would be the half-open circuit's trial."""
         with self._lock:
+            return self._opened_at is not None and not self._trial and self._due()
+
+    def refusal(self) -> str | None:
+        """Why lookups are refused now, or ``None`` while the circuit is closed."""
+        with self._lock:
+            return None if self._opened_at is None else self._refusal()
+
+    def answered(self, key: str, trial: bool) -> bool:
+        """The service answered a lookup of ``key`` (a 4xx too): it is up. ``True`` if that
+        closed the circuit."""
+        with self._lock:
+            if self._opened_at is None:
+                self._window.add(key, False, time.monotonic())
+                return False
+            if not trial:  # begun before the circuit opened: the trial decides
+                return False
             self._trial = False
-            if ok:
-                self._failures = 0
-                self._opened_at = None
+            self._opened_at = None
+            self._window.clear()  # the outage's failures are over
+            log.info("enrichment circuit closed: a trial lookup got an answer")
+            return True
+
+    def failed(self, key: str, why: str, *, trial: bool, suspect: bool) -> None:
+        """A lookup of ``key`` got no answer after its retries; ``suspect``: the key had failed
+        before, so its failing again may be about the key, not the service."""
+        with self._lock:
+            now = time.monotonic()
+            if trial:
+                self._trial = False
+                if not suspect:
+                    self._open(now, f"the trial lookup got no answer either ({why})")
                 return
-            self._failures += 1
-            if self._opened_at is not None or self._failures >= self.config.failures:
-                if self._opened_at is None:
-                    log.warning("enrichment circuit opened after %d failures", self._failures)
-                self._opened_at = time.monotonic()
+            if self._opened_at is not None:
+                return
+            window = self._window
+            window.add(key, True, now)
+            failed, seen = window.failed, len(window)
+            if failed >= self.config.failures and failed >= self.config.failure_ratio * seen:
+                self._open(now, f"{failed} of {seen} distinct keys requested in the last "
+                                f"{self.config.window:g} s failed with {_OUTAGE} (latest: {why})")  # fmt: skip
 
     def release(self) -> None:
         """Give back a half-open trial that ended without saying anything about the service."""
@@ -123,7 +213,83 @@ class Breaker:
 
     @property
     def open(self) -> bool:
+        """Open or half-open: lookups are refused or tried one at a time."""
         return self._opened_at is not None
+
+    def _due(self) -> bool:
+        assert self._opened_at is not None
+        return time.monotonic() - self._opened_at >= self.config.reset_after
+
+    def _open(self, now: float, reason: str) -> None:
+        if self._opened_at is None:
+            self.opens += 1
+            log.warning("enrichment circuit opened: %s", reason)
+        self._opened_at = now
+        self._closes_at = time.time() + self.config.reset_after
+        self._reason = reason
+
+    def _refusal(self) -> str:
+        if self._trial:
+            then = "a trial lookup is under way; it closes if that gets an answer"
+        else:
+            then = f"closes at {_utc(self._closes_at)} if a trial lookup then gets an answer"
+        return f"circuit open: {self._reason}; {then}"
+
+
+@dataclass
+class _KeyFailure:
+    error: str
+    failed_at: float  # wall clock
+    until: float  # monotonic: recalled until then
+    outage: bool  # no answer (not a 4xx): forgotten when the circuit closes
+    count: int  # failed lookups of this key in a row
+
+
+class KeyFailures:
+    """What each key's last failed lookup was, recalled for ``ttl``, and how often it failed in a
+    row (kept until it succeeds): never an answer, only a brief memory of the failure."""
+
+    def __init__(self, ttl: float, size: int = _KEYS_REMEMBERED) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._lock = threading.Lock()  # written from the request threads
+        self._items: OrderedDict[str, _KeyFailure] = OrderedDict()
+
+    def remember(self, key: str, error: str, *, outage: bool) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            count = 1 if old is None else old.count + 1
+            until = time.monotonic() + self.ttl
+            self._items[key] = _KeyFailure(error, time.time(), until, outage, count)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def recall(self, key: str) -> str | None:
+        """The key's failure (with when) if it is remembered still, else ``None``."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or item.until <= time.monotonic():
+                return None
+            until = time.time() + (item.until - time.monotonic())
+            return (f"{item.error} (at {_utc(item.failed_at)}; remembered until "
+                    f"{_utc(until)}, not requested again until then)")  # fmt: skip
+
+    def count(self, key: str) -> int:
+        """Failed lookups of ``key`` in a row."""
+        with self._lock:
+            item = self._items.get(key)
+            return 0 if item is None else item.count
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def forgive_outage(self) -> None:
+        """Stop recalling failures that got no answer (the service is back); 4xx answers stand."""
+        with self._lock:
+            for item in self._items.values():
+                if item.outage:
+                    item.until = 0.0
 
 
 @dataclass
@@ -134,6 +300,12 @@ class EnrichStats:
     cache_hits: int = 0
     requests: int = 0
     failures: int = 0
+    remembered_failures: int = 0
+    fast_fails: int = 0
+
+
+Target = tuple[str, str]
+"""A lookup: its URL and the key it names (``mysfitId=m1``), for errors."""
 
 
 class EnrichHttp:
@@ -144,6 +316,7 @@ class EnrichHttp:
         self.config = config
         self.parts = list(_FORMATTER.parse(config.url))
         self.cache = TtlLru(config.cache_size, config.cache_ttl)
+        self.failed_keys = KeyFailures(config.failure_ttl)
         self.breaker = Breaker(config.circuit_breaker)
         self.stats = EnrichStats()
         self._stats_lock = threading.Lock()  # requests are counted from the request threads
@@ -181,11 +354,14 @@ class EnrichHttp:
         """Running totals, published as ``headrace_<name>_total`` metrics."""
         stats = self.stats
         return {"enrich_lookups": stats.lookups, "enrich_cache_hits": stats.cache_hits,
-                "enrich_requests": stats.requests, "enrich_failures": stats.failures}  # fmt: skip
+                "enrich_requests": stats.requests, "enrich_failures": stats.failures,
+                "enrich_remembered_failures": stats.remembered_failures,
+                "enrich_fast_fails": stats.fast_fails,
+                "enrich_circuit_opens": self.breaker.opens}  # fmt: skip
 
-    def url_for(self, data: dict[str, Any]) -> str:
-        """The event's URL (``LookupFailed`` if a field is missing)."""
-        out = []
+    def target_for(self, data: dict[str, Any]) -> Target:
+        """The event's URL and key (``LookupFailed`` if a field is missing)."""
+        out, key = [], []
         for literal, name, _spec, _conv in self.parts:
             out.append(literal)
             if name is None:
@@ -199,6 +375,7 @@ class EnrichHttp:
                 # they would look up another path of the service (".." → the parent resource)
                 raise LookupFailed(f'field "{name}" is {text!r}, which cannot name a resource')
             out.append(quote(text, safe=""))
+            key.append(f"{name}={text if len(text) <= 64 else text[:64] + '…'}")
         url = "".join(out)
         # A value an event controls must not be able to break the client (httpx refuses URLs
         # over 64 KiB with an exception that is not an HTTPError) or flood the service's logs.
@@ -207,33 +384,47 @@ class EnrichHttp:
                 f"the URL would be {len(url)} characters (max_url_length is "
                 f"{self.config.max_url_length})"
             )
-        return url
+        return url, ", ".join(key) or "the URL"
 
-    def fetch(self, url: str) -> Any:
-        """The service's JSON answer for ``url``, retrying; ``LookupFailed`` if there is none.
+    def fetch(self, url: str, key: str) -> Any:
+        """The service's JSON answer for ``url``, retrying; ``LookupFailed`` naming ``key`` if
+        there is none.
 
         The breaker hears once per lookup, after its retries: a failure if no attempt got an
-        answer, a success if the service answered (a 4xx is about this lookup, not the
-        service), nothing if the lookup failed for its own reasons (an invalid URL)."""
-        admitted = self.breaker.allow()
-        if admitted is None:
-            raise LookupFailed("the circuit is open (the service kept failing)")
-        outcome: bool | None = None
+        answer, an answer if the service answered (a 4xx is about this key, not the service),
+        nothing if the lookup failed for its own reasons (an invalid URL)."""
         try:
-            answer = self._attempts(url, admitted == "trial")
-            outcome = True
-            return answer
+            trial = self.breaker.admit()
+        except CircuitOpen as exc:
+            with self._stats_lock:
+                self.stats.fast_fails += 1
+            raise LookupFailed(f"lookup of {key} not made: {exc}") from exc
+        suspect = self.failed_keys.count(url) > 0
+        try:
+            answer = self._attempts(url, trial)
         except _ServiceFailed as exc:
-            outcome = False
-            raise LookupFailed(str(exc)) from exc
+            self.failed_keys.remember(url, f"lookup of {key} failed: {exc}", outage=True)
+            self.breaker.failed(url, f"{key}: {exc}", trial=trial, suspect=suspect)
+            raise LookupFailed(f"lookup of {key} failed: {exc}") from exc
         except _Answered as exc:
-            outcome = True
-            raise LookupFailed(str(exc)) from exc
-        finally:
-            if outcome is None:
+            self.failed_keys.remember(url, f"lookup of {key} failed: {exc}", outage=False)
+            self._answered(url, trial)
+            raise LookupFailed(f"lookup of {key} failed: {exc}") from exc
+        except LookupFailed as exc:
+            if trial:
                 self.breaker.release()
-            else:
-                self.breaker.record(outcome)
+            raise LookupFailed(f"lookup of {key} failed: {exc}") from exc
+        except BaseException:
+            if trial:
+                self.breaker.release()
+            raise
+        self.failed_keys.forget(url)
+        self._answered(url, trial)
+        return answer
+
+    def _answered(self, url: str, trial: bool) -> None:
+        if self.breaker.answered(url, trial):
+            self.failed_keys.forgive_outage()  # keys that failed in the outage may answer now
 
     def _attempts(self, url: str, trial: bool) -> Any:
         import httpx
@@ -242,8 +433,9 @@ class EnrichHttp:
         error = "no attempt made"
         for attempt in range(config.retries + 1):
             if attempt:
-                if not trial and self.breaker.open:  # other lookups found the service down
-                    raise LookupFailed(f"{error}; the circuit opened meanwhile")
+                refusal = None if trial else self.breaker.refusal()
+                if refusal is not None:  # other lookups found the service down meanwhile
+                    raise LookupFailed(f"{error}; not retried: {refusal}")
                 cap = config.backoff * 2 ** (attempt - 1)
                 time.sleep(random.uniform(cap / 2, cap))  # noqa: S311 - jitter, not security
             with self._stats_lock:
@@ -308,12 +500,25 @@ class EnrichHttp:
     def apply(self, events: list[Event]) -> TransformResult:
         """Enrich each event; failures follow ``on_failure``."""
         assert self._pool is not None, "transform is not open"
+        urls, answers, to_fetch = self._plan(events)
+        if to_fetch and self.breaker.trial_due():
+            to_fetch = self._trial_first(to_fetch, answers)
+        fetched = self._pool.map(self._fetch_one, to_fetch)
+        for target, outcome in zip(to_fetch, fetched, strict=True):
+            self._settle(target[0], outcome, answers)
+        return self._outcomes(events, urls, answers)
+
+    def _plan(
+        self, events: list[Event]
+    ) -> tuple[list[str | LookupFailed], dict[str, Any], list[Target]]:
+        """Each event's URL (or why it has none), the answers known already (from the cache, a
+        remembered failure or as ``None`` for those to fetch) and the lookups to make."""
         urls: list[str | LookupFailed] = []
         answers: dict[str, Any] = {}
-        to_fetch: list[str] = []
+        to_fetch: list[Target] = []
         for event in events:
             try:
-                url = self.url_for(event.data)
+                url, key = self.target_for(event.data)
             except LookupFailed as exc:
                 urls.append(exc)
                 continue
@@ -326,16 +531,38 @@ class EnrichHttp:
             if cached is not _MISS:  # a cached JSON null is an answer like any other
                 answers[url] = cached
                 self.stats.cache_hits += 1
+            elif (remembered := self.failed_keys.recall(url)) is not None:
+                answers[url] = LookupFailed(remembered)
+                self.stats.remembered_failures += 1
             else:
-                to_fetch.append(url)
+                to_fetch.append((url, key))
                 answers[url] = None
-        fetched = self._pool.map(self._fetch_one, to_fetch)
-        for url, (answer, error) in zip(to_fetch, fetched, strict=True):
-            if error is None:
-                answers[url] = answer
-                self.cache.put(url, answer)
-            else:
-                answers[url] = LookupFailed(error)
+        return urls, answers, to_fetch
+
+    def _trial_first(self, to_fetch: list[Target], answers: dict[str, Any]) -> list[Target]:
+        """Make the half-open circuit's trial before the rest of the batch (which the open
+        circuit would refuse meanwhile), on the keys with the fewest failures of their own
+        first, so a key that always fails cannot keep the circuit open; the lookups left."""
+        order = sorted(range(len(to_fetch)), key=lambda i: self.failed_keys.count(to_fetch[i][0]))
+        tried: set[int] = set()
+        for i in order[:_TRIALS]:
+            if not self.breaker.trial_due():  # decided: closed, or open again
+                break
+            tried.add(i)
+            self._settle(to_fetch[i][0], self._fetch_one(to_fetch[i]), answers)
+        return [target for i, target in enumerate(to_fetch) if i not in tried]
+
+    def _settle(self, url: str, outcome: tuple[Any, str | None], answers: dict[str, Any]) -> None:
+        answer, error = outcome
+        if error is None:
+            answers[url] = answer
+            self.cache.put(url, answer)
+        else:
+            answers[url] = LookupFailed(error)
+
+    def _outcomes(
+        self, events: list[Event], urls: list[str | LookupFailed], answers: dict[str, Any]
+    ) -> TransformResult:
         result = TransformResult([])
         for event, target in zip(events, urls, strict=True):
             answer = target if isinstance(target, LookupFailed) else answers[target]
@@ -354,16 +581,17 @@ class EnrichHttp:
                 result.failed.append(FailedRecord(event, "enrich_failed", merged))
         return result
 
-    def _fetch_one(self, url: str) -> tuple[Any, str | None]:
+    def _fetch_one(self, target: Target) -> tuple[Any, str | None]:
         # Runs in the pool: an exception here would come out of ``apply`` and fail the whole
         # batch over and over, so every failure becomes this URL's error.
         try:
-            return self.fetch(url), None
+            return self.fetch(*target), None
         except LookupFailed as exc:
             return None, str(exc)
-        except Exception as exc:  # fetch has given its trial back (finally)
+        except Exception as exc:  # fetch has given its trial back
             log.exception("enrichment lookup failed unexpectedly")
             return None, f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["Breaker", "EnrichHttp", "EnrichStats", "LookupFailed", "TtlLru"]
+__all__ = ["Breaker", "CircuitOpen", "EnrichHttp", "EnrichStats", "KeyFailures", "LookupFailed",
+           "TtlLru"]  # fmt: skip
