@@ -9,13 +9,24 @@ SPLIT_IMPRESSIONS = """\
 #   headrace validate pipeline.yaml && headrace serve --config pipeline.yaml
 #
 # Point the webhook at http://<host>:8080/webhooks/split/impressions. It sends a JSON array of
-# impressions every few seconds, usually gzip-compressed without saying so (headrace detects
-# it), and treats anything but exactly 200 as a failure.
+# impressions every 10 seconds, usually gzip-compressed without saying so (headrace detects
+# it), and treats anything but exactly 200 as a failure: it retries once after 300 ms, then
+# drops the batch.
 sources:
   impressions:
     type: http
     path: /webhooks/split/impressions
     success_status: 200
+    success_body: ok               # Split ignores the body; the default lists every event id
+    limits:
+      # A busy account's 10-second batch passes the default 10,000 events, and a refused batch
+      # is lost: 100,000 is four times the largest batch we expect (about 25,000).
+      max_events: 100000
+      # An impression is 300-500 bytes of JSON: 100,000 of them are about 50 MB once
+      # decompressed, so 128 MiB leaves room for impressions with large properties, and an
+      # uncompressed batch of 100,000 still fits the 64 MiB as sent (gzip is about 12x smaller).
+      max_decompressed_bytes: 128MiB
+      max_body_bytes: 64MiB
     # Optional: a shared token the webhook sends in a header...
     # auth: {type: token, header: Authorization, secrets: ["${SPLIT_TOKEN}"]}
     # ...or an HMAC-SHA256 signature of the raw body:

@@ -15,6 +15,7 @@ import httpx
 import psycopg
 import pytest
 
+from headrace.config.load import load_pipeline
 from serverproc import ServerProcess
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -171,6 +172,55 @@ def test_an_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
             assert conn.execute(query).fetchone() == (600,)
     finally:
         proxy.cut()
+        assert server.stop() == 0
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    psycopg.sql.Identifier(schema)
+                )
+            )
+
+
+def busy_batch(n: int) -> list[dict[str, object]]:
+    """One 10-second batch of a busy account: ``n`` distinct impressions of realistic size."""
+    flags = ["new_checkout_flow", "dark_mode_rollout", "pricing_page_v2", "onboarding_wizard"]
+    rules = ["default rule", "in segment beta_testers", "whitelisted", "targeting rule 3"]
+    return [{"key": str(uuid.UUID(int=i * 7919 + 12345)), "split": flags[i % 4],
+             "environmentId": "194da2f0-3e22-11ea-b9bd-0a9b5f5e3b7c",
+             "environmentName": "Prod-US-East", "treatment": ("on", "off", "v2")[i % 3],
+             "time": 1_763_800_000_000 + i, "bucketingKey": None, "label": rules[i % 4],
+             "machineName": f"ip-10-0-{i % 250}-{i % 200}.ec2.internal",
+             "machineIp": f"10.0.{i % 250}.{i % 200}", "splitVersionNumber": 1_763_799_000_000,
+             "sdk": "java", "sdkVersion": "4.13.1",
+             "properties": {"plan": "pro", "country": "US"}} for i in range(n)]  # fmt: skip
+
+
+def test_the_recipe_takes_a_busy_accounts_batch_of_25000(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More than 10,000 impressions in one POST: exactly 200, a small body, every row stored."""
+    schema = f"hr_busy_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    monkeypatch.setenv("IMPRESSIONS_SCHEMA", schema)
+    config = tmp_path / "pipeline.yaml"
+    assert cli("init", "--recipe", "split-impressions", "-o", str(config)).returncode == 0
+    limits = load_pipeline(config).sources["impressions"].limits
+    # as many impressions as it takes, of 500 bytes, fit once decompressed and even uncompressed
+    assert limits is not None and limits.max_events >= 4 * 25_000
+    assert min(limits.max_decompressed_bytes, limits.max_body_bytes) >= limits.max_events * 500
+    server = ServerProcess(tmp_path / "data", config=config).start()
+    try:
+        raw = json.dumps(busy_batch(25_000)).encode()
+        assert 300 <= len(raw) / 25_000 <= 500  # bytes an impression, as Split sends them
+        body = gzip.compress(raw)
+        answer = httpx.post(f"{server.url}/webhooks/split/impressions", content=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.content == b"ok"  # not 25,000 event ids
+        deadline = time.monotonic() + 60
+        while count(schema) != 25_000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count(schema) == 25_000, server.log()
+    finally:
         assert server.stop() == 0
         with psycopg.connect(DSN, autocommit=True) as conn:
             conn.execute(
