@@ -190,7 +190,9 @@ sources:
 CLICK_LOGS = """\
 # Web click logs: authorized, validated clicks land as Parquet (declared schema, zstd) in S3 under
 # Firehose-style keys (clicklogs/YYYY/MM/DD/HH/), and, with a timestamp added, as items in a
-# DynamoDB table.
+# DynamoDB table. A click's requestid is its event id, so a client that resends a click (a
+# timeout, a retry) has it stored once: once in S3 (ids are kept for the sink's dedupe_window,
+# 7 days) and one item in the table, whose key it is.
 #
 #   export CLICKLOGGER_TOKEN='ALLOW=ORDERAPP'
 #   export CLICK_LOGS_BUCKET=my-click-logs      # the bucket must exist
@@ -206,6 +208,7 @@ sources:
   clicklogger:
     type: http
     path: /clicklogger
+    id_field: requestid             # the click's own unique id (the table's key) is its event id
     auth: {type: token, header: Authorization, secrets: ["${CLICKLOGGER_TOKEN}"]}
     unknown_fields: reject
     schema:

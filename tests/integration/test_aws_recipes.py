@@ -65,7 +65,9 @@ def test_click_logs(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPat
                        "CLICK_LOGS_TABLE": table, "AWS_ENDPOINT_URL": moto_url,
                        "CLICK_LOGS_BUFFER_INTERVAL": "1s"}.items():  # fmt: skip
         monkeypatch.setenv(key, value)
-    server = ServerProcess(tmp_path / "data", config=recipe(tmp_path, "click-logs")).start()
+    config = recipe(tmp_path, "click-logs")
+    assert "    id_field: requestid" in config.read_text()  # a client's resend is stored once
+    server = ServerProcess(tmp_path / "data", config=config).start()
     try:
         url = f"{server.url}/clicklogger"
         auth = {"Authorization": "ALLOW=ORDERAPP"}
@@ -73,6 +75,9 @@ def test_click_logs(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPat
         assert httpx.post(url, json=sent[:25], headers=auth).status_code == 202
         for one in sent[25:]:
             assert httpx.post(url, json=one, headers=auth).status_code == 202
+        for resent in (sent[3], sent[30]):  # the client did not see the answer and sends again
+            answer = httpx.post(url, json=resent, headers=auth)
+            assert answer.json()["ids"] == [resent["requestid"]]
         assert httpx.post(url, json=click(99), headers={"Authorization": "DENY"}).status_code == 401
         assert httpx.post(url, json={**click(98), "extra": 1}, headers=auth).status_code == 400
         assert httpx.post(url, json={"requestid": "x"}, headers=auth).status_code == 400
@@ -85,8 +90,12 @@ def test_click_logs(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPat
                 rows += pq.read_table(io.BytesIO(body)).to_pylist()
             return rows
 
-        rows = eventually(lambda: len(parquet_rows()) == 40 and parquet_rows())
+        delivered = 'headrace_events_delivered_total{sink="clicks_s3"}'
+        assert eventually(lambda: server.metrics().get(delivered) == 42), server.metrics()
+        rows = eventually(lambda: len(parquet_rows()) >= 40 and parquet_rows())
         assert rows, server.log()
+        time.sleep(1.5)  # one more buffer interval: a resend would have been uploaded by now
+        rows = parquet_rows()
         assert sorted(rows, key=lambda r: r["requestid"]) == sorted(
             sent, key=lambda r: r["requestid"]
         )
