@@ -82,6 +82,7 @@ sources:
         userAgent: {{type: [string, "null"]}}
     map:
       defaults: {{timestamp: $received_at, userAgent: $header.user-agent}}
+      copy: {{visitor: $visitor}}    # unique visitors: a daily salted hash, no address kept
     # cors: {{allow_origins: ["https://www.example.org"]}}   # pages on other sites that send hits
 """
 _HIT_LAKE = """\
@@ -91,7 +92,7 @@ _HIT_LAKE = """\
     streams:
       analytics:
         time_field: timestamp
-        fields: {pagePath: string, referrer: string, userAgent: string}
+        fields: {pagePath: string, referrer: string, userAgent: string, visitor: string}
 """
 
 PAGE_HITS = (
@@ -108,6 +109,9 @@ PAGE_HITS = (
 # kept. The key is (pagePath, timestamp): GET filters by pagePath and a time range (at most
 # max_range wide, default the last 24 h) and pages with ?cursor=, newest first.
 # From a browser: <script src="/sdk/headrace.js"> and headrace.init({endpoint, stream: "analytics"}).
+# Each hit gets "visitor": a hash of the client address and User-Agent with a salt that changes
+# every UTC day and is deleted after two (set HEADRACE_VISITOR_SECRET to share one count across
+# ingest machines); the dashboard counts unique visitors with it, and no address is stored.
 """
     + _HIT_SOURCE.format(read="{default_range: 24h, max_range: 31d}")
     + """

@@ -246,7 +246,9 @@ class EventMap(Model):
     copy_fields: dict[str, str] = Field(default_factory=dict, alias="copy")
     """Field: request metadata, one of ``$stream``, ``$source``, ``$client_ip``,
     ``$principal`` (the API key's name, or what a python authorizer returned), ``$received_at``,
-    ``$header.<name>`` or ``$context.<key>`` (from a python authorizer)."""
+    ``$visitor`` (a daily salted hash of the client address and User-Agent, for unique-visitor
+    counts; neither is stored), ``$header.<name>`` or ``$context.<key>`` (from a python
+    authorizer)."""
 
     defaults: dict[str, str] = Field(default_factory=dict)
     """Field: request metadata (as in ``copy``), written only where the event lacks the field or
@@ -255,7 +257,7 @@ class EventMap(Model):
     @field_validator("copy_fields", "defaults")
     @classmethod
     def _known_metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        known = ("$stream", "$source", "$client_ip", "$principal", "$received_at")
+        known = ("$stream", "$source", "$client_ip", "$principal", "$received_at", "$visitor")
         for field_name, source in value.items():
             prefixed = any(
                 source.startswith(p) and len(source) > len(p) for p in ("$header.", "$context.")

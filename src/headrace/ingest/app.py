@@ -182,7 +182,7 @@ class IngestApp:
         }
         self._cors = {sid: CorsPolicy(src.cors) for sid, src in sources if src.cors}
         self._schemas = {sid: SchemaCheck(src) for sid, src in sources if src.json_schema}
-        self._mappers = {sid: Mapper(src.map) for sid, src in sources if src.map}
+        self._mappers = {sid: Mapper(src.map, data_dir) for sid, src in sources if src.map}
         self.badrows = BadRowStore(data_dir)
         self._pending_writes: set[asyncio.Future[None]] = set()
         routes = [*self.router.exact.values(), *(p.route for p in self.router.patterns)]

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from headrace.config.models import EventMap
+from headrace.ingest.visitor import VisitorHasher
+
+VISITOR = "$visitor"
 
 
 @dataclass(frozen=True)
@@ -25,14 +29,16 @@ class RequestMeta:
 class Mapper:
     """One source's map, ready to apply."""
 
-    def __init__(self, config: EventMap) -> None:
+    def __init__(self, config: EventMap, data_dir: Path | None = None) -> None:
         self.config = config
         self.select = set(config.select) if config.select is not None else None
-        self.header_names = frozenset(
-            source.removeprefix("$header.").lower().encode("latin-1")
-            for source in [*config.copy_fields.values(), *config.defaults.values()]
-            if source.startswith("$header.")
-        )
+        sources = [*config.copy_fields.values(), *config.defaults.values()]
+        names = {s.removeprefix("$header.").lower() for s in sources if s.startswith("$header.")}
+        # $visitor hashes the address with the User-Agent (ingest.visitor)
+        self.visitors = VisitorHasher(data_dir) if VISITOR in sources else None
+        if self.visitors is not None:
+            names.add("user-agent")
+        self.header_names = frozenset(name.encode("latin-1") for name in names)
 
     def apply(self, event: dict[str, Any], meta: RequestMeta) -> dict[str, Any]:
         """The event as it will be stored."""
@@ -48,11 +54,18 @@ class Mapper:
             event.pop(name, None)
         event.update(config.set)
         for name, source in config.copy_fields.items():
-            event[name] = _metadata(source, meta)
+            event[name] = self._metadata(source, meta)
         for name, source in config.defaults.items():
             if event.get(name) is None:
-                event[name] = _metadata(source, meta)
+                event[name] = self._metadata(source, meta)
         return event
+
+    def _metadata(self, source: str, meta: RequestMeta) -> Any:
+        if source == VISITOR:
+            assert self.visitors is not None
+            agent = meta.headers.get("user-agent")
+            return self.visitors.visitor(meta.client_ip, agent, meta.received_at_us)
+        return _metadata(source, meta)
 
 
 def _metadata(source: str, meta: RequestMeta) -> Any:
