@@ -140,3 +140,28 @@ sinks:
     assert problem.path == "sinks.s3.dedupe_window" and problem.line == 5
     assert "shorter than buffer.retention" in problem.message
     parse_pipeline(text % "3d")
+
+
+def test_an_event_filed_as_failed_is_stored_once_its_failure_is_fixed(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    sink = opened(config(store, "parquet"), data_dir)
+
+    def with_bad_e2(may_repeat: bool) -> list[Event]:
+        events = batch(["e1", "e2"], may_repeat=may_repeat)
+        events[1].data["n"] = "two"  # does not fit int64: filed under format-conversion-failed/
+        return events
+
+    write(sink, with_bad_e2(False))
+    write(sink, with_bad_e2(True))  # replayed, still bad: nothing added anywhere
+    flush(sink)
+    failed = list(store.rglob("*.json.gz"))
+    assert stored(store) == ["e1"] and len(failed) == 1
+    assert len(gzip.decompress(failed[0].read_bytes()).splitlines()) == 1  # filed once
+    # replayed once the value is right (a fixed producer, a transform changed): new data
+    fixed = batch(["e2"], may_repeat=True)
+    write(sink, fixed)
+    flush(sink)
+    assert stored(store) == ["e1", "e2"]
+    sink.close()

@@ -128,3 +128,86 @@ def test_workers_get_only_the_environment_they_are_given(
     assert "AWS_SECRET_ACCESS_KEY" not in env and "DATABASE_URL" not in env
     assert env["API_KEY"] == "for-the-function" and env["SHARED_SETTING"] == "passed on"
     assert env["LC_TIME"] == "C" and env["PATH"] == os.environ["PATH"]
+
+
+APACHE = '10.0.0.7 - - [22/Nov/2026:10:00:01 +0000] "GET /pricing HTTP/1.1" 200 5120'
+
+
+def test_data_that_is_not_one_json_object_is_kept_as_bytes(
+    tmp_path: Path, opened: list[Any]
+) -> None:
+    transform = make(tmp_path, function="firehose_functions:apache_log_to_csv")
+    opened.append(transform)
+    result = transform.apply(events({"line": APACHE}, {"line": "not a log line"}))
+    (csv_event,) = result.events
+    assert csv_event.raw == b"10.0.0.7,22/Nov/2026:10:00:01 +0000,GET,/pricing,200,5120\n"
+    assert csv_event.data == {} and csv_event.id == "id0"
+    (failed,) = result.failed
+    assert failed.reason == "transform_failed" and failed.processing is not None
+    assert failed.processing.error_code == "Lambda.ProcessingFailed"
+    assert failed.processing.lambda_arn.endswith(":function:fn")
+
+
+def test_several_json_lines_in_one_record_are_several_events(
+    tmp_path: Path, opened: list[Any]
+) -> None:
+    transform = make(tmp_path, function="firehose_functions:log_events_to_lines")
+    opened.append(transform)
+    logs = {"logEvents": [{"id": "a", "message": "up"}, {"id": "b", "message": "down"},
+                          {"id": "c", "message": "up"}]}  # fmt: skip
+    result = transform.apply(events(logs, {"logEvents": [{"id": "d", "message": "x"}]}))
+    assert [(e.id, e.data["id"]) for e in result.events] == [
+        ("id0", "a"), ("id0.1", "b"), ("id0.2", "c"), ("id1", "d")
+    ]  # fmt: skip
+    assert all(e.raw is None for e in result.events)
+
+
+@pytest.mark.parametrize(
+    ("payload", "raw"),
+    [
+        (b'{"a": 1}\n', False),
+        (b'{"a": 1}\n{"a": 2}\n', False),
+        (b"[1, 2]", True),  # JSON, but not an object: opaque, as Firehose sees it
+        (b'"text"', True),
+        (b'{"a": 1}\nnot json\n', True),
+        (b"plain text", True),
+        (b"", True),
+    ],
+)
+def test_what_an_ok_record_becomes(payload: bytes, raw: bool) -> None:
+    from headrace.transforms.python import events_of_output
+
+    event = Event("e", "s", "web", 1, {"x": 1})
+    made = events_of_output(event, payload)
+    assert (made[0].raw is not None) is raw
+    if raw:
+        assert made == [event.with_raw(payload)]
+
+
+def test_region_and_arns_come_from_the_config_else_the_aws_chain(
+    tmp_path: Path, opened: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    transform = make(tmp_path, function="firehose_functions:where_am_i")
+    opened.append(transform)
+    (event,) = transform.apply(events({"n": 1})).events
+    assert event.data["region"] == "local"
+    assert event.data["stream"] == "arn:aws:firehose:local:000000000000:deliverystream/sink"
+
+    (tmp_path / "aws-config").write_text("[default]\nregion = eu-west-3\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    transform = make(tmp_path, function="firehose_functions:where_am_i")
+    opened.append(transform)
+    (event,) = transform.apply(events({"n": 1})).events
+    assert event.data["region"] == "eu-west-3"
+    assert transform.lambda_arn == "arn:aws:lambda:eu-west-3:000000000000:function:fn"
+
+    monkeypatch.setenv("AWS_REGION", "ca-central-1")
+    arn = "arn:aws:firehose:us-west-2:123456789012:deliverystream/clicks"
+    transform = make(tmp_path, function="firehose_functions:where_am_i", region="us-west-2",
+                     delivery_stream_arn=arn)  # fmt: skip
+    opened.append(transform)
+    (event,) = transform.apply(events({"n": 1})).events
+    assert event.data == {"n": 1, "region": "us-west-2", "stream": arn}

@@ -627,9 +627,11 @@ class Pipeline(Model):
         return (wanted, sink) if isinstance(sink, LakeSink | DynamoDBSink) else None
 
     def lake_for_source(self, source_id: str) -> tuple[str, LakeSink] | None:
-        """The first lake sink storing ``source_id``'s events (what GET and export read)."""
-        for sink_id, sink in self.sinks.items():
-            if isinstance(sink, LakeSink) and source_id in sink.inputs:
+        """The first lake sink storing ``source_id``'s events, directly or through transforms
+        (what GET and export read)."""
+        for sink_id in self.sinks_for_source(source_id):
+            sink = self.sinks[sink_id]
+            if isinstance(sink, LakeSink):
                 return sink_id, sink
         return None
 

@@ -61,7 +61,8 @@ class S3Sink(Model):
     region: str | None = None
     """Region; none: the AWS configuration's."""
     format: Literal["parquet", "ndjson"] = "parquet"
-    """``parquet`` (needs ``schema``) or ``ndjson`` (one JSON object a line, gzip-compressed)."""
+    """``parquet`` (needs ``schema``) or ``ndjson`` (one JSON object a line, gzip-compressed; data
+    a Firehose function returned that is not JSON is written as it is)."""
     compression: Literal["zstd", "snappy", "gzip"] | None = None
     """Parquet: ``zstd`` (default) or ``snappy``; NDJSON: ``gzip`` (always)."""
     schema_: ObjectSchema = Field(default_factory=ObjectSchema, alias="schema")
@@ -72,7 +73,8 @@ class S3Sink(Model):
     as Firehose does."""
     error_prefix: str = DEFAULT_ERROR_PREFIX
     """Key prefix of failed records (gzip NDJSON in Firehose's error format); may use
-    ``!{firehose:error-output-type}`` (``format-conversion-failed``, ``partitioning-failed``),
+    ``!{firehose:error-output-type}`` (``format-conversion-failed``, ``partitioning-failed``,
+    ``processing-failed``),
     timestamps and ``!{firehose:random-string}``, but no fields of the record."""
     time_source: Literal["arrival", "event"] = "arrival"
     """Which time the prefix's timestamps use: when headrace received the event, or ``time_field``."""
@@ -90,6 +92,9 @@ class S3Sink(Model):
     """Size of each part of a multipart upload."""
     max_attempts: int = Field(default=8, ge=1, le=50)
     """Attempts of one S3 call on throttling, 5xx and connection errors (with backoff)."""
+    processing_failed: Literal["dead_letters", "error_prefix"] = "dead_letters"
+    """Where records a Firehose-contract ``python`` transform failed go: the dead-letter store,
+    or (as Firehose does) ``error_prefix`` as ``processing-failed`` in Firehose's record format."""
     dedupe_window: Seconds = Field(default=7 * 24 * 3600.0, ge=3600.0)
     """How long the ids of stored events are remembered, so a replay or a client's resend
     (``id_field``) adds nothing; at least the buffer's ``retention``."""

@@ -31,7 +31,7 @@ from headrace.runtime import state
 from headrace.sinks.base import Sink
 from headrace.telemetry.metrics import Registry, key
 from headrace.transforms import CommitHook
-from headrace.transforms.graph import SinkTransforms
+from headrace.transforms.graph import SinkTransforms, original_of
 from headrace.types import Event, FailedRecord
 
 log = logging.getLogger("headrace.delivery")
@@ -54,13 +54,15 @@ class _Batch:
     originals: dict[str, Event] = field(default_factory=dict)
 
     def as_received(self, records: list[FailedRecord]) -> list[FailedRecord]:
-        """``records`` (the sink's refusals of transformed events) carrying the original events."""
+        """``records`` (the sink's refusals of transformed events) carrying the original events,
+        one each (a function may have made several events of one)."""
         if not self.originals:
             return records
-        return [
-            FailedRecord(self.originals.get(r.event.id, r.event), r.reason, r.error)
-            for r in records
-        ]
+        out: dict[str, FailedRecord] = {}
+        for r in records:
+            original = original_of(self.originals, r.event.id) or r.event
+            out.setdefault(original.id, FailedRecord(original, r.reason, r.error, r.processing))
+        return list(out.values())
 
     def empty(self) -> bool:
         return not self.positions and not self.finished
@@ -187,9 +189,15 @@ class DeliveryWorker:
                     self._transform(batch)
                     checkpoint = self._checkpoint(batch, attempt)
                 failed: list[FailedRecord] = []
-                if batch.events:
+                # a sink that files what the transforms failed (s3's processing-failed output)
+                # is handed a batch of nothing else too
+                writes = bool(batch.events) or (
+                    getattr(self.sink, "keeps_processing_failures", False)
+                    and any(f.processing is not None for f in batch.refused)
+                )
+                if writes:
                     failed = batch.as_received(self.sink.write(batch.events, checkpoint).failed)
-                if not (batch.events and self.sink.commits_checkpoint):
+                if not (writes and self.sink.commits_checkpoint):
                     self._save(checkpoint, failed)
                 self._delivered(batch, [*batch.undecodable, *batch.refused, *failed])
                 return True

@@ -14,6 +14,7 @@ from headrace.config.models import Pipeline
 from headrace.runtime import state
 from headrace.runtime.delivery import DeliveryWorker, recover_segments, remove_expired_segments
 from headrace.sinks import Sink, build_sink
+from headrace.sinks.base import RAW
 from headrace.sinks.lake_catalog import LAKE_SCHEMA
 from headrace.telemetry import metrics as m
 from headrace.transforms import TransformContext
@@ -100,12 +101,11 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> i
     state.init_schema(conn, [LAKE_SCHEMA])
     metrics = m.Registry()
     recover_segments(buffer_dir, metrics)
-    openers = {
-        sink_id: SinkOpener(
-            build_sink(sink_id, config, data_dir), SinkTransforms(pipeline, sink_id), data_dir, stop
-        )
-        for sink_id, config in pipeline.sinks.items()
-    }
+    openers = {}
+    for sink_id, config in pipeline.sinks.items():
+        sink = build_sink(sink_id, config, data_dir)
+        transforms = SinkTransforms(pipeline, sink_id, takes_raw=RAW in sink.capabilities)
+        openers[sink_id] = SinkOpener(sink, transforms, data_dir, stop)
     workers = [
         DeliveryWorker(
             opener.sink,

@@ -9,6 +9,9 @@
    already holds must not add a row (the runtime delivers at least once).
 4. A sink that keeps its data where the state database is (``commits_checkpoint = True``) saves
    ``checkpoint`` in the same transaction as its data; others leave that to the runtime.
+5. ``capabilities`` says what the sink can do; with ``RAW`` it is handed events a Firehose
+   function returned as bytes that are not JSON (``Event.raw``), which it writes as they are;
+   without it such events are refused before it sees them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from headrace.types import Event, WriteResult
 APPEND = "append"
 REPLACE = "replace"
 MERGE = "merge"
+RAW = "raw"
+"""Writes what a Firehose function returned as it is when it is not a JSON object (a line)."""
 
 
 class Sink(Protocol):

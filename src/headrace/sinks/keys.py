@@ -234,6 +234,7 @@ __all__ = [
     "DEFAULT_TIME_PREFIX",
     "ERROR_FORMAT",
     "ERROR_PARTITIONING",
+    "ERROR_PROCESSING",
     "LAKE_PARTITION",
     "KeyTemplate",
     "PartitionKeyMissing",

@@ -7,6 +7,9 @@ Invariants:
   an inferred column, too many columns, a reserved name). Nothing an event carried is dropped.
 - A column's type is fixed when it is first seen or declared (``lake_columns``); an event whose
   field does not fit a *declared* type goes to the dead-letter store as ``type_mismatch``.
+- What a Firehose function returned that is not JSON (``Event.raw``: CSV, a line of text) is kept
+  as text (without a final newline) in a ``_raw`` column (a catalog column like the user's); bytes that are not UTF-8 go to
+  the dead-letter store as ``transform_bad_output``.
 - A file is written under a hidden temporary name, fsync'd and renamed, and becomes visible only
   when the catalog transaction that also saves the buffer positions commits. After a crash,
   files the catalog does not list are removed on open and their events are delivered again.
@@ -33,11 +36,12 @@ from headrace.config.models import StreamSchema
 from headrace.errors import TransientSinkError
 from headrace.ids import event_id, new_base_id
 from headrace.runtime.state import Checkpoint, connect, init_schema
-from headrace.sinks.base import APPEND
+from headrace.sinks.base import APPEND, RAW
 from headrace.sinks.lake_catalog import (
     INT64_MAX,
     INT64_MIN,
     LAKE_SCHEMA,
+    RAW_COLUMN,
     SYSTEM_COLUMNS,
     columns_of,
     parse_time_us,
@@ -95,7 +99,7 @@ class _Written:
 class LakeSink:
     """Stores batches as Parquet files in the local lake; see the module docstring."""
 
-    capabilities = frozenset({APPEND})
+    capabilities = frozenset({APPEND, RAW})
     commits_checkpoint = True
 
     def __init__(self, sink_id: str, config: LakeSinkConfig, data_dir: Path) -> None:
@@ -173,6 +177,8 @@ class LakeSink:
         exact: dict[str, type],
     ) -> dict[str, Any] | str:
         """The row of ``event`` (user fields, ``_extra``), or why it does not fit the schema."""
+        if event.raw is not None:
+            return self._raw_row(event.raw_line(), cols, new)
         row: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for name, value in event.data.items():
@@ -210,6 +216,18 @@ class LakeSink:
         row["_extra"] = _json.encode(extra).decode() if extra else None
         return row
 
+    @staticmethod
+    def _raw_row(raw: bytes, cols: _StreamColumns, new: dict[str, str]) -> dict[str, Any] | str:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return (
+                f"the transform returned bytes that are not UTF-8 text ({exc}); the lake keeps text"
+            )
+        if RAW_COLUMN not in cols.types:
+            new[RAW_COLUMN] = "string"
+        return {RAW_COLUMN: text, "_extra": None}
+
     def write(self, events: list[Event], checkpoint: Checkpoint) -> WriteResult:
         """Write ``events`` as one file per partition and commit them with ``checkpoint``."""
         conn = self._conn
@@ -241,7 +259,8 @@ class LakeSink:
             schema, cols, added, exact = context
             shaped = self._shape(event, schema, cols, added, exact)
             if isinstance(shaped, str):
-                failed.append(FailedRecord(event, "type_mismatch", shaped))
+                reason = "type_mismatch" if event.raw is None else "transform_bad_output"
+                failed.append(FailedRecord(event, reason, shaped))
                 continue
             time_us = None
             if schema.time_field:

@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS lake_garbage (
 );
 """
 
-SYSTEM_COLUMNS = frozenset({"_id", "_received_at", "_time", "_extra"})
+RAW_COLUMN = "_raw"
+"""The column holding what a Firehose function returned that is not JSON (as UTF-8 text)."""
+SYSTEM_COLUMNS = frozenset({"_id", "_received_at", "_time", "_extra", RAW_COLUMN})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 

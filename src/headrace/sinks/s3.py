@@ -13,12 +13,16 @@ its rows deleted. An upload interrupted by a crash is made again under the same 
 the partial attempt. The ids of what was gathered are kept beside it (``sinks.stored_ids``), so an
 event replayed or resent with the same id is not gathered again. Events are typed against the declared schema as they are gathered; those
 whose values do not fit go, in Firehose's error format, to the error prefix
-(``format-conversion-failed``), those without a partition key to ``partitioning-failed``.
+(``format-conversion-failed``), those without a partition key to ``partitioning-failed``, and
+(with ``processing_failed: error_prefix``) records a Firehose function failed to
+``processing-failed``, with its ``lambdaArn``. NDJSON objects take what a Firehose function
+returned that is not JSON (``Event.raw``) as it is, one record a line.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import logging
 import sqlite3
@@ -34,11 +38,12 @@ from headrace.config.object_sinks import S3Sink as S3Config
 from headrace.config.object_sinks import s3_compression
 from headrace.errors import TransientSinkError
 from headrace.runtime.state import Checkpoint, connect, init_schema
-from headrace.sinks.base import APPEND
+from headrace.sinks.base import APPEND, RAW
 from headrace.sinks.keys import (
     DEFAULT_TIME_PREFIX,
     ERROR_FORMAT,
     ERROR_PARTITIONING,
+    ERROR_PROCESSING,
     KeyTemplate,
     PartitionKeyMissing,
     lookup,
@@ -48,7 +53,7 @@ from headrace.sinks.lake_catalog import parse_time_us
 from headrace.sinks.objectstore import DirectoryStore, ObjectStore, S3Store
 from headrace.sinks.parquet import parquet_bytes, table_from_records
 from headrace.sinks.stored_ids import STORED_IDS_SCHEMA, already_stored, forget_ids, record_ids
-from headrace.types import Event, WriteResult
+from headrace.types import Event, FailedRecord, WriteResult
 
 log = logging.getLogger("headrace.sinks.s3")
 
@@ -69,29 +74,48 @@ _SEP = "\x1f"
 
 
 def error_record(
-    event_id: str, received_us: int, data: Any, code: str, message: str
+    event_id: str,
+    received_us: int,
+    data: Any,
+    code: str,
+    message: str,
+    *,
+    raw: bytes | None = None,
+    attempts: int = 1,
+    lambda_arn: str | None = None,
 ) -> dict[str, Any]:
     """A failed record in the shape Firehose writes to its error prefix."""
-    return {
-        "attemptsMade": 1,
+    record = {
+        "attemptsMade": attempts,
         "arrivalTimestamp": received_us // 1000,
         "errorCode": code,
         "errorMessage": message,
         "attemptEndingTimestamp": time.time_ns() // 1_000_000,
-        "rawData": base64.b64encode(_json.encode(data)).decode(),
+        "rawData": base64.b64encode(raw if raw is not None else _json.encode(data)).decode(),
         "eventId": event_id,
     }
+    if lambda_arn is not None:
+        record["lambdaArn"] = lambda_arn
+    return record
+
+
+def _line(event: Event) -> bytes:
+    """An event as one NDJSON record: its JSON, or the bytes a function returned as they are."""
+    return _json.encode(event.data) if event.raw is None else event.raw_line()
 
 
 class S3Sink:
     """See the module docstring."""
 
-    capabilities = frozenset({APPEND})
     commits_checkpoint = True
 
     def __init__(self, sink_id: str, config: S3Config, data_dir: Path) -> None:
         self.id = sink_id
         self.config = config
+        # lines take any bytes; Parquet needs the declared columns
+        self.capabilities = frozenset({APPEND, RAW} if config.format == "ndjson" else {APPEND})
+        # the runtime hands such a sink a batch whose records all failed in the transforms too
+        self.keeps_processing_failures = config.processing_failed == "error_prefix"
         self.state_path = data_dir / "state.db"
         self.prefix = KeyTemplate(config.prefix, default_time=DEFAULT_TIME_PREFIX)
         self.error_prefix = KeyTemplate(config.error_prefix)
@@ -188,17 +212,25 @@ class S3Sink:
         assert conn is not None, "sink is not open"
         now = time.time_ns() // 1000
         parts, errors = self._partition(events, now)
-        if any(e.may_repeat for e in events):
-            self._drop_stored(conn, events, parts, errors, now)
+        if self.keeps_processing_failures and checkpoint.dead:
+            checkpoint = self._file_processing_failures(checkpoint, errors, now)
+        candidates: dict[str, set[str]] = defaultdict(set)  # ids from outside, by stream
+        for event in events:
+            if event.may_repeat:
+                candidates[event.stream].add(event.id)
+        self._drop_stored(conn, "data", candidates, parts, now)
         chunks: list[tuple[tuple[str, str, str], bytes, int, int, list[str]]] = []
         for part, group in parts.items():
             if self.config.format == "parquet":
-                payload, size, rows = self._arrow_chunk(part, group, errors, now)
+                payload, size, misfits = self._arrow_chunk(part, group, errors, now)
+                if misfits:  # filed as failed, not stored: only the others' ids are data
+                    group = [e for i, e in enumerate(group) if i not in misfits]
             else:
-                payload = b"\n".join([_json.encode(e.data) for e in group])
-                size, rows = len(payload), len(group)
-            if rows:
-                chunks.append((part, payload, size, rows, [e.id for e in group]))
+                payload = b"\n".join([_line(e) for e in group])
+                size = len(payload)
+            if group:
+                chunks.append((part, payload, size, len(group), [e.id for e in group]))
+        self._drop_stored(conn, "error", candidates, errors, now)  # misfits found just now too
         for part, records in errors.items():
             if records:
                 payload = b"\n".join([_json.encode(r) for r in records])
@@ -209,7 +241,7 @@ class S3Sink:
             try:
                 for part, payload, size, rows, ids in chunks:
                     self._gather(conn, part, payload, size, rows, now)
-                    record_ids(conn, self.id, part[1], part[2], ids, now)
+                    record_ids(conn, self.id, part[0], part[1], part[2], ids, now)
                 checkpoint.apply(conn, [])
                 conn.execute("COMMIT")
             except BaseException:
@@ -267,29 +299,59 @@ class S3Sink:
             parts[("data", event.stream, prefix)].append(event)
         return parts, errors
 
+    def _file_processing_failures(
+        self,
+        checkpoint: Checkpoint,
+        errors: dict[tuple[str, str, str], list[dict[str, Any]]],
+        now: int,
+    ) -> Checkpoint:
+        """Take the records a Firehose function failed out of the dead letters and into the
+        ``processing-failed`` error output; returns the checkpoint that saves the rest."""
+        kept: list[FailedRecord] = []
+        where = self.error_prefix.render(now, error_type=ERROR_PROCESSING)
+        for failed in checkpoint.dead:
+            if failed.processing is None:
+                kept.append(failed)
+                continue
+            event = failed.event
+            errors[("error", event.stream, where)].append(
+                error_record(
+                    event.id,
+                    event.received_at_us,
+                    event.data,
+                    failed.processing.error_code,
+                    failed.error,
+                    raw=event.raw,
+                    attempts=checkpoint.attempts,
+                    lambda_arn=failed.processing.lambda_arn,
+                )
+            )
+        return dataclasses.replace(checkpoint, dead=kept)
+
     def _drop_stored(
         self,
         conn: sqlite3.Connection,
-        events: list[Event],
-        parts: dict[tuple[str, str, str], list[Event]],
-        errors: dict[tuple[str, str, str], list[dict[str, Any]]],
+        kind: str,
+        candidates: dict[str, set[str]],
+        found: dict[tuple[str, str, str], list[Any]],
         now: int,
     ) -> None:
-        """Leave out the events whose id this sink took before (a replay, a client's resend)."""
-        candidates: dict[str, set[str]] = defaultdict(set)
-        for event in events:
-            if event.may_repeat:
-                candidates[event.stream].add(event.id)
+        """Leave out of ``found`` (events or failed records, by partition) those whose id this
+        sink took before as ``kind``: a replay, a client's resend. Data and failures are apart,
+        so an event replayed once its failure is fixed is new data."""
         for stream, ids in candidates.items():
-            prefixes = {key[2] for key in (*parts, *errors) if key[1] == stream}
-            stored = already_stored(conn, self.id, stream, prefixes, ids, now)
+            keys = [k for k in found if k[1] == stream]
+            if not keys:
+                continue
+            stored = already_stored(conn, self.id, kind, stream, {k[2] for k in keys}, ids, now)
             if not stored:
                 continue
-            log.info("s3 %s: %d event(s) of %s already stored", self.id, len(stored), stream)
-            for key in [k for k in parts if k[1] == stream]:
-                parts[key] = [e for e in parts[key] if e.id not in stored]
-            for key in [k for k in errors if k[1] == stream]:
-                errors[key] = [r for r in errors[key] if r["eventId"] not in stored]
+            log.info("s3 %s: %d %s event(s) of %s taken before", self.id, len(stored), kind, stream)
+            for k in keys:
+                found[k] = [
+                    item for item in found[k]
+                    if (item.id if isinstance(item, Event) else item["eventId"]) not in stored
+                ]  # fmt: skip
 
     def _arrow_chunk(
         self,
@@ -297,8 +359,9 @@ class S3Sink:
         group: list[Event],
         errors: dict[tuple[str, str, str], list[dict[str, Any]]],
         now: int,
-    ) -> tuple[bytes, int, int]:
-        """Events typed by the declared schema as an Arrow IPC stream; misfits go to ``errors``."""
+    ) -> tuple[bytes, int, set[int]]:
+        """Events typed by the declared schema as an Arrow IPC stream and its size; misfits go to
+        ``errors`` and their indexes are returned."""
         import pyarrow as pa
         import pyarrow.ipc as ipc
 
@@ -327,12 +390,12 @@ class S3Sink:
                         self.id, len(built.failed), where)  # fmt: skip
         table = built.table
         if not table.num_rows:
-            return b"", 0, 0
+            return b"", 0, set(built.failed)
         sink = pa.BufferOutputStream()
         options = ipc.IpcWriteOptions(compression="lz4")
         with ipc.new_stream(sink, table.schema, options=options) as writer:
             writer.write_table(table)
-        return sink.getvalue().to_pybytes(), int(table.nbytes), table.num_rows
+        return sink.getvalue().to_pybytes(), int(table.nbytes), set(built.failed)
 
     def _gather(
         self,

@@ -4,7 +4,10 @@ A sink whose store has no index on event ids (objects in S3, where Parquet and N
 the events' own fields) keeps the ids of what it took in the state database, one row per
 gathered chunk, committed in the same transaction as the chunk::
 
-    stored_ids(sink, stream, prefix, created_us, ids)   -- ids: an Arrow IPC stream (lz4)
+    stored_ids(sink, kind, stream, prefix, created_us, ids)   -- ids: an Arrow IPC stream (lz4)
+
+``kind`` keeps apart what was stored as data and what was filed as failed (an error output): an
+event replayed after its failure was fixed is new data.
 
 Only events whose id came from outside (an ``id_field``, a replay) are looked up, as the lake
 does: against the rows of the partitions they go to and every row of the last hour (a client's
@@ -19,10 +22,10 @@ from typing import Any
 
 STORED_IDS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS stored_ids (
-    sink TEXT NOT NULL, stream TEXT NOT NULL, prefix TEXT NOT NULL, created_us INTEGER NOT NULL,
-    ids BLOB NOT NULL
+    sink TEXT NOT NULL, kind TEXT NOT NULL, stream TEXT NOT NULL, prefix TEXT NOT NULL,
+    created_us INTEGER NOT NULL, ids BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS stored_ids_by_prefix ON stored_ids (sink, stream, prefix);
+CREATE INDEX IF NOT EXISTS stored_ids_by_prefix ON stored_ids (sink, kind, stream, prefix);
 CREATE INDEX IF NOT EXISTS stored_ids_by_age ON stored_ids (sink, created_us);
 """
 RECENT_US = 3600 * 1_000_000
@@ -64,32 +67,41 @@ def _unpack(blob: bytes) -> Any:
 
 
 def record_ids(
-    conn: sqlite3.Connection, sink: str, stream: str, prefix: str, ids: list[str], now_us: int
+    conn: sqlite3.Connection,
+    sink: str,
+    kind: str,
+    stream: str,
+    prefix: str,
+    ids: list[str],
+    now_us: int,
 ) -> None:
     """Remember that ``sink`` took ``ids`` into ``prefix``; the caller owns the transaction."""
     conn.execute(
-        "INSERT INTO stored_ids (sink, stream, prefix, created_us, ids) VALUES (?, ?, ?, ?, ?)",
-        (sink, stream, prefix, now_us, pack_ids(ids)),
+        "INSERT INTO stored_ids (sink, kind, stream, prefix, created_us, ids) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (sink, kind, stream, prefix, now_us, pack_ids(ids)),
     )
 
 
 def already_stored(
     conn: sqlite3.Connection,
     sink: str,
+    kind: str,
     stream: str,
     prefixes: Iterable[str],
     candidates: set[str],
     now_us: int,
 ) -> set[str]:
-    """Those of ``candidates`` that ``sink`` took before into one of ``prefixes`` or lately."""
+    """Those of ``candidates`` that ``sink`` took before as ``kind`` into one of ``prefixes``
+    or lately."""
     if not candidates:
         return set()
     prefixes = list(prefixes)
     marks = ",".join("?" * len(prefixes))
     rows = conn.execute(
-        "SELECT ids FROM stored_ids WHERE sink = ? AND stream = ? AND "
+        "SELECT ids FROM stored_ids WHERE sink = ? AND kind = ? AND stream = ? AND "
         f"(prefix IN ({marks}) OR created_us >= ?)",
-        (sink, stream, *prefixes, now_us - RECENT_US),
+        (sink, kind, stream, *prefixes, now_us - RECENT_US),
     )
     wanted = string_array(candidates)
     found: set[str] = set()

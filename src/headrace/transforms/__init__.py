@@ -12,7 +12,9 @@
    delivered is never remembered as seen (and a dead letter replayed later is not a duplicate).
 
 A transform may also have ``counters() -> dict[str, float]``: running totals the runtime
-publishes after each batch as ``headrace_<name>_total{sink, transform}`` metrics.
+publishes after each batch as ``headrace_<name>_total{sink, transform}`` metrics; and
+``takes_raw = True`` if it can take events carrying bytes instead of a JSON object
+(``Event.raw``, what a Firehose function may return), which others are refused.
 
 Each sink gets its own instance of every transform on its way (see ``graph``), so sinks fed
 through the same transform never share a position, a failure or a dedupe window.

@@ -4,10 +4,15 @@ Transforms and sinks name their ``inputs`` (sources or transforms). For one sink
 it reaches has exactly one route, a list of transforms applied first to last; a source reaching
 a sink by two routes would deliver its events twice and is refused when the file is checked,
 as is a cycle. ``SinkTransforms`` runs a sink's routes over a delivery batch.
+
+A Firehose-contract function may return bytes that are not a JSON object (``Event.raw``). Only
+a transform that declares ``takes_raw`` (another Firehose function) and a sink that writes lines
+take them; anywhere else such an event fails with a reason naming the transform that made it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections import defaultdict
@@ -116,8 +121,9 @@ def _in_cycle(start: str, inputs: dict[str, list[str]]) -> bool:
 class SinkTransforms:
     """The transforms on the way to one sink, each its own instance, run route by route."""
 
-    def __init__(self, pipeline: Pipeline, sink_id: str) -> None:
+    def __init__(self, pipeline: Pipeline, sink_id: str, *, takes_raw: bool = False) -> None:
         self.sink_id = sink_id
+        self.takes_raw = takes_raw  # whether the sink writes opaque bytes (lines) as they are
         self.routes = routes_of(pipeline, sink_id)
         self.order = _route_order(self.routes)
         used = {tid for path in self.routes.values() for tid in path}
@@ -162,6 +168,7 @@ class SinkTransforms:
             groups[event.source].append(event)
         step = dict.fromkeys(groups, 0)  # source → index in its route of the next transform
         originals = {event.id: event for event in events}
+        made_raw: dict[str, str] = {}  # event id → the transform that returned its bytes
         failed: list[FailedRecord] = []
         hooks: list[CommitHook] = []
         dropped = 0
@@ -178,19 +185,63 @@ class SinkTransforms:
             for source in arriving:
                 step[source] += 1
                 groups[source] = []
+            transform = self.transforms[tid]
+            if not getattr(transform, "takes_raw", False):
+                batch = self._refuse_raw(batch, made_raw, f"transform {tid}", originals, failed)
             if not batch:
                 continue
-            result = self.transforms[tid].apply(batch)
+            result = transform.apply(batch)
             for event in result.events:  # transforms keep an event's source
                 groups[event.source if event.source in step else arriving[0]].append(event)
+                if event.raw is not None:
+                    made_raw[event.id] = tid
             dropped += result.dropped
             self.dropped[tid] += result.dropped
             hooks.extend(result.on_commit)
             for item in result.failed:
-                original = originals.get(item.event.id, item.event)
-                failed.append(FailedRecord(original, item.reason, f"{tid}: {item.error}"))
+                original = original_of(originals, item.event.id) or item.event
+                failed.append(
+                    dataclasses.replace(item, event=original, error=f"{tid}: {item.error}")
+                )
         out = [event for group in groups.values() for event in group]
+        if not self.takes_raw:
+            out = self._refuse_raw(out, made_raw, f"sink {self.sink_id}", originals, failed)
         return TransformResult(out, failed, dropped, hooks)
+
+    @staticmethod
+    def _refuse_raw(
+        events: list[Event],
+        made_raw: dict[str, str],
+        taker: str,
+        originals: dict[str, Event],
+        failed: list[FailedRecord],
+    ) -> list[Event]:
+        """``events`` without those carrying bytes, which go to ``failed`` naming their maker."""
+        if not made_raw:
+            return events
+        kept = []
+        for event in events:
+            if event.raw is None:
+                kept.append(event)
+                continue
+            maker = made_raw.get(event.id, "a transform")
+            error = (
+                f"{maker}: returned data that is not a JSON object ({event.raw[:60]!r}); {taker} "
+                "needs JSON objects (an s3 sink with format: ndjson, or a lake, keeps such data "
+                "as it is)"
+            )
+            original = original_of(originals, event.id) or event
+            failed.append(FailedRecord(original, "transform_bad_output", error))
+        return kept
+
+
+def original_of(originals: dict[str, Event], event_id: str) -> Event | None:
+    """The event as it was before the transforms, also for an event a transform made from it
+    (``<id>.<n>``: one of several records a Firehose function returned for one)."""
+    found = originals.get(event_id)
+    if found is None and "." in event_id:
+        found = originals.get(event_id.rsplit(".", 1)[0])
+    return found
 
 
 def _route_order(routes: dict[str, list[str]]) -> list[str]:
@@ -212,4 +263,4 @@ def _route_order(routes: dict[str, list[str]]) -> list[str]:
     return order
 
 
-__all__ = ["SinkTransforms", "graph_problems", "routes_of", "sources_of"]
+__all__ = ["SinkTransforms", "graph_problems", "original_of", "routes_of", "sources_of"]

@@ -2,17 +2,23 @@
 
 A delivery batch is cut into invocations of ``max_records``; the pool runs them side by side.
 With the Firehose contract each record is ``{"recordId", "approximateArrivalTimestamp",
-"data": base64(JSON)}`` and the answer must name every recordId once with a result of ``Ok``
-(its ``data`` decoded as the new event), ``Dropped`` or ``ProcessingFailed``. Anything else
-fails only the records concerned: an exception or a timeout fails its invocation's records (a
-timed-out worker is killed and replaced, so one slow call cannot stall delivery), a missing or
-repeated recordId or undecodable data fails that record.
+"data": base64(JSON)}`` (or the bytes a transform before returned, see below) and the answer
+must name every recordId once with a result of ``Ok``, ``Dropped`` or ``ProcessingFailed``.
+An ``Ok`` record's data is opaque bytes, as in Firehose: one JSON object is the new event;
+newline-delimited JSON objects are several events (the first keeps the record's event id, the
+others get ``<id>.<n>``); anything else (CSV, text) is an event carrying the bytes as they are
+(``Event.raw``), for sinks that write lines. Anything else fails only the records concerned: an
+exception or a timeout fails its invocation's records (a timed-out worker is killed and
+replaced, so one slow call cannot stall delivery), a missing or repeated recordId or data that is
+not base64 fails that record. Each failure carries Firehose's error code and the function's ARN
+(``ProcessingFailure``), for an s3 sink's ``processing-failed`` output.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import logging
 import os
 import queue
@@ -27,10 +33,11 @@ from typing import Any
 
 import msgspec
 
+from headrace.awsconfig import configured_region
 from headrace.config.transform_models import PythonTransform
 from headrace.transforms import TransformContext, TransformResult
 from headrace.transforms.pyworker import frame
-from headrace.types import Event, FailedRecord
+from headrace.types import Event, FailedRecord, ProcessingFailure
 
 log = logging.getLogger("headrace.transforms.python")
 _encoder = msgspec.msgpack.Encoder()
@@ -44,6 +51,10 @@ _WORKER_FILE = Path(__file__).with_name("pyworker.py")
 _RUN_WORKER = (
     "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 )
+
+
+# Firehose's error codes for what failed an invocation, by headrace's reason
+_INVOCATION_CODES = {"transform_timeout": "Lambda.FunctionTimedOut"}
 
 
 class WorkerFailed(Exception):
@@ -193,7 +204,13 @@ class PythonFunctionTransform:
         self.config = config
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._pool: ThreadPoolExecutor | None = None
+        self.region = config.region or configured_region() or "local"
         self._stream_arn = ""
+        self.lambda_arn = config.lambda_arn or (
+            f"arn:aws:lambda:{self.region}:000000000000:function:{transform_id}"
+        )
+        # a Firehose function takes any bytes as a record's data, including another's output
+        self.takes_raw = config.contract == "firehose"
 
     def open(self, context: TransformContext) -> None:
         """Start the workers (one at once, to report an import error now)."""
@@ -204,7 +221,9 @@ class PythonFunctionTransform:
         for _ in range(self.config.workers - 1):
             self._idle.put(_Worker(self.config.function, env))  # started on first use
         self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix=f"fn-{self.id}")
-        self._stream_arn = f"arn:aws:firehose:local:000000000000:deliverystream/{context.sink_id}"
+        self._stream_arn = self.config.delivery_stream_arn or (
+            f"arn:aws:firehose:{self.region}:000000000000:deliverystream/{context.sink_id}"
+        )
 
     def close(self) -> None:
         """Stop the workers."""
@@ -237,26 +256,42 @@ class PythonFunctionTransform:
             answer = worker.call(message, self.config.timeout)
         except WorkerFailed as exc:  # while starting a replacement worker too
             log.warning("transform %s: %s (%d records failed)", self.id, exc, len(events))
-            return TransformResult([], [FailedRecord(e, exc.reason, str(exc)) for e in events])
+            return TransformResult([], [self._failed(e, exc.reason, str(exc)) for e in events])
         except ValueError as exc:  # a replacement worker could not import the function
             raise RuntimeError(f"transform {self.id}: {exc}") from exc
         finally:
             self._idle.put(worker)
         if "error" in answer:
-            reason = "transform_failed"
-            return TransformResult(
-                [], [FailedRecord(e, reason, str(answer["error"])) for e in events]
-            )
+            error = str(answer["error"])
+            return TransformResult([], [self._failed(e, "transform_failed", error) for e in events])
         if self.config.contract == "record":
-            return _record_results(events, answer["ok"])
-        return _firehose_results(events, answer["ok"])
+            result = _record_results(events, answer["ok"])
+        else:
+            result = _firehose_results(events, answer["ok"])
+        arn = self.lambda_arn
+        result.failed = [
+            dataclasses.replace(f, processing=ProcessingFailure(f.processing.error_code, arn))
+            if f.processing is not None
+            else f
+            for f in result.failed
+        ]
+        return result
+
+    def _failed(self, event: Event, reason: str, error: str) -> FailedRecord:
+        """A record of a failed invocation (in Firehose's terms under the Firehose contract)."""
+        if self.config.contract != "firehose":
+            return FailedRecord(event, reason, error)
+        code = _INVOCATION_CODES.get(reason, "Lambda.FunctionError")
+        return FailedRecord(event, reason, error, ProcessingFailure(code, self.lambda_arn))
 
     def _firehose_request(self, events: list[Event]) -> dict[str, Any]:
         records = [
             {
                 "recordId": _record_id(index, event),
                 "approximateArrivalTimestamp": event.received_at_us // 1000,
-                "data": base64.b64encode(_json.encode(event.data)).decode(),
+                "data": base64.b64encode(
+                    event.raw if event.raw is not None else _json.encode(event.data)
+                ).decode(),
             }
             for index, event in enumerate(events)
         ]
@@ -266,7 +301,7 @@ class PythonFunctionTransform:
             "event": {
                 "invocationId": str(uuid.uuid4()),
                 "deliveryStreamArn": self._stream_arn,
-                "region": "local",
+                "region": self.region,
                 "records": records,
             },
         }
@@ -300,10 +335,48 @@ def _firehose_results(events: list[Event], response: Any) -> TransformResult:
     records = response.get("records") if isinstance(response, dict) else None
     if not isinstance(records, list):
         error = 'the function\'s answer has no "records" list'
-        out.failed = [FailedRecord(e, "transform_bad_output", error) for e in events]
+        code = "Lambda.InvalidResponse"
+        out.failed = [_fail(e, "transform_bad_output", code, error) for e in events]
         return out
     wanted = {_record_id(i, e): e for i, e in enumerate(events)}
-    answered: dict[str, Any] = {}
+    answered, repeated = _answered(records, wanted)
+    for record_id, event in wanted.items():
+        record = answered.get(record_id)
+        if record is None:
+            out.failed.append(_fail(event, "transform_missing_record", "Lambda.MissingRecordId",
+                                    f"recordId {record_id} is missing from the answer"))  # fmt: skip
+        elif record_id in repeated:
+            out.failed.append(_fail(event, "transform_bad_output", "Lambda.DuplicatedRecordId",
+                                    f"recordId {record_id} is answered more than once"))  # fmt: skip
+        elif (result := record.get("result")) == "Dropped":
+            out.dropped += 1
+        elif result == "ProcessingFailed":
+            out.failed.append(_fail(event, "transform_failed", "Lambda.ProcessingFailed",
+                                    "the function returned ProcessingFailed"))  # fmt: skip
+        elif result == "Ok":
+            try:
+                payload = base64.b64decode(record.get("data") or "", validate=True)
+            except (binascii.Error, TypeError, ValueError) as exc:
+                out.failed.append(_fail(event, "transform_bad_output", "Lambda.InvalidRecordData",
+                                        f"data is not base64: {exc}"))  # fmt: skip
+                continue
+            out.events.extend(events_of_output(event, payload))
+        else:
+            out.failed.append(_fail(event, "transform_bad_output", "Lambda.InvalidResult",
+                                    f"result {result!r} is not Ok, Dropped or ProcessingFailed"))  # fmt: skip
+    return out
+
+
+def _fail(event: Event, reason: str, code: str, error: str) -> FailedRecord:
+    """A record the function's answer failed (the transform adds its ARN)."""
+    return FailedRecord(event, reason, error, ProcessingFailure(code, ""))
+
+
+def _answered(
+    records: list[Any], wanted: dict[str, Event]
+) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The answer's records by recordId, and the recordIds answered more than once."""
+    answered: dict[str, dict[str, Any]] = {}
     repeated: set[str] = set()
     unknown = 0
     for record in records:
@@ -316,41 +389,33 @@ def _firehose_results(events: list[Event], response: Any) -> TransformResult:
             answered[record_id] = record
     if unknown:
         log.warning("transform answered %d record(s) with an unknown recordId", unknown)
-    for record_id, event in wanted.items():
-        record = answered.get(record_id)
-        if record is None:
-            out.failed.append(FailedRecord(event, "transform_missing_record",
-                                           f"recordId {record_id} is missing from the answer"))  # fmt: skip
-            continue
-        if record_id in repeated:
-            out.failed.append(FailedRecord(event, "transform_bad_output",
-                                           f"recordId {record_id} is answered more than once"))  # fmt: skip
-            continue
-        result = record.get("result")
-        if result == "Dropped":
-            out.dropped += 1
-        elif result == "ProcessingFailed":
-            out.failed.append(
-                FailedRecord(event, "transform_failed", "the function returned ProcessingFailed")
-            )
-        elif result == "Ok":
-            try:
-                data = _json_decoder.decode(
-                    base64.b64decode(record.get("data") or "", validate=True)
+    return answered, repeated
+
+
+def events_of_output(event: Event, payload: bytes) -> list[Event]:
+    """The events an ``Ok`` record's data makes: one JSON object is the event; newline-delimited
+    JSON objects are one event each (ids ``<id>``, ``<id>.1``, ``<id>.2``...); any other bytes are
+    one event carrying them as they are."""
+    try:
+        data = _json_decoder.decode(payload)
+    except msgspec.DecodeError:
+        data = None
+    if isinstance(data, dict):
+        return [event.with_data(data)]
+    lines = [line for line in payload.split(b"\n") if line.strip(b" \t\r")]
+    if data is None and len(lines) > 1:
+        try:
+            items = [_json_decoder.decode(line) for line in lines]
+        except msgspec.DecodeError:
+            items = []
+        if items and all(isinstance(item, dict) for item in items):
+            return [
+                msgspec.structs.replace(
+                    event.with_data(item), id=f"{event.id}.{n}" if n else event.id
                 )
-            except (binascii.Error, msgspec.DecodeError, TypeError, ValueError) as exc:
-                out.failed.append(FailedRecord(event, "transform_bad_output",
-                                               f"data is not base64 JSON: {exc}"))  # fmt: skip
-                continue
-            if not isinstance(data, dict):
-                out.failed.append(FailedRecord(event, "transform_bad_output",
-                                               f"data decodes to {type(data).__name__}, not an object"))  # fmt: skip
-                continue
-            out.events.append(event.with_data(data))
-        else:
-            out.failed.append(FailedRecord(event, "transform_bad_output",
-                                           f"result {result!r} is not Ok, Dropped or ProcessingFailed"))  # fmt: skip
-    return out
+                for n, item in enumerate(items)
+            ]
+    return [event.with_raw(payload)]
 
 
 __all__ = ["PythonFunctionTransform"]
