@@ -54,6 +54,18 @@ METRICS: dict[str, tuple[str, str]] = {
         "HTTP requests made by enrich_http, retries included.",
     ),
     "headrace_enrich_failures_total": ("counter", "Events whose lookup failed."),
+    "headrace_enrich_remembered_failures_total": (
+        "counter",
+        "Lookups failed at once because their key failed within failure_ttl.",
+    ),
+    "headrace_enrich_fast_fails_total": (
+        "counter",
+        "Lookups refused without a request because the circuit was open.",
+    ),
+    "headrace_enrich_circuit_opens_total": (
+        "counter",
+        "Times enrich_http's circuit opened on evidence of an outage.",
+    ),
 }
 
 
