@@ -25,7 +25,6 @@ import email.utils
 import gzip
 import logging
 import os
-import random
 import threading
 import time
 import weakref
@@ -37,6 +36,8 @@ from urllib.parse import quote
 
 import httpx
 import msgspec
+
+from headrace.retry import RetryPolicy
 
 log = logging.getLogger("headrace.client")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -85,9 +86,12 @@ class ClientSettings:
         given = parse_retry_after(retry_after)
         if given is not None:
             return min(given, self.max_backoff)
-        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
-        jitter: float = random.random()  # noqa: S311 - spreading retries, not secrecy
-        return float(ceiling * (0.5 + jitter / 2))
+        return self.retry_policy().delay(attempt)
+
+    def retry_policy(self) -> RetryPolicy:
+        """How failed sends are retried (``max_attempts`` tries in all)."""
+        return RetryPolicy(initial=self.initial_backoff, maximum=self.max_backoff,
+                           attempts=self.max_attempts, jitter="half")  # fmt: skip
 
 
 def encode(event: dict[str, Any]) -> bytes:

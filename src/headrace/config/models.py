@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from headrace.retry import RetryPolicy
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$", re.IGNORECASE)
@@ -388,6 +390,14 @@ class RetrySettings(Model):
     """Longest wait between two attempts."""
     max_attempts: int = Field(default=0, ge=0)
     """Attempts before a batch goes to the dead-letter store; 0 retries until it succeeds."""
+
+    def policy(self) -> RetryPolicy:
+        """These settings as the retry policy delivery follows."""
+        return RetryPolicy(
+            initial=self.initial_backoff,
+            maximum=self.max_backoff,
+            attempts=self.max_attempts or None,
+        )
 
 
 class CompactionSettings(Model):

@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsp
 
 from headrace.errors import LoadError
 from headrace.loads.config import FetchSettings
+from headrace.retry import RetryPolicy
 
 log = logging.getLogger("headrace.loads.fetch")
 
@@ -307,7 +308,8 @@ class Fetcher:
     def download(self, url: str, dest: Path, progress: Progress | None = None) -> Downloaded:
         """Fetch ``url`` into ``dest`` (retrying transient failures); ``LoadError`` on failure."""
         deadline = time.monotonic() + self.settings.total_timeout
-        delay = self.settings.backoff
+        retry = RetryPolicy(initial=self.settings.backoff, maximum=300.0, jitter="half",
+                            attempts=self.settings.attempts)  # fmt: skip
         attempt = 1
         while True:
             try:
@@ -322,8 +324,9 @@ class Fetcher:
                         f"cannot fetch {redact_url(url)}: {type(exc).__name__}",
                     ) from exc
             except LoadError as exc:
-                if not exc.retriable or attempt >= self.settings.attempts:
+                if not exc.retriable or retry.exhausted(attempt):
                     raise
+                delay = retry.delay(attempt)
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning(
@@ -331,7 +334,6 @@ class Fetcher:
                 )
                 if self.stop.wait(delay):
                     raise LoadError("interrupted", "stopped", retriable=True) from exc
-                delay *= 2
                 attempt += 1
 
     def _download_once(

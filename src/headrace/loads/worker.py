@@ -40,12 +40,15 @@ from headrace.loads.fetch import Fetcher
 from headrace.loads.history import Job, LoadHistory
 from headrace.loads.warehouses import LoadPlan, Warehouse, build_warehouse, settle_schema
 from headrace.loads.warehouses.base import Mode
+from headrace.retry import RetryPolicy
 from headrace.telemetry import metrics as m
 
 log = logging.getLogger("headrace.loads")
 IDLE_WAIT = 0.25
 KEEP_STAGED = 24 * 3600.0
 NOTIFY_GIVE_UP = 12
+NOTIFY_RETRY = RetryPolicy(initial=2.0, maximum=600.0, jitter="none")
+"""The waits before a failed notification is sent again."""
 
 
 def staged_name(url: str) -> str:
@@ -215,7 +218,9 @@ class LoadRunner:
             return
         attempts = max(self.history.get(i).attempts for i in ids)
         if exc.retriable and attempts < self.source.max_attempts:
-            delay = self.source.retry_backoff * 2 ** (attempts - 1)
+            delay = RetryPolicy(self.source.retry_backoff, 24 * 3600.0, jitter="none").delay(
+                attempts
+            )
             log.warning(
                 "loads %s: job(s) %s attempt %d failed (%s); retrying in %.0fs",
                 self.source_id, ids, attempts, exc, delay,
@@ -394,7 +399,10 @@ class LoadRunner:
                 "loads %s: notification of job %d failed: %s", self.source_id, job.id, problem
             )
             self.history.notified(
-                job.id, ok=False, retry_in=min(600.0, 2.0 * 2**job.notify_attempts), give_up=give_up
+                job.id,
+                ok=False,
+                retry_in=NOTIFY_RETRY.delay(job.notify_attempts + 1),
+                give_up=give_up,
             )
 
     def forget_staged(self, older_than: float) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -90,7 +89,7 @@ class DeliveryWorker:
         self.transforms = transforms if transforms is not None and transforms.active else None
         self.inputs = set(inputs)
         self.batch_settings = batch
-        self.retry = retry
+        self.retry = retry.policy()
         self.buffer_dir = buffer_dir
         self.state_path = state_path
         self.metrics = metrics
@@ -216,8 +215,7 @@ class DeliveryWorker:
                     log.exception("sink %s: unexpected error, will retry", self.sink.id)
                 self.metrics.add(self._k_retries)
                 self.metrics.set(self._k_healthy, 0)
-                limit = self.retry.max_attempts
-                if limit and attempt >= limit:
+                if self.retry.exhausted(attempt):
                     reason = "retries_exhausted"
                     dead = batch.as_received(
                         [FailedRecord(e, reason, str(exc)) for e in batch.events]
@@ -226,9 +224,7 @@ class DeliveryWorker:
                     self._save(checkpoint, dead)
                     self._delivered(batch, [*batch.undecodable, *batch.refused, *dead])
                     return True
-                delay = random.uniform(  # noqa: S311 - jitter, not security
-                    0, min(self.retry.max_backoff, self.retry.initial_backoff * 2 ** (attempt - 1))
-                )
+                delay = self.retry.delay(attempt)
                 log.warning(
                     "sink %s: attempt %d failed (%s); retrying in %.2fs",
                     self.sink.id,

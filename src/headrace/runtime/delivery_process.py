@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 
 from headrace.config.models import Pipeline
+from headrace.retry import RetryPolicy
 from headrace.runtime import state
 from headrace.runtime.delivery import DeliveryWorker, recover_segments, remove_expired_segments
 from headrace.sinks import Sink, build_sink
@@ -23,6 +24,8 @@ from headrace.transforms.graph import SinkTransforms, sources_of
 log = logging.getLogger("headrace.delivery")
 RECOVER_EVERY = 5.0
 RETENTION_EVERY = 5.0
+OPEN_RETRY = RetryPolicy(initial=0.5, maximum=30.0, jitter="half")
+"""How often a sink that cannot open is tried again (until it opens or delivery stops)."""
 
 
 class SinkOpener:
@@ -45,8 +48,9 @@ class SinkOpener:
     def __call__(self) -> bool:
         """Open; ``False`` if delivery stopped first."""
         sink_id = self.sink.id
-        delay = 0.5
+        attempt = 0
         while True:
+            attempt += 1
             try:
                 self.sink.open()
                 try:
@@ -57,10 +61,10 @@ class SinkOpener:
                 break
             except Exception as exc:
                 self.problem = f"cannot open: {exc}"
+                delay = OPEN_RETRY.delay(attempt)
                 log.error("sink %s cannot open (%s); retrying in %.1fs", sink_id, exc, delay)
                 if self.stop.wait(delay):
                     return False
-                delay = min(delay * 2, 30.0)
         self.problem = None
         self.opened.set()
         return True

@@ -29,6 +29,7 @@ from typing import Any
 from headrace.buffer.segments import recover_dead_writers
 from headrace.config.models import Pipeline
 from headrace.errors import HeadraceError
+from headrace.retry import RetryPolicy
 from headrace.telemetry import metrics as m
 from headrace.telemetry.logs import setup_logging
 
@@ -36,6 +37,8 @@ log = logging.getLogger("headrace.serve")
 RESTART_WINDOW = 30.0
 DELIVERY_NICENESS = 10
 MAX_EARLY_DEATHS = 5
+RESTART_RETRY = RetryPolicy(initial=0.2, maximum=2.0, jitter="none")
+"""The wait before a dead child is started again, longer with each recent death."""
 
 
 class DataDirBusy(HeadraceError):
@@ -262,7 +265,7 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
                     status = 1
                     stopping.set()
                     break
-                time.sleep(min(2.0, 0.1 * 2 ** len(child.deaths)))
+                time.sleep(RESTART_RETRY.delay(len(child.deaths)))
                 _start(child)
     finally:
         log.info("stopping: ingest workers first, then delivery drains")

@@ -15,7 +15,6 @@ import base64
 import binascii
 import logging
 import math
-import random
 import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from headrace.config.object_sinks import DynamoDBSink as DynamoConfig
 from headrace.errors import TransientSinkError
+from headrace.retry import RetryPolicy
 from headrace.runtime.state import Checkpoint
 from headrace.sinks.base import APPEND, MERGE
 from headrace.sinks.objectstore import aws_client, error_code, translate
@@ -31,6 +31,8 @@ from headrace.types import Event, FailedRecord, WriteResult
 log = logging.getLogger("headrace.sinks.dynamodb")
 MAX_ITEM_BYTES = 400 * 1024
 BATCH_ITEMS = 25
+UNPROCESSED_RETRY = RetryPolicy(initial=0.1, maximum=5.0)
+"""The waits before items DynamoDB left unprocessed (throttled) are sent again."""
 
 
 class Unsupported(ValueError):
@@ -229,7 +231,7 @@ class DynamoDBSink:
             requests = answer.get("UnprocessedItems", {}).get(table, [])
             if not requests:
                 return []
-            self._backoff(attempt)
+            time.sleep(UNPROCESSED_RETRY.delay(attempt + 1))
         raise TransientSinkError(
             f"table {table}: {len(requests)} item(s) still unprocessed after "
             f"{self.config.max_attempts} attempts"
@@ -248,10 +250,6 @@ class DynamoDBSink:
                     FailedRecord(event, "rejected", str(response["Error"].get("Message")))
                 )
         return failed
-
-    @staticmethod
-    def _backoff(attempt: int) -> None:
-        time.sleep(random.uniform(0, min(5.0, 0.05 * 2**attempt)))  # noqa: S311 - jitter
 
 
 __all__ = ["DynamoDBSink", "attribute_size", "item_size", "to_attribute"]

@@ -37,6 +37,7 @@ import msgspec
 from headrace.config.object_sinks import S3Sink as S3Config
 from headrace.config.object_sinks import s3_compression
 from headrace.errors import TransientSinkError
+from headrace.retry import RetryPolicy
 from headrace.runtime.state import Checkpoint, connect, init_schema
 from headrace.sinks.base import APPEND, RAW
 from headrace.sinks.keys import (
@@ -70,6 +71,8 @@ CREATE TABLE IF NOT EXISTS s3_chunks (
 CREATE INDEX IF NOT EXISTS s3_chunks_by_key ON s3_chunks (sink, pkey, id);
 """
 _json = msgspec.json.Encoder()
+UPLOAD_RETRY = RetryPolicy(initial=1.0, maximum=60.0, jitter="half")
+"""The waits of the background uploads after the store failed (botocore retries each call too)."""
 _SEP = "\x1f"
 
 
@@ -128,6 +131,8 @@ class S3Sink:
         self._error: str | None = None
         self._last_warning = 0.0
         self._last_forget = 0.0
+        self._failed_uploads = 0
+        self._retry_at = 0.0  # monotonic time of the next upload after a failure
         self.uploaded_objects = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -177,13 +182,19 @@ class S3Sink:
             self._last_forget = time.monotonic()
             window_us = int(self.config.dedupe_window * 1_000_000)
             forget_ids(self._maint_conn, self.id, time.time_ns() // 1000 - window_us)
+        now = time.monotonic()
+        if now < self._retry_at:  # a store that just failed is given time to come back
+            return
         try:
             self.flush(self._maint_conn)
-        except TransientSinkError as exc:  # reported by health(); retried next second
-            now = time.monotonic()
+        except TransientSinkError as exc:  # reported by health(); retried with backoff
+            self._failed_uploads += 1
+            self._retry_at = now + UPLOAD_RETRY.delay(self._failed_uploads)
             if now - self._last_warning >= 30:
                 self._last_warning = now
                 log.warning("s3 %s: upload failed, will retry: %s", self.id, exc)
+        else:
+            self._failed_uploads, self._retry_at = 0, 0.0
 
     # -- gathering ---------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import string
 import threading
 import time
@@ -31,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from headrace.config.transform_models import EnrichHttpTransform
+from headrace.retry import RetryPolicy
 from headrace.sinks.keys import lookup
 from headrace.transforms import TransformContext, TransformResult
 from headrace.transforms.enrich_health import Breaker, CircuitOpen, KeyFailures, TtlLru
@@ -86,6 +86,8 @@ class EnrichHttp:
         self.cache = TtlLru(config.cache_size, config.cache_ttl)
         self.failed_keys = KeyFailures(config.failure_ttl)
         self.breaker = Breaker(config.circuit_breaker)
+        # a lookup's retries: half jitter, so a retry never comes at once after a failure
+        self.retry = RetryPolicy(initial=config.backoff, maximum=60.0, jitter="half")
         self.stats = EnrichStats()
         self._stats_lock = threading.Lock()  # requests are counted from the request threads
         self._client: Any = None
@@ -204,8 +206,7 @@ class EnrichHttp:
                 refusal = None if trial else self.breaker.refusal()
                 if refusal is not None:  # other lookups found the service down meanwhile
                     raise LookupFailed(f"{error}; not retried: {refusal}")
-                cap = config.backoff * 2 ** (attempt - 1)
-                time.sleep(random.uniform(cap / 2, cap))  # noqa: S311 - jitter, not security
+                time.sleep(self.retry.delay(attempt))
             with self._stats_lock:
                 self.stats.requests += 1
             try:
