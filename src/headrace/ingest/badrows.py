@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from headrace.storage.sqlite import open_database
+
 RAW_LIMIT = 64 * 1024
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bad_rows (
@@ -79,12 +81,7 @@ class BadRowStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn = open_database(self.path)
             conn.executescript(SCHEMA)
             self._conn = conn
         return self._conn

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from headrace.loads.fetch import is_signing_param, redact_url
+from headrace.storage.sqlite import open_database
 
 CLI_SOURCE = "cli"  # jobs of `headrace load`, which runs them itself
 ACTIVE = ("pending", "fetching", "staged", "loading")
@@ -146,14 +147,10 @@ class LoadHistory:
     """The ``loads`` table; safe to use from several threads and processes."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn = open_database(path)
         self.conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA busy_timeout=30000")
         self.conn.executescript(SCHEMA)
 
     @classmethod

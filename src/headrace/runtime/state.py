@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from headrace.storage.sqlite import open_database, open_readonly
 from headrace.types import Event, FailedRecord
 
 SCHEMA = """
@@ -47,17 +48,7 @@ _json = msgspec.json.Encoder()
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection to the state database (one per thread)."""
-    if readonly:
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
-        )
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
+    return open_readonly(path) if readonly else open_database(path)
 
 
 def init_schema(conn: sqlite3.Connection, extra: Iterable[str] = ()) -> None:
