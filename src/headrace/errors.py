@@ -3,15 +3,19 @@
     HeadraceError
     ├── ConfigError              a pipeline file that cannot be used (carries every problem found)
     ├── RequestRejected          an HTTP request refused with a status and a machine-readable reason
-    ├── BufferFull               the buffer cannot take more right now (answered 503 + Retry-After)
+    ├── BufferFull  (Transient)  the buffer cannot take more right now (answered 503 + Retry-After)
     ├── SinkError                a sink could not take a batch
-    │   ├── TransientSinkError   worth retrying with backoff (connection lost, disk full, 5xx)
+    │   ├── TransientSinkError (Transient)  worth retrying (connection lost, disk full, 5xx)
     │   │   └── PoolBusy         every pooled connection is in use (a write holds them)
-    │   └── TerminalSinkError    retrying cannot help; the records go to the dead-letter store
-    └── LoadError                a bulk load job failed (reason, job status, retriable or not)
+    │   └── TerminalSinkError (Terminal)    retrying cannot help; the records go to dead letters
+    └── LoadError                a bulk load job could not go on (reason, job status)
+        ├── TerminalLoadError (Terminal)    for good (a 404, a forbidden address, bad data)
+        └── TransientLoadError (Transient)  a later attempt may succeed (a timeout, a 5xx)
 
-Third-party exceptions are translated at the boundary (``raise TransientSinkError(...) from exc``)
-so callers only ever handle these.
+``Transient`` and ``Terminal`` say once, for sinks and loads alike, whether retrying can help:
+the runtime and the load worker decide by class (``is_transient``), never by message. Third-party
+exceptions are translated at the boundary, by one mapping per driver (``headrace.drivers``), so
+callers only ever handle these.
 """
 
 from __future__ import annotations
@@ -21,6 +25,19 @@ from dataclasses import dataclass
 
 class HeadraceError(Exception):
     """Base class of every error headrace raises on purpose."""
+
+
+class Transient:
+    """Mixed into errors after which a retry may succeed."""
+
+
+class Terminal:
+    """Mixed into errors that no retry fixes."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying what raised ``exc`` may help."""
+    return isinstance(exc, Transient)
 
 
 @dataclass(frozen=True)
@@ -60,7 +77,7 @@ class RequestRejected(HeadraceError):
         super().__init__(f"{status} {reason}: {message}")
 
 
-class BufferFull(HeadraceError):
+class BufferFull(HeadraceError, Transient):
     """The buffer is over its size limit or the disk is full; retry after ``retry_after`` s."""
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
@@ -72,7 +89,7 @@ class SinkError(HeadraceError):
     """A sink could not take a batch."""
 
 
-class TransientSinkError(SinkError):
+class TransientSinkError(SinkError, Transient):
     """A failure that a retry may fix."""
 
 
@@ -80,7 +97,7 @@ class PoolBusy(TransientSinkError):
     """Every connection of a sink's pool is in use; the write that holds them reports itself."""
 
 
-class TerminalSinkError(SinkError):
+class TerminalSinkError(SinkError, Terminal):
     """A failure that no retry fixes; ``reason`` is a short machine-readable word."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -89,17 +106,27 @@ class TerminalSinkError(SinkError):
 
 
 class LoadError(HeadraceError):
-    """A bulk load job could not go on.
+    """A bulk load job could not go on: a ``TerminalLoadError`` or a ``TransientLoadError``.
 
     ``reason`` is a short machine-readable word (``forbidden_address``, ``not_found``,
-    ``too_large``, ...); ``status`` is the job status it leads to (``failed`` or ``expired``);
-    ``retriable`` says whether a later attempt may succeed (a timeout, a 5xx, a lost connection).
+    ``too_large``, ...); ``status`` is the job status it leads to (``failed`` or ``expired``).
     """
 
-    def __init__(
-        self, reason: str, message: str, *, retriable: bool = False, status: str = "failed"
-    ) -> None:
+    def __init__(self, reason: str, message: str, *, status: str = "failed") -> None:
         self.reason = reason
-        self.retriable = retriable
         self.status = status
         super().__init__(message)
+
+    @property
+    def retriable(self) -> bool:
+        """Whether a later attempt may succeed."""
+        return is_transient(self)
+
+
+class TerminalLoadError(LoadError, Terminal):
+    """A bulk load job failed for good (a 404, a forbidden address, a file the table refuses)."""
+
+
+class TransientLoadError(LoadError, Transient):
+    """A bulk load job failed this time; a later attempt may succeed (a timeout, a 5xx, a lost
+    connection, a warehouse that is down)."""

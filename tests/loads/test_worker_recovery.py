@@ -11,7 +11,7 @@ import pytest
 
 from exportserver import csv_rows, write
 from headrace.config.bulk import BulkExportSource
-from headrace.errors import LoadError
+from headrace.errors import TransientLoadError
 from headrace.loads.history import Job
 from headrace.loads.warehouses import LoadPlan
 from headrace.loads.warehouses.base import LoadResult, Progress
@@ -78,7 +78,7 @@ class LostAnswer(DuckDBLoader):
         result = super().load(plan, progress, stop)
         if not self.lost:
             self.lost += 1
-            raise LoadError("warehouse_unavailable", "connection lost", retriable=True)
+            raise TransientLoadError("warehouse_unavailable", "connection lost")
         return result
 
 

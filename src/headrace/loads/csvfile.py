@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
-from headrace.errors import LoadError
+from headrace.errors import LoadError, TerminalLoadError
 
 GZIP_MAGIC = b"\x1f\x8b"
 BZIP2_MAGIC = b"BZh"
@@ -77,7 +77,7 @@ def plain_limit(
 
 
 def _too_large(path: Path, limit: int) -> LoadError:
-    return LoadError(
+    return TerminalLoadError(
         "decompressed_too_large",
         f"{path.name}: more than {limit} bytes once decompressed (the limit is "
         "fetch.max_decompressed_bytes, and max_compression_ratio times the file's size)",
@@ -96,14 +96,14 @@ def chunks(path: Path, compression: str | None = None, limit: int = UNLIMITED) -
                     raise _too_large(path, limit)
                 yield chunk
     except (OSError, EOFError, ValueError) as exc:
-        raise LoadError("corrupt_file", f"{path.name}: cannot decompress: {exc}") from exc
+        raise TerminalLoadError("corrupt_file", f"{path.name}: cannot decompress: {exc}") from exc
 
 
 def _bounded_lines(text: IO[str], path: Path) -> Iterator[str]:
     # csv.reader asks for whole lines: one without a newline would be read into memory whole
     while line := text.readline(MAX_LINE):
         if len(line) >= MAX_LINE and not line.endswith(("\n", "\r")):
-            raise LoadError(
+            raise TerminalLoadError(
                 "line_too_long", f"{path.name}: a line is longer than {MAX_LINE} characters"
             )
         yield line
@@ -126,7 +126,7 @@ def _header_row(path: Path, compression: str) -> list[str] | None:
     # a multi-byte character cut at the limit is not an error; an invalid one anywhere is
     text = codecs.getincrementaldecoder("utf-8-sig")().decode(head[:MAX_HEADER], final=not cut)
     stream = io.StringIO(text, newline="")
-    too_large = LoadError(
+    too_large = TerminalLoadError(
         "header_too_large", f"{path.name}: line 1: the header is longer than {MAX_HEADER} bytes"
     )
     try:
@@ -161,22 +161,26 @@ class CsvFile:
         try:
             header = _header_row(path, compression)
         except (csv.Error, UnicodeDecodeError, OSError, EOFError) as exc:
-            raise LoadError(
+            raise TerminalLoadError(
                 "bad_csv", f"{path.name}: line 1: cannot read the header: {exc}"
             ) from exc
         if not header or not any(h.strip() for h in header):
-            raise LoadError("bad_csv", f"{path.name}: line 1: the file has no header row")
+            raise TerminalLoadError("bad_csv", f"{path.name}: line 1: the file has no header row")
         names = [h.strip() for h in header]
         seen: set[str] = set()
         for index, name in enumerate(names, 1):
             if not name:
-                raise LoadError("bad_csv", f"{path.name}: line 1: column {index} has no name")
+                raise TerminalLoadError(
+                    "bad_csv", f"{path.name}: line 1: column {index} has no name"
+                )
             if "\x00" in name or len(name.encode()) > 63:
-                raise LoadError(
+                raise TerminalLoadError(
                     "bad_csv", f"{path.name}: line 1: column {index} is not a usable name"
                 )
             if name in seen:
-                raise LoadError("bad_csv", f'{path.name}: line 1: column "{name}" appears twice')
+                raise TerminalLoadError(
+                    "bad_csv", f'{path.name}: line 1: column "{name}" appears twice'
+                )
             seen.add(name)
         limit = plain_limit(path, compression, max_decompressed, max_ratio)
         return cls(path, compression, names, os.path.getsize(path), limit)
@@ -196,14 +200,16 @@ class CsvFile:
                     return
                 line += 1
                 if len(row) != len(self.header):
-                    raise LoadError(
+                    raise TerminalLoadError(
                         "bad_csv",
                         f"{self.path.name}: row {count + 1}: {len(row)} fields, "
                         f"the header has {len(self.header)}",
                     )
                 yield line, row
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise LoadError("bad_csv", f"{self.path.name}: after row {line}: {exc}") from exc
+            raise TerminalLoadError(
+                "bad_csv", f"{self.path.name}: after row {line}: {exc}"
+            ) from exc
         finally:
             rows.close()
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
-from headrace.errors import LoadError
+from headrace.errors import LoadError, TerminalLoadError, TransientLoadError
 from headrace.loads.config import FetchSettings
 from headrace.retry import RetryPolicy
 
@@ -137,9 +137,7 @@ def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise LoadError(
-            "unresolvable_host", f"cannot resolve {host}: {exc}", retriable=True
-        ) from exc
+        raise TransientLoadError("unresolvable_host", f"cannot resolve {host}: {exc}") from exc
     addresses: list[IPAddress] = []
     for info in infos:
         text = str(info[4][0]).split("%", 1)[0]  # drop an IPv6 zone
@@ -276,29 +274,29 @@ class Fetcher:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise LoadError("invalid_url", f"not a usable URL: {exc}") from exc
+            raise TerminalLoadError("invalid_url", f"not a usable URL: {exc}") from exc
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
-            raise LoadError(
+            raise TerminalLoadError(
                 "forbidden_scheme", f'only http and https URLs are fetched, not "{scheme}:"'
             )
         host = parts.hostname
         if not host:
-            raise LoadError("invalid_url", "the URL names no host")
+            raise TerminalLoadError("invalid_url", "the URL names no host")
         try:  # an international name goes out in its ASCII (IDNA) form, in DNS and in Host
             host = host if host.isascii() else host.encode("idna").decode("ascii")
         except UnicodeError as exc:
-            raise LoadError("invalid_url", f"not a usable host name: {exc}") from exc
+            raise TerminalLoadError("invalid_url", f"not a usable host name: {exc}") from exc
         if parts.username is not None or parts.password is not None:
-            raise LoadError("invalid_url", "URLs with user:password are not fetched")
+            raise TerminalLoadError("invalid_url", "URLs with user:password are not fetched")
         port = port or (443 if scheme == "https" else 80)
         addresses = _resolve(host, port)
         if not addresses:
-            raise LoadError("unresolvable_host", f"{host} resolves to no address", retriable=True)
+            raise TransientLoadError("unresolvable_host", f"{host} resolves to no address")
         for address in addresses:
             refusal = self.policy.refusal(address)
             if refusal is not None:
-                raise LoadError(
+                raise TerminalLoadError(
                     "forbidden_address",
                     f"{host} resolves to a {refusal}; such addresses are never fetched "
                     "(fetch.allow_networks lists exceptions)",
@@ -319,7 +317,7 @@ class Fetcher:
                     raise
                 except Exception as exc:
                     # only the exception's type: its text may quote the signed URL
-                    raise LoadError(
+                    raise TerminalLoadError(
                         "bad_response",
                         f"cannot fetch {redact_url(url)}: {type(exc).__name__}",
                     ) from exc
@@ -333,7 +331,7 @@ class Fetcher:
                     "fetch attempt %d of %s failed (%s); retrying", attempt, redact_url(url), exc
                 )
                 if self.stop.wait(delay):
-                    raise LoadError("interrupted", "stopped", retriable=True) from exc
+                    raise TransientLoadError("interrupted", "stopped") from exc
                 attempt += 1
 
     def _download_once(
@@ -348,11 +346,13 @@ class Fetcher:
                 if status in _REDIRECTS:
                     location = response.getheader("Location")
                     if not location:
-                        raise LoadError("bad_redirect", f"{status} without a Location header")
+                        raise TerminalLoadError(
+                            "bad_redirect", f"{status} without a Location header"
+                        )
                     try:
                         current = urljoin(current, location.strip())
                     except ValueError as exc:
-                        raise LoadError(
+                        raise TerminalLoadError(
                             "bad_redirect", f"{status} to an unusable Location: {exc}"
                         ) from exc
                     continue
@@ -361,7 +361,9 @@ class Fetcher:
                 raise self._status_error(status, current)
             finally:
                 conn.close()
-        raise LoadError("too_many_redirects", f"more than {self.settings.max_redirects} redirects")
+        raise TerminalLoadError(
+            "too_many_redirects", f"more than {self.settings.max_redirects} redirects"
+        )
 
     def _request(
         self,
@@ -391,7 +393,7 @@ class Fetcher:
                 return conn.getresponse(), conn
             except ssl.SSLCertVerificationError as exc:
                 conn.close()
-                raise LoadError("tls_error", f"{host}: {exc.verify_message}") from exc
+                raise TerminalLoadError("tls_error", f"{host}: {exc.verify_message}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 if conn.expired:
@@ -405,24 +407,24 @@ class Fetcher:
         kind_of = "timeout" if isinstance(last, TimeoutError) else "connection_failed"
         # an HTTPException's text may quote the request line, signature and all
         why = str(last) if isinstance(last, OSError) else type(last).__name__
-        raise LoadError(kind_of, f"cannot reach {host}:{port}: {why}", retriable=True) from last
+        raise TransientLoadError(kind_of, f"cannot reach {host}:{port}: {why}") from last
 
     def _status_error(self, status: int, url: str) -> LoadError:
         shown = redact_url(url)
         if status == 403:
             if any(is_signing_param(k) for k, _ in parse_qsl(urlsplit(url).query)):
-                return LoadError(
+                return TerminalLoadError(
                     "url_expired",
                     f"403 Forbidden from {shown}: the signed URL has expired (or was revoked); "
                     "ask the sender for a new export",
                     status="expired",
                 )
-            return LoadError("forbidden", f"403 Forbidden from {shown}")
+            return TerminalLoadError("forbidden", f"403 Forbidden from {shown}")
         if status in (404, 410):
-            return LoadError("not_found", f"{status}: no file at {shown}")
+            return TerminalLoadError("not_found", f"{status}: no file at {shown}")
         if status == 429 or status >= 500:
-            return LoadError("server_error", f"{status} from {shown}", retriable=True)
-        return LoadError("http_error", f"{status} from {shown}")
+            return TransientLoadError("server_error", f"{status} from {shown}")
+        return TerminalLoadError("http_error", f"{status} from {shown}")
 
     def _save(
         self,
@@ -438,7 +440,9 @@ class Fetcher:
         # str.isdigit() is true of "²" too, which int() refuses
         total = int(declared) if declared and declared.isascii() and declared.isdigit() else None
         if total is not None and total > cap:
-            raise LoadError("too_large", f"the file is {total} bytes; fetch.max_bytes is {cap}")
+            raise TerminalLoadError(
+                "too_large", f"the file is {total} bytes; fetch.max_bytes is {cap}"
+            )
         digest = hashlib.sha256()
         size = 0
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -450,13 +454,13 @@ class Fetcher:
                     if remaining <= 0:
                         raise _past_deadline()
                     if self.stop.is_set():
-                        raise LoadError("interrupted", "stopped", retriable=True)
+                        raise TransientLoadError("interrupted", "stopped")
                     chunk = self._read(response, conn, remaining)
                     if not chunk:
                         break
                     size += len(chunk)
                     if size > cap:
-                        raise LoadError(
+                        raise TerminalLoadError(
                             "too_large", f"the file is larger than fetch.max_bytes ({cap} bytes)"
                         )
                     digest.update(chunk)
@@ -464,7 +468,7 @@ class Fetcher:
                     if progress is not None:
                         progress(size, total)
                 if total is not None and size != total:
-                    raise LoadError("truncated", f"got {size} of {total} bytes", retriable=True)
+                    raise TransientLoadError("truncated", f"got {size} of {total} bytes")
                 out.flush()
                 os.fsync(out.fileno())
         except LoadError:
@@ -472,7 +476,7 @@ class Fetcher:
             raise
         except OSError as exc:  # reading errors became LoadErrors in _read: this is the disk
             partial.unlink(missing_ok=True)
-            raise LoadError("disk_error", f"cannot write {dest}: {exc}", retriable=True) from exc
+            raise TransientLoadError("disk_error", f"cannot write {dest}: {exc}") from exc
         partial.replace(dest)
         return Downloaded(dest, size, digest.hexdigest(), redact_url(url))
 
@@ -488,16 +492,14 @@ class Fetcher:
             if conn.expired:
                 raise _past_deadline() from exc
             if isinstance(exc, TimeoutError):
-                raise LoadError(
-                    "timeout", f"no data for {self.settings.read_timeout:g}s", retriable=True
+                raise TransientLoadError(
+                    "timeout", f"no data for {self.settings.read_timeout:g}s"
                 ) from exc
-            raise LoadError(
-                "connection_failed", f"download cut off: {exc}", retriable=True
-            ) from exc
+            raise TransientLoadError("connection_failed", f"download cut off: {exc}") from exc
         if conn.expired:  # the watchdog's shutdown reads as the end of the body: it is not
             raise _past_deadline()
         return chunk
 
 
 def _past_deadline() -> LoadError:
-    return LoadError("timeout", "the download took longer than fetch.total_timeout", retriable=True)
+    return TransientLoadError("timeout", "the download took longer than fetch.total_timeout")

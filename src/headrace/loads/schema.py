@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headrace.errors import LoadError
+from headrace.errors import TerminalLoadError
 from headrace.loads.csvfile import CsvFile
 
 # "(max)": Redshift's longest varchar, which ControlShift's tables.sql uses for every text column
@@ -70,7 +70,7 @@ class TableSchema:
         names = {c.name for c in self.columns}
         unknown = [h for h in file.header if h not in names]
         if unknown:
-            raise LoadError(
+            raise TerminalLoadError(
                 "unknown_column",
                 f"{file.path.name}: line 1: column(s) {', '.join(repr(u) for u in unknown)} are "
                 f"not in table {self.name} ({self.origin} schema: "
@@ -125,7 +125,7 @@ def _closing_paren(text: str, start: int) -> int:
 def _column(definition: str, table: str, where: str) -> Column:
     match = re.match(rf"({_IDENT})\s+(.*)$", definition, re.DOTALL)
     if not match:
-        raise LoadError(
+        raise TerminalLoadError(
             "bad_ddl", f"{where}: table {table}: cannot read the column definition {definition!r}"
         )
     name = _unquote(match.group(1))
@@ -139,7 +139,9 @@ def _column(definition: str, table: str, where: str) -> Column:
     pg_type = " ".join(type_words).lower().removeprefix("public.")
     column = Column(name, pg_type, "not null" in rest or "primary key" in rest, where)
     if not _TYPE_WORDS.match(pg_type):
-        raise LoadError("bad_ddl", f"{column.describe(table)}: unsupported type {pg_type!r}")
+        raise TerminalLoadError(
+            "bad_ddl", f"{column.describe(table)}: unsupported type {pg_type!r}"
+        )
     return column
 
 
@@ -160,7 +162,7 @@ def parse_ddl(text: str, table: str, where: str = "DDL") -> TableSchema | None:
         try:
             close_at = _closing_paren(text, open_at)
         except ValueError as exc:
-            raise LoadError("bad_ddl", f"{created}: table {table}: {exc}") from exc
+            raise TerminalLoadError("bad_ddl", f"{created}: table {table}: {exc}") from exc
         body = text[open_at + 1 : close_at]
         columns: list[Column] = []
         primary: tuple[str, ...] = ()
@@ -184,7 +186,7 @@ def parse_ddl(text: str, table: str, where: str = "DDL") -> TableSchema | None:
             if alter_name == table:
                 primary = tuple(_unquote(c) for c in alter.group(2).split(","))
         if not columns:
-            raise LoadError("bad_ddl", f"{created}: table {table} has no columns")
+            raise TerminalLoadError("bad_ddl", f"{created}: table {table} has no columns")
         return TableSchema(table, tuple(columns), primary, "ddl")
     return None
 
@@ -201,11 +203,11 @@ def schema_from_files(location: str | None, table: str) -> TableSchema | None:
         try:
             text = candidate.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise LoadError("bad_ddl", f"cannot read {candidate}: {exc}") from exc
+            raise TerminalLoadError("bad_ddl", f"cannot read {candidate}: {exc}") from exc
         try:
             found = parse_ddl(text, table, str(candidate))
         except ValueError as exc:
-            raise LoadError("bad_ddl", f"{candidate}: {exc}") from exc
+            raise TerminalLoadError("bad_ddl", f"{candidate}: {exc}") from exc
         if found is not None:
             return found
     return None

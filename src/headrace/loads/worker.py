@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from headrace.config.models import Pipeline
-from headrace.errors import LoadError
+from headrace.errors import LoadError, TerminalLoadError, TransientLoadError
 from headrace.loads import notify
 from headrace.loads.config import BulkExportSource
 from headrace.loads.csvfile import CsvFile
@@ -177,7 +177,7 @@ class LoadRunner:
         try:
             self._check_crashes([job])
             if job.fetch_url is None:
-                raise LoadError("no_url", "the job has no URL to fetch")
+                raise TerminalLoadError("no_url", "the job has no URL to fetch")
             log.info("loads %s: fetching job %d (%s)", self.source_id, job.id, job.url)
             got = self.fetcher.download(
                 job.fetch_url, folder / staged_name(job.fetch_url), progress
@@ -195,7 +195,7 @@ class LoadRunner:
         except Exception as exc:  # a job left fetching would block its table; text may hold URLs
             log.exception("loads %s: fetching job %d failed unexpectedly", self.source_id, job.id)
             shutil.rmtree(folder, ignore_errors=True)
-            error = LoadError("internal_error", type(exc).__name__, retriable=True)
+            error = TransientLoadError("internal_error", type(exc).__name__)
             self._failed([job], error, back_to="pending")
         finally:
             self._hold([job.id], False)
@@ -241,7 +241,7 @@ class LoadRunner:
         worker died (killed for memory, say); taking them up again would crash forever."""
         attempts = max(j.attempts for j in jobs)
         if attempts > self.source.max_attempts:
-            raise LoadError(
+            raise TerminalLoadError(
                 "crashed",
                 f"taken up {attempts} times (max_attempts is {self.source.max_attempts}): "
                 "attempts ended without an answer, the worker process probably died",
@@ -364,21 +364,20 @@ class LoadRunner:
                 self._failed(jobs, exc, back_to="staged")
         except Exception as exc:
             log.exception("loads %s: loading %s failed unexpectedly", self.source_id, table)
-            self._failed(jobs, LoadError("internal_error", str(exc), retriable=True), "staged")
+            self._failed(jobs, TransientLoadError("internal_error", str(exc)), "staged")
         finally:
             self._hold(ids, False)
 
     def _verified(self, job: Job) -> CsvFile:
         path = Path(job.staged_path or "")
         if not job.staged_path or not path.exists():
-            raise LoadError(
-                "checksum_mismatch", f"job {job.id}: the staged file is missing", retriable=True
+            raise TransientLoadError(
+                "checksum_mismatch", f"job {job.id}: the staged file is missing"
             )
         if job.checksum and file_sha256(path) != job.checksum:
-            raise LoadError(
+            raise TransientLoadError(
                 "checksum_mismatch",
                 f"job {job.id}: the staged file changed on disk",
-                retriable=True,
             )
         fetch = self.source.fetch
         return CsvFile.open(path, fetch.max_decompressed_bytes, fetch.max_compression_ratio)

@@ -25,7 +25,7 @@ from headrace.buffer.reader import BufferReader, ReadItem
 from headrace.buffer.records import expand_events
 from headrace.buffer.segments import is_sealed, list_segments, recover_dead_writers
 from headrace.config.models import BatchSettings, RetrySettings
-from headrace.errors import TerminalSinkError, TransientSinkError
+from headrace.errors import TerminalSinkError, is_transient
 from headrace.runtime import state
 from headrace.sinks.base import Sink
 from headrace.telemetry.metrics import Registry, key
@@ -210,7 +210,7 @@ class DeliveryWorker:
                 self._delivered(batch, [*batch.undecodable, *batch.refused, *dead])
                 return True
             except Exception as exc:
-                transient = isinstance(exc, TransientSinkError)
+                transient = is_transient(exc)
                 if not transient:
                     log.exception("sink %s: unexpected error, will retry", self.sink.id)
                 self.metrics.add(self._k_retries)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from headrace.errors import LoadError
+from headrace.errors import TerminalLoadError
 from headrace.loads.config import BulkExportSource
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import Column, TableSchema, infer_schema, schema_from_files
@@ -105,11 +105,11 @@ def settle_schema(
         schema = replace(schema, primary_key=tuple(key))
     missing = [k for k in schema.primary_key if schema.column(k) is None]
     if missing:
-        raise LoadError(
+        raise TerminalLoadError(
             "bad_schema", f"table {table}: primary key column(s) {', '.join(missing)} not defined"
         )
     if mode == "merge" and not schema.primary_key:
-        raise LoadError(
+        raise TerminalLoadError(
             "no_primary_key",
             f"table {table}: merging needs a primary key (in the DDL or primary_keys)",
         )
@@ -118,7 +118,7 @@ def settle_schema(
         if mode == "merge":
             absent = [k for k in schema.primary_key if k not in file.header]
             if absent:
-                raise LoadError(
+                raise TerminalLoadError(
                     "bad_csv",
                     f"{file.path.name}: line 1: key column(s) {', '.join(absent)} missing",
                 )
@@ -138,12 +138,12 @@ def column_definitions(schema: TableSchema, translate: Callable[[Column], str]) 
 def quote_ident(name: str) -> str:
     """A SQL identifier, always quoted."""
     if "\x00" in name:
-        raise LoadError("bad_name", "names must not contain NUL")
+        raise TerminalLoadError("bad_name", "names must not contain NUL")
     return '"' + name.replace('"', '""') + '"'
 
 
 def quote_literal(text: str) -> str:
     """A SQL string literal (standard-conforming strings: only ``'`` needs doubling)."""
     if "\x00" in text:
-        raise LoadError("bad_name", "text must not contain NUL")
+        raise TerminalLoadError("bad_name", "text must not contain NUL")
     return "'" + text.replace("'", "''") + "'"

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from headrace.errors import LoadError
+from headrace.errors import LoadError, TerminalLoadError, TransientLoadError
 from headrace.loads.config import DuckDBWarehouse
 from headrace.loads.schema import Column, TableSchema
 from headrace.loads.warehouses.base import (
@@ -76,8 +76,8 @@ class DuckDBLoader:
         try:
             return duckdb.connect(str(self.path))
         except duckdb.Error as exc:  # another process holds the file
-            raise LoadError(
-                "warehouse_unavailable", f"cannot open {self.path}: {exc}", retriable=True
+            raise TransientLoadError(
+                "warehouse_unavailable", f"cannot open {self.path}: {exc}"
             ) from exc
 
     def close(self) -> None:
@@ -130,7 +130,7 @@ class DuckDBLoader:
             raise
         except duckdb.Error as exc:
             conn.execute("ROLLBACK")
-            raise LoadError(
+            raise TerminalLoadError(
                 "rejected_by_warehouse",
                 f"DuckDB refused the load of {plan.table}: {str(exc).splitlines()[0]}",
             ) from exc
@@ -218,7 +218,7 @@ class DuckDBLoader:
         stop: threading.Event,
     ) -> int:
         if stop.is_set():
-            raise LoadError("interrupted", "stopped", retriable=True)
+            raise TransientLoadError("interrupted", "stopped")
         types = {c.name: duckdb_type(c) for c in plan.schema.columns}
         columns = ", ".join(
             f"{quote_literal(h)}: {quote_literal(types.get(h, 'VARCHAR'))}" for h in file.header

@@ -20,7 +20,7 @@ import re
 import threading
 from typing import Any
 
-from headrace.errors import LoadError, TransientSinkError
+from headrace.errors import LoadError, TerminalLoadError, TransientLoadError, TransientSinkError
 from headrace.loads.config import PostgresWarehouse
 from headrace.loads.schema import Column, TableSchema
 from headrace.loads.warehouses.base import MARKER_TABLE, LoadPlan, LoadResult, Progress
@@ -57,7 +57,7 @@ class PostgresLoader:
             try:
                 self._conn = connect(self.dsn, CONNECT_TIMEOUT)
             except TransientSinkError as exc:
-                raise LoadError("warehouse_unavailable", str(exc), retriable=True) from exc
+                raise TransientLoadError("warehouse_unavailable", str(exc)) from exc
         return self._conn
 
     def _describe(self, exc: BaseException) -> str:
@@ -93,8 +93,8 @@ class PostgresLoader:
                     (self.schema, table),
                 ).fetchall()
         except psycopg.OperationalError as exc:
-            raise LoadError(
-                "warehouse_unavailable", f"PostgreSQL: {self._describe(exc)}", retriable=True
+            raise TransientLoadError(
+                "warehouse_unavailable", f"PostgreSQL: {self._describe(exc)}"
             ) from exc
         if not rows:
             return None
@@ -121,15 +121,15 @@ class PostgresLoader:
             raise
         except psycopg.OperationalError as exc:
             self.close()
-            raise LoadError(
-                "warehouse_unavailable", f"PostgreSQL: {self._describe(exc)}", retriable=True
+            raise TransientLoadError(
+                "warehouse_unavailable", f"PostgreSQL: {self._describe(exc)}"
             ) from exc
         except psycopg.errors.QueryCanceled as exc:
-            raise LoadError("interrupted", "stopped", retriable=True) from exc
+            raise TransientLoadError("interrupted", "stopped") from exc
         except psycopg.Error as exc:
             where = exc.diag.context or ""
             detail = f" ({where.strip().splitlines()[-1]})" if where else ""
-            raise LoadError(
+            raise TerminalLoadError(
                 "rejected_by_warehouse",
                 f"PostgreSQL refused the load of {plan.table}: {self._describe(exc)}{detail}",
             ) from exc
@@ -221,7 +221,7 @@ class PostgresLoader:
         types = {c.name: postgres_type(c) for c in schema.columns}
         for column in schema.columns:
             if not _SAFE_TYPE.match(types[column.name]):
-                raise LoadError(
+                raise TerminalLoadError(
                     "bad_schema",
                     f"{column.describe(schema.name)}: unsupported type {types[column.name]!r}",
                 )
@@ -229,7 +229,7 @@ class PostgresLoader:
         known = self._known_types(conn, distinct)
         for column in schema.columns:
             if not known.get(types[column.name]):
-                raise LoadError(
+                raise TerminalLoadError(
                     "bad_schema",
                     f"{column.describe(schema.name)}: PostgreSQL has no type "
                     f"{types[column.name]!r}",
@@ -276,7 +276,7 @@ class PostgresLoader:
             with cursor.copy(statement) as copy:
                 for chunk in file.chunks():
                     if stop.is_set():
-                        raise LoadError("interrupted", "stopped", retriable=True)
+                        raise TransientLoadError("interrupted", "stopped")
                     copy.write(chunk)
                     if progress is not None:
                         progress(len(chunk))

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from headrace.errors import LoadError
+from headrace.errors import TerminalLoadError, TransientLoadError
 from headrace.loads.config import RedshiftWarehouse
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import Column, TableSchema
@@ -224,7 +224,7 @@ class RedshiftLoader:
             return LoadResult([], already_loaded=True)
         for index, file in enumerate(plan.files):
             if stop.is_set():
-                raise LoadError("interrupted", "stopped", retriable=True)
+                raise TransientLoadError("interrupted", "stopped")
             uploader.put(self.file_url(plan, index, file), path=str(file.path))
             if progress is not None:
                 progress(file.bytes)
@@ -261,7 +261,9 @@ class _Boto3Uploader:
         try:
             import boto3  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
-            raise LoadError("missing_dependency", "the redshift warehouse needs boto3") from exc
+            raise TerminalLoadError(
+                "missing_dependency", "the redshift warehouse needs boto3"
+            ) from exc
         self.client = boto3.client("s3", region_name=region)
 
     def put(self, url: str, data: bytes | None = None, path: str | None = None) -> None:
@@ -272,9 +274,7 @@ class _Boto3Uploader:
             else:
                 self.client.put_object(Bucket=bucket, Key=key, Body=data or b"")
         except Exception as exc:
-            raise LoadError(
-                "staging_failed", f"cannot upload to {url}: {exc}", retriable=True
-            ) from exc
+            raise TransientLoadError("staging_failed", f"cannot upload to {url}: {exc}") from exc
 
 
 class _PsycopgExecutor:
@@ -291,6 +291,6 @@ class _PsycopgExecutor:
             cursor = self.conn.execute(statement.encode())
             return list(cursor.fetchall()) if cursor.description else []
         except psycopg.OperationalError as exc:
-            raise LoadError("warehouse_unavailable", f"Redshift: {exc}", retriable=True) from exc
+            raise TransientLoadError("warehouse_unavailable", f"Redshift: {exc}") from exc
         except psycopg.Error as exc:
-            raise LoadError("rejected_by_warehouse", f"Redshift: {exc}") from exc
+            raise TerminalLoadError("rejected_by_warehouse", f"Redshift: {exc}") from exc
