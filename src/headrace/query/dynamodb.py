@@ -52,8 +52,8 @@ class DynamoReader:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
+                from headrace.drivers.aws import aws_client
                 from headrace.errors import TransientSinkError
-                from headrace.sinks.objectstore import aws_client
 
                 try:
                     self._client = aws_client(

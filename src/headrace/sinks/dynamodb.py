@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from headrace.config.object_sinks import DynamoDBSink as DynamoConfig
+from headrace.drivers.aws import aws_client, error_code, translate
 from headrace.errors import TransientSinkError
 from headrace.retry import RetryPolicy
 from headrace.runtime.state import Checkpoint
 from headrace.sinks.base import APPEND, MERGE
-from headrace.sinks.objectstore import aws_client, error_code, translate
 from headrace.types import Event, FailedRecord, WriteResult
 
 log = logging.getLogger("headrace.sinks.dynamodb")

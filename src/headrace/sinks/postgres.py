@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from headrace.config.models import PostgresSink as PostgresConfig
+from headrace.drivers.postgres import connection_errors, data_errors
 from headrace.errors import PoolBusy, TransientSinkError
 from headrace.runtime.state import Checkpoint
 from headrace.sinks import pg_copy
@@ -185,7 +186,7 @@ class PostgresSink:
             self._ready = False  # the retry reads the table again and encodes for it
             self._write_error = f"PostgreSQL: {exc}"
             raise TransientSinkError(self._write_error) from exc
-        except _connection_errors() as exc:
+        except connection_errors() as exc:
             # a lost connection, or a table changed under us: the retry reconnects and
             # makes the table ready again
             self._ready = False
@@ -340,7 +341,7 @@ class PostgresSink:
                 return
             except psycopg.errors.UniqueViolation:
                 pass
-            except _data_errors() as exc:
+            except data_errors() as exc:
                 raise _Refused(_first_line(exc)) from exc
         stage = sql.Identifier("_headrace_stage")
         table = self.table.ident()
@@ -372,7 +373,7 @@ class PostgresSink:
                 else:
                     conn.execute(sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT DO NOTHING").format(
                         t=table, c=idents, s=stage))  # fmt: skip
-        except _data_errors() as exc:
+        except data_errors() as exc:
             raise _Refused(_first_line(exc)) from exc
 
 
@@ -418,27 +419,6 @@ def _why_unfit(name: str) -> str | None:
     if len(name.encode()) > 63:
         return "longer than PostgreSQL's 63 bytes"
     return None
-
-
-def _connection_errors() -> tuple[type[Exception], ...]:
-    """Errors after which a retry on a fresh connection may succeed."""
-    import psycopg
-
-    return (psycopg.OperationalError, psycopg.errors.SerializationFailure,
-            psycopg.errors.DeadlockDetected, psycopg.InterfaceError,
-            psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable)  # fmt: skip
-
-
-def _data_errors() -> tuple[type[Exception], ...]:
-    """The errors with which a batch is refused for its data (psycopg is imported late);
-    a string Python cannot encode (a lone surrogate) is one too."""
-    import psycopg
-
-    # ProgramLimitExceeded is an OperationalError, but here it is a row's fault: a dedupe key
-    # too long for its index (over ~2.7 kB), which no retry would ever store
-    return (psycopg.errors.DataError, psycopg.errors.IntegrityError,
-            psycopg.errors.InvalidTextRepresentation, psycopg.errors.ProgramLimitExceeded,
-            UnicodeEncodeError)  # fmt: skip
 
 
 def _first_line(exc: Exception) -> str:

@@ -20,6 +20,7 @@ import re
 import threading
 from typing import Any
 
+from headrace.drivers.postgres import lost_connection_errors
 from headrace.errors import LoadError, TerminalLoadError, TransientLoadError, TransientSinkError
 from headrace.loads.config import PostgresWarehouse
 from headrace.loads.schema import Column, TableSchema
@@ -71,7 +72,6 @@ class PostgresLoader:
             self._conn = None
 
     def existing_schema(self, table: str) -> TableSchema | None:
-        import psycopg
 
         conn = self._connect()
         try:
@@ -92,7 +92,7 @@ class PostgresLoader:
                     "ORDER BY array_position(i.indkey, a.attnum)",
                     (self.schema, table),
                 ).fetchall()
-        except psycopg.OperationalError as exc:
+        except lost_connection_errors() as exc:
             raise TransientLoadError(
                 "warehouse_unavailable", f"PostgreSQL: {self._describe(exc)}"
             ) from exc
@@ -119,7 +119,7 @@ class PostgresLoader:
             return self._load(conn, plan, progress, stop)
         except LoadError:
             raise
-        except psycopg.OperationalError as exc:
+        except lost_connection_errors() as exc:
             self.close()
             raise TransientLoadError(
                 "warehouse_unavailable", f"PostgreSQL: {self._describe(exc)}"

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from headrace.drivers.postgres import lost_connection_errors
 from headrace.errors import TerminalLoadError, TransientLoadError
 from headrace.loads.config import RedshiftWarehouse
 from headrace.loads.csvfile import CsvFile
@@ -290,7 +291,7 @@ class _PsycopgExecutor:
                 self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
             cursor = self.conn.execute(statement.encode())
             return list(cursor.fetchall()) if cursor.description else []
-        except psycopg.OperationalError as exc:
+        except lost_connection_errors() as exc:
             raise TransientLoadError("warehouse_unavailable", f"Redshift: {exc}") from exc
         except psycopg.Error as exc:
             raise TerminalLoadError("rejected_by_warehouse", f"Redshift: {exc}") from exc
