@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from dashboard.conftest import wait_until
 from headrace.config.models import ApiSettings, Pipeline, default_pipeline
 from headrace.dashboard.access import (
     ADMIN_TOKEN_ENV,
@@ -117,7 +118,11 @@ def test_dns_rebinding_cannot_read_an_open_server(serve: Serve) -> None:
     assert written.status_code == 202
     assert httpx.get(f"{server.url}/sdk/headrace.js", headers=evil).status_code == 200
     for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
-        assert (
-            httpx.get(f"{server.url}/v1/streams/x/events", headers={"Host": host}).status_code
-            == 200
+        # 200 once the first events are delivered (before that, stream x is unknown: a 404)
+        wait_until(
+            lambda h=host: (
+                httpx.get(f"{server.url}/v1/streams/x/events", headers={"Host": h}).status_code
+                == 200
+            ),
+            what=f"a read with Host {host}",
         )

@@ -41,6 +41,12 @@ def test_schemathesis_finds_no_server_errors(tmp_path: Path) -> None:
         document = httpx.get(f"{server.url}/openapi.json", timeout=5).json()
         assert "/v1/streams/clicks/events" in document["paths"]
         assert document["components"]["securitySchemes"]["clicks_token"]["name"] == "Authorization"
+        read = document["paths"]["/v1/streams/clicks/events"]["get"]
+        assert "unknown_stream" in read["responses"]["404"]["description"]
+        never_stored = httpx.get(f"{server.url}/v1/streams/clicks/events", timeout=5)
+        assert never_stored.status_code == 200  # the pipeline names it: known, empty
+        unknown = httpx.get(f"{server.url}/v1/streams/nothing/events", timeout=5)
+        assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_stream"
         st = Path(sys.executable).with_name("st")
         result = subprocess.run(
             [str(st), "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",

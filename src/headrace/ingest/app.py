@@ -28,7 +28,14 @@ import msgspec
 
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
 from headrace.buffer.segments import CapacityGuard, GroupCommitter, SegmentWriter
-from headrace.config.models import NAME_PATTERN, HttpSource, Limits, Pipeline, RateLimit
+from headrace.config.models import (
+    NAME_PATTERN,
+    HttpSource,
+    LakeSink,
+    Limits,
+    Pipeline,
+    RateLimit,
+)
 from headrace.dashboard.access import MISDIRECTED, ReadAccess
 from headrace.dashboard.routes import Dashboard
 from headrace.errors import BufferFull, RequestRejected
@@ -599,7 +606,7 @@ class IngestApp:
 
     async def _query(self, scope: Scope, send: Send, route: Route, stream: str) -> None:
         from headrace.config.object_sinks import DynamoDBSink
-        from headrace.query.lake import QueryError, query_events
+        from headrace.query.lake import QueryError
 
         bounded = route.source.read is not None and not path_is_stream_api(scope["path"])
         # the source's own path reads its read.sink; the stream API always reads the lake
@@ -633,12 +640,26 @@ class IngestApp:
                     return
             else:
                 result = await asyncio.to_thread(
-                    query_events, self.data_dir, sink_id, sink, stream, params
+                    self._read_lake, sink_id, sink, stream, params, bounded
                 )
         except QueryError as exc:
-            await _error(send, RequestRejected(400, exc.reason, str(exc)))
+            await _error(send, RequestRejected(exc.status, exc.reason, str(exc)))
             return
         await _send(send, 200, _json.encode(result))
+
+    def _read_lake(
+        self, sink_id: str, sink: LakeSink, stream: str, params: list[tuple[str, str]],
+        bounded: bool,
+    ) -> dict[str, Any]:  # fmt: skip
+        """A page of the stream's events; a stream the lake has never stored (and the pipeline
+        does not name) is a 404 ``unknown_stream``, not an empty page. A source's own path
+        names its stream, so a bounded read never needs the check."""
+        from headrace.query.lake import query_events
+        from headrace.query.streams import require_known
+
+        if not bounded:
+            require_known(self.pipeline, self.data_dir, sink_id, sink, stream)
+        return query_events(self.data_dir, sink_id, sink, stream, params)
 
     def _dynamo_reader(self, sink_id: str, sink: DynamoDBSink) -> DynamoReader:
         """The reader of a dynamodb sink, made once per worker (it holds a boto3 client)."""

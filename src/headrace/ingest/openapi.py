@@ -98,7 +98,15 @@ def openapi_document(pipeline: Pipeline) -> dict[str, Any]:
             },
             {"name": "cursor", "in": "query", "schema": {"type": "string"}},
         ],
-        "responses": {"200": {"description": "a page of events"}, **_error_responses(400, 404)},
+        "responses": {
+            "200": {"description": "a page of events (empty when none is in the range)"},
+            **_error_responses(400),
+            "404": {
+                "description": "`unknown_stream`: nothing has ever been stored in this stream "
+                "and the pipeline does not name it",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+        },
     }
     for path, item in list(paths.items()):
         if path.startswith("/v1/streams/"):

@@ -30,10 +30,12 @@ _json_decoder = msgspec.json.Decoder()
 
 
 class QueryError(Exception):
-    """A query that cannot run as asked; ``reason`` is machine-readable."""
+    """A query that cannot run as asked; ``reason`` is machine-readable, ``status`` the HTTP
+    status to answer (400 unless the thing asked for does not exist)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, status: int = 400) -> None:
         self.reason = reason
+        self.status = status
         super().__init__(message)
 
 
