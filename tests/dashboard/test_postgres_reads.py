@@ -66,7 +66,7 @@ sinks:
         what="12 rows in the table",
     )
     assert panel["sink"] == "db" and panel["table"] == f"{schema}.imp'ressions"
-    assert sum(panel["per_minute"]) == 12 and panel["bytes"] > 0
+    assert sum(panel["arrivals"]) == 12 and panel["bytes"] > 0
 
     window = {"since": str(T0), "until": str(T0 + 3_600_000)}
     counts = get(server, "/api/dashboard/streams/impressions/counts", group_by="treatment",

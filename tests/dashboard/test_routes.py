@@ -53,7 +53,7 @@ def test_overview_explore_counts_top_and_export(serve: Serve) -> None:
     assert sink["delivered_events"] == 31 and sink["dead_letters"] == {}
     assert sink["backlog_bytes"] == 0 and sink["oldest_undelivered_seconds"] == 0
     shop = next(s for s in doc["streams"] if s["stream"] == "shop")
-    assert sum(shop["per_minute"]) == 30 and len(shop["per_minute"]) == 60
+    assert sum(shop["arrivals"]) == 30 and len(shop["arrivals"]) == 61  # the hour's minutes
     assert doc["bad_rows"] == [{"source": "events", "reason": "decode_error", "count": 1}]
 
     counts = get(server, "/api/dashboard/streams/shop/counts", group_by="action")

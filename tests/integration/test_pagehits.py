@@ -87,10 +87,22 @@ def test_page_hits_recipe(tmp_path: Path) -> None:
                           params={"since": week}, timeout=10).json()  # fmt: skip
         assert stats["total"] == 3
         assert stats["top_pages"] == [
-            {"value": "/pricing", "count": 2},
-            {"value": "/docs", "count": 1},
+            {"value": "/pricing", "count": 2, "distinct": 1},  # hits, and visitors
+            {"value": "/docs", "count": 1, "distinct": 1},
         ]
-        assert stats["top_referrers"][0] == {"value": "(none)", "count": 2}
+        assert stats["top_referrers"][0]["value"] == "Direct / None"
+        assert stats["top_referrers"][0]["count"] == 2
+        # one address and one User-Agent, received today: one visitor, whose address is not kept
+        assert stats["visitors"] == 1
+        assert all(len(h["data"]["visitor"]) == 16 for h in everything)
+        assert all("127.0.0.1" not in str(h["data"]) for h in everything)
+        other = httpx.post(f"{server.url}/analytics", json={"pagePath": "/pricing"},
+                           headers={"User-Agent": "another-agent"}, timeout=10)  # fmt: skip
+        assert other.status_code == 202
+        wait_for_hits(server, 4, since=week)
+        stats = httpx.get(f"{server.url}/api/dashboard/pagehits",
+                          params={"since": week}, timeout=10).json()  # fmt: skip
+        assert stats["total"] == 4 and stats["visitors"] == 2
     finally:
         server.stop()
 

@@ -1,9 +1,11 @@
-"""The last hour of the server's counters, for the dashboard's per-sink and per-source charts.
+"""The server's recent counters, for the dashboard's per-sink and per-source rate charts.
 
 The supervisor of ``headrace serve`` samples the merged metrics every ``INTERVAL`` seconds and
-keeps the last ``KEEP`` samples in ``<data>/run/history.json`` (rewritten atomically). A rate is
-the difference of two samples over their time; a counter that went down (a process restarted and
-its count began again) counts from zero, so a restart shows no negative rate.
+keeps the last hour of samples in ``<data>/run/history.json``, and one sample a minute for the
+last day in ``<data>/history/minutes.json`` (outside ``run/``, which each start empties, so a
+restart keeps the day). Both are rewritten atomically. A rate is the difference of two samples
+over their time; a counter that went down (a process restarted and its count began again)
+counts from zero, so a restart shows no negative rate.
 
     {"samples": [[t_seconds, {"<metric>|<label>=<value>,...": value, ...}], ...]}
 """
@@ -34,6 +36,8 @@ KEPT_METRICS = frozenset(
     }
 )
 FILE_NAME = "history.json"
+MINUTE_FILE = Path("history") / "minutes.json"  # relative to the data dir
+KEEP_MINUTES = 24 * 60 + 1
 
 Sample = tuple[float, dict[str, float]]
 
@@ -58,6 +62,8 @@ class HistoryRecorder:
         self.interval = interval
         self.samples: list[Sample] = []
         self.keep = keep
+        self.minute_path = run_dir.parent / MINUTE_FILE
+        self.minutes = _read(self.minute_path)  # the day before this start, if any
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="headrace-history", daemon=True)
 
@@ -73,12 +79,14 @@ class HistoryRecorder:
         """Take one sample and publish the history."""
         values = m.collect(self.run_dir)
         kept = {series_key(n, labels): v for (n, labels), v in values.items() if n in KEPT_METRICS}
-        self.samples.append((time.time() if now is None else now, kept))
+        moment = time.time() if now is None else now
+        self.samples.append((moment, kept))
         del self.samples[: -self.keep]
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / f".{FILE_NAME}.{os.getpid()}.tmp"
-        tmp.write_bytes(msgspec.json.encode({"samples": self.samples}))
-        os.replace(tmp, self.run_dir / FILE_NAME)
+        _write(self.run_dir / FILE_NAME, self.samples)
+        if not self.minutes or moment - self.minutes[-1][0] >= 60:
+            self.minutes.append((moment, kept))
+            del self.minutes[:-KEEP_MINUTES]
+            _write(self.minute_path, self.minutes)
 
     def _run(self) -> None:
         while True:
@@ -88,13 +96,30 @@ class HistoryRecorder:
                 return
 
 
-def read_history(run_dir: Path) -> list[Sample]:
-    """The published samples, oldest first (none if the server has not published any)."""
+def _write(path: Path, samples: list[Sample]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(msgspec.json.encode({"samples": samples}))
+    os.replace(tmp, path)
+
+
+def _read(path: Path) -> list[Sample]:
     try:
-        raw: dict[str, Any] = msgspec.json.decode((run_dir / FILE_NAME).read_bytes())
+        raw: dict[str, Any] = msgspec.json.decode(path.read_bytes())
     except (OSError, msgspec.DecodeError):
         return []
     return [(float(t), dict(values)) for t, values in raw.get("samples", [])]
+
+
+def read_history(run_dir: Path, since: float | None = None) -> list[Sample]:
+    """The published samples, oldest first (none if the server has not published any): the
+    last hour's, and with ``since`` (seconds) before that hour, the minute samples back to it."""
+    samples = _read(run_dir / FILE_NAME)
+    if since is None:
+        return samples
+    first = samples[0][0] if samples else float("inf")
+    older = [s for s in _read(run_dir.parent / MINUTE_FILE) if since <= s[0] < first]
+    return older + [s for s in samples if s[0] >= since]
 
 
 def rates(samples: list[Sample], metric: str, label: str) -> dict[str, list[list[float]]]:

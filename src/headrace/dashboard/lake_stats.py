@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from headrace.config.models import LakeSink
-from headrace.query.lake import LakeQuery, _plan, _state, quote_identifier
+from headrace.query.lake import LakeQuery, _plan, _state, host_sql, text_expr
 
 BUCKETS_US = [
     60_000_000,
@@ -68,15 +68,6 @@ def open_lake(data_dir: Path, sink_id: str, sink: LakeSink) -> _Lake | None:
     return _Lake(duckdb.connect(), catalog, root, sink_id)
 
 
-def _field_expr(name: str, columns: dict[str, str], bind: str, params: dict[str, Any]) -> str:
-    """SQL for a user field's value as text: its column, else its entry in ``_extra``."""
-    params[bind] = "/" + name.replace("~", "~0").replace("/", "~1")
-    extra = f"json_extract_string(_extra, ${bind})"
-    if name in columns:
-        return f"coalesce(CAST({quote_identifier(name)} AS VARCHAR), {extra})"
-    return extra
-
-
 def _inner(lake: _Lake, q: LakeQuery, fields: list[str]) -> tuple[str, dict[str, Any]] | None:
     """The filtered selection as a subquery with ``t`` (event time µs) and ``f0``.. ``fN``."""
     exprs: list[str] = []
@@ -85,7 +76,7 @@ def _inner(lake: _Lake, q: LakeQuery, fields: list[str]) -> tuple[str, dict[str,
     def select(columns: dict[str, str]) -> str:
         exprs.clear()
         for index, name in enumerate(fields):
-            exprs.append(_field_expr(name, columns, f"g{index}", params_holder) + f" AS f{index}")
+            exprs.append(text_expr(name, columns, f"g{index}", params_holder) + f" AS f{index}")
         return ", ".join(["epoch_us(_time) AS t", "epoch_us(_received_at) AS r", *exprs])
 
     q.limit = None
@@ -134,8 +125,18 @@ def assemble_series(
         "bucket_seconds": bucket_us // 1_000_000,
         "times": [b // 1_000_000 for b in buckets],
         "series": series,
+        "groups": ordered_groups(series),
         "total": total,
     }
+
+
+def ordered_groups(series: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """The series' names with their totals, biggest first (ties by name), ``(other)`` last: the
+    order (and so the colours) a chart and its legend keep. JSON objects cannot carry it: a
+    browser lists keys like "2" before all others."""
+    totals = {name: sum(counts) for name, counts in series.items()}
+    ranked = sorted(totals, key=lambda g: (g == OTHER, -totals[g], g))
+    return [{"name": name, "total": totals[name]} for name in ranked]
 
 
 def count_over_time(
@@ -158,28 +159,92 @@ def count_over_time(
     return assemble_series(rows, q.since_us, q.until_us, bucket_us, group_by is not None, top)
 
 
-def top_values(lake: _Lake, q: LakeQuery, field: str, limit: int = 10) -> list[dict[str, Any]]:
-    """The commonest values of ``field`` in the selection, with their counts."""
-    inner = _inner(lake, q, [field])
+def top_values(
+    lake: _Lake, q: LakeQuery, field: str, limit: int = 10, *, host: bool = False,
+    distinct: str | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The commonest values of ``field`` in the selection, with their counts; ``host``: of the
+    host of the URL it holds (``None`` where it holds none); ``distinct``: each value's count of
+    distinct values of that field too (as ``"distinct"``)."""
+    inner = _inner(lake, q, [field, distinct] if distinct else [field])
     if inner is None:
         return []
     sql, params = inner
     params["top"] = limit
+    value = host_sql("f0") if host else "f0"
+    also = ", count(DISTINCT f1)" if distinct else ""
     rows = lake.db.execute(
-        f"SELECT f0, count(*) AS n FROM ({sql}) GROUP BY f0 ORDER BY n DESC, f0 LIMIT $top",
+        f"SELECT {value} AS v, count(*) AS n{also} FROM ({sql}) GROUP BY v "
+        "ORDER BY n DESC, v NULLS LAST LIMIT $top",
         params,
     ).fetchall()
-    return [{"value": MISSING if v is None else v, "count": int(n)} for v, n in rows]
+    out = []
+    for row in rows:
+        found = {"value": row[0] if host else _named(row[0]), "count": int(row[1])}
+        if distinct:
+            found["distinct"] = int(row[2])
+        out.append(found)
+    return out
 
 
-def arrivals_per_minute(lake: _Lake, stream: str, since_us: int, until_us: int) -> list[int]:
-    """Events received per minute in ``[since, until)``, by receive time.
+def _named(value: Any) -> Any:
+    return MISSING if value is None else value
+
+
+def distinct_count(lake: _Lake, q: LakeQuery, field: str) -> int:
+    """How many distinct non-null values ``field`` takes in the selection."""
+    inner = _inner(lake, q, [field])
+    if inner is None:
+        return 0
+    sql, params = inner
+    row = lake.db.execute(f"SELECT count(DISTINCT f0) FROM ({sql})", params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def distinct_over_time(lake: _Lake, q: LakeQuery, bucket_us: int, field: str) -> list[int]:
+    """Distinct values of ``field`` per time bucket, in the buckets ``assemble_series`` uses."""
+    assert q.since_us is not None and q.until_us is not None
+    first = (q.since_us // bucket_us) * bucket_us
+    counts = [0] * len(range(first, q.until_us, bucket_us))
+    inner = _inner(lake, q, [field])
+    if inner is None:
+        return counts
+    sql, params = inner
+    params["bucket"], params["first"] = bucket_us, first
+    rows = lake.db.execute(
+        f"SELECT (t // $bucket) * $bucket - $first AS b, count(DISTINCT f0) FROM ({sql}) "
+        "GROUP BY b",
+        params,
+    ).fetchall()
+    for offset, n in rows:
+        slot = int(offset) // bucket_us
+        if 0 <= slot < len(counts):
+            counts[slot] = int(n)
+    return counts
+
+
+def cardinality(lake: _Lake, q: LakeQuery, fields: list[str]) -> tuple[int, dict[str, int]]:
+    """The selection's event count and, per field, about how many distinct values it takes
+    (HyperLogLog: cheap over millions of events, exact enough to tell 5 from 5,000)."""
+    inner = _inner(lake, q, fields)
+    if inner is None or not fields:
+        return 0, dict.fromkeys(fields, 0)
+    sql, params = inner
+    parts = ", ".join(f"approx_count_distinct(f{i})" for i in range(len(fields)))
+    row = lake.db.execute(f"SELECT count(*), {parts} FROM ({sql})", params).fetchone()
+    assert row is not None
+    return int(row[0]), {name: int(n) for name, n in zip(fields, row[1:], strict=True)}
+
+
+def arrivals(
+    lake: _Lake, stream: str, since_us: int, until_us: int, bucket_us: int = 60_000_000
+) -> list[int]:
+    """Events received per bucket (a minute unless told) in ``[since, until)``, by receive time.
 
     Only files created since ``since`` can hold events received since then (a file is written
     after its events arrive), so the catalog prunes by creation time rather than event time."""
-    minute = 60_000_000
-    first = (since_us // minute) * minute
-    counts = [0] * max(0, -(-(until_us - first) // minute))
+    first = (since_us // bucket_us) * bucket_us
+    counts = [0] * max(0, -(-(until_us - first) // bucket_us))
     paths = [
         str(lake.root / row[0])
         for row in lake.catalog.execute(
@@ -190,15 +255,21 @@ def arrivals_per_minute(lake: _Lake, stream: str, since_us: int, until_us: int) 
     if not paths:
         return counts
     rows = lake.db.execute(
-        "SELECT (epoch_us(_received_at) - $first) // $minute AS m, count(*) "
+        "SELECT (epoch_us(_received_at) - $first) // $bucket AS m, count(*) "
         "FROM read_parquet($files, union_by_name = true, hive_partitioning = false) "
         "WHERE epoch_us(_received_at) >= $since AND epoch_us(_received_at) < $until GROUP BY m",
-        {"files": paths, "first": first, "minute": minute, "since": since_us, "until": until_us},
-    ).fetchall()
+        {"files": paths, "first": first, "bucket": bucket_us, "since": since_us,
+         "until": until_us},
+    ).fetchall()  # fmt: skip
     for slot, count in rows:
         if 0 <= int(slot) < len(counts):
             counts[int(slot)] = int(count)
     return counts
+
+
+def arrivals_per_minute(lake: _Lake, stream: str, since_us: int, until_us: int) -> list[int]:
+    """Events received per minute in ``[since, until)`` (see ``arrivals``)."""
+    return arrivals(lake, stream, since_us, until_us)
 
 
 def stream_summaries(lake: _Lake) -> list[dict[str, Any]]:

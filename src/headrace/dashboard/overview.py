@@ -1,10 +1,11 @@
 """What the dashboard's overview shows, gathered in one JSON document.
 
 Sources: events accepted and requests refused by reason (live metrics) and their rates over the
-last hour (the supervisor's history). Sinks: delivered and failed events, retries, health,
-buffered backlog and the age of the oldest undelivered event, dead letters by reason. Streams
-(per lake sink): stored events and arrivals per minute over the last hour. Bad rows by source
-and reason. (Bulk-load jobs have their own view, over ``/v1/loads``.)
+range (the supervisor's history: the last hour in 10 s steps, the last day by the minute).
+Sinks: delivered and failed events, retries, health, buffered backlog and the age of the oldest
+undelivered event, dead letters by reason. Streams (per lake or PostgreSQL sink): stored events
+and arrivals over the range (the last hour by default), by receive time. Bad rows by source and
+reason. (Bulk-load jobs have their own view, over ``/v1/loads``.)
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from headrace.config.models import LakeSink, Pipeline, PostgresSink
 from headrace.dashboard import history as h
-from headrace.dashboard.lake_stats import arrivals_per_minute, open_lake, stream_summaries
+from headrace.dashboard.lake_stats import arrivals, open_lake, pick_bucket, stream_summaries
 from headrace.runtime.state import connect
 from headrace.telemetry import metrics as m
 
@@ -65,21 +67,45 @@ def bad_row_counts(data_dir: Path) -> list[tuple[str, str, int]]:
     )
 
 
-def _stream_panels(pipeline: Pipeline, data_dir: Path, now_us: int) -> list[dict[str, Any]]:
+CHART_POINTS = 60  # a card's chart is small: about a point per 7 px
+
+
+@dataclass(frozen=True)
+class Window:
+    """The overview's time range and the buckets its stream charts count in (µs): whole
+    buckets from the one holding ``since`` (counting only from ``since``) to the one holding
+    ``until``."""
+
+    since_us: int
+    until_us: int
+    bucket_us: int
+
+    @classmethod
+    def of(cls, since_us: int, until_us: int) -> Window:
+        bucket = pick_bucket(since_us, until_us, CHART_POINTS + 1)  # "now" is a µs past
+        return cls(since_us, until_us, bucket)
+
+    def times(self, count: int | None = None) -> list[int]:
+        """Bucket starts in seconds (``count`` of them, else all)."""
+        first = (self.since_us // self.bucket_us) * self.bucket_us
+        starts = range(first, self.until_us, self.bucket_us)
+        return [b // 1_000_000 for b in list(starts)[:count]]
+
+
+def _stream_panels(pipeline: Pipeline, data_dir: Path, window: Window) -> list[dict[str, Any]]:
     panels: list[dict[str, Any]] = []
-    since = (now_us - HOUR_US) // 60_000_000 * 60_000_000 + 60_000_000
     for sink_id, sink in pipeline.sinks.items():
         if isinstance(sink, PostgresSink):
-            panels.append(_postgres_panel(sink_id, sink, since, now_us))
+            panels.append(_postgres_panel(sink_id, sink, window))
         elif isinstance(sink, LakeSink):
-            panels += _lake_panels(sink_id, sink, data_dir, since, now_us)
+            panels += _lake_panels(sink_id, sink, data_dir, window)
     return panels
 
 
 def _lake_panels(
-    sink_id: str, sink: LakeSink, data_dir: Path, since: int, now_us: int
+    sink_id: str, sink: LakeSink, data_dir: Path, window: Window
 ) -> list[dict[str, Any]]:
-    """Each stream of a lake sink: stored events, files, bytes, arrivals per minute."""
+    """Each stream of a lake sink: stored events, files, bytes, arrivals over the window."""
     panels: list[dict[str, Any]] = []
     lake = open_lake(data_dir, sink_id, sink)
     if lake is None:
@@ -87,25 +113,30 @@ def _lake_panels(
     try:
         with contextlib.suppress(sqlite3.OperationalError):  # no lake tables yet
             for summary in stream_summaries(lake):
-                per_minute = arrivals_per_minute(lake, summary["stream"], since, now_us)
-                minutes = [since // 1_000_000 + 60 * i for i in range(len(per_minute))]
-                panels.append(
-                    {"sink": sink_id, **summary, "minutes": minutes, "per_minute": per_minute}
+                counts = arrivals(
+                    lake, summary["stream"], window.since_us, window.until_us, window.bucket_us
                 )
+                panels.append({"sink": sink_id, **summary, **_arrivals(window, counts)})
     finally:
         lake.close()
     return panels
 
 
-def _postgres_panel(sink_id: str, sink: PostgresSink, since: int, now_us: int) -> dict[str, Any]:
-    """A PostgreSQL sink's table as a stream panel: rows, size, arrivals per minute."""
+def _arrivals(window: Window, counts: list[int]) -> dict[str, Any]:
+    return {"bucket_seconds": window.bucket_us // 1_000_000, "times": window.times(len(counts)),
+            "arrivals": counts, "received": sum(counts)}  # fmt: skip
+
+
+def _postgres_panel(sink_id: str, sink: PostgresSink, window: Window) -> dict[str, Any]:
+    """A PostgreSQL sink's table as a stream panel: rows, size, arrivals over the window."""
     from headrace.dashboard.pg_stats import PgTable
     from headrace.query.lake import QueryError
 
+    empty = [0] * len(window.times())
     panel: dict[str, Any] = {
         "sink": sink_id, "stream": sink.inputs[0], "table": f"{sink.schema_name}.{sink.table}",
         "events": None, "files": None, "bytes": None, "first_us": None, "last_us": None,
-        "minutes": [since // 1_000_000 + 60 * i for i in range(60)], "per_minute": [0] * 60,
+        **_arrivals(window, empty),
     }  # fmt: skip
     try:
         table = PgTable(sink)
@@ -114,8 +145,8 @@ def _postgres_panel(sink_id: str, sink: PostgresSink, since: int, now_us: int) -
     try:
         if table.exists:
             panel["events"] = table.estimated_rows()
-            panel["per_minute"] = table.arrivals_per_minute(since, now_us)
-            panel["minutes"] = panel["minutes"][: len(panel["per_minute"])]
+            counts = table.arrivals(window.since_us, window.until_us, window.bucket_us)
+            panel.update(_arrivals(window, counts))
             panel["bytes"] = table.size_bytes()
     except Exception as exc:  # a read that fails must not take the overview down
         panel["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -125,12 +156,23 @@ def _postgres_panel(sink_id: str, sink: PostgresSink, since: int, now_us: int) -
 
 
 def overview(
-    pipeline: Pipeline, data_dir: Path, own: tuple[str, m.Registry] | None
+    pipeline: Pipeline,
+    data_dir: Path,
+    own: tuple[str, m.Registry] | None,
+    *,
+    since_us: int | None = None,
+    until_us: int | None = None,
 ) -> dict[str, Any]:
-    """The overview document (see the module docstring)."""
+    """The overview document (see the module docstring) over ``[since, until)``, the last hour
+    by default."""
+    now_us = time.time_ns() // 1000
+    until = until_us if until_us is not None else now_us
+    window = Window.of(since_us if since_us is not None else until - HOUR_US, until)
     run_dir = data_dir / "run"
     values = m.collect(run_dir, own)
-    samples = h.read_history(run_dir)
+    samples = [
+        s for s in h.read_history(run_dir, window.since_us / 1e6) if s[0] * 1e6 < window.until_us
+    ]
     accepted = _labelled(values, "headrace_events_accepted_total", "source")
     requests = _labelled(values, "headrace_requests_total", "source", "status")
     rejected = _labelled(values, "headrace_requests_rejected_total", "source", "reason")
@@ -172,13 +214,15 @@ def overview(
                 "rate": delivered_rates.get(sink_id, []),
             }
         )
-    now_us = time.time_ns() // 1000
     bad = bad_row_counts(data_dir)
     return {
         "generated_at": now_us // 1000,
+        "since_us": window.since_us,
+        "until_us": window.until_us,
         "sources": sources,
         "sinks": sinks,
-        "streams": _stream_panels(pipeline, data_dir, now_us),
+        "streams": _stream_panels(pipeline, data_dir, window),
         "bad_rows": [{"source": s, "reason": r, "count": n} for s, r, n in bad],
         "history_seconds": (samples[-1][0] - samples[0][0]) if len(samples) > 1 else 0,
+        "history_from": samples[0][0] if samples else None,
     }

@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from headrace.config.models import PostgresSink
-from headrace.query.lake import LakeQuery, QueryError, _decode_cursor, _encode_cursor, iso
+from headrace.query.lake import (
+    URL_HOST_PATTERN,
+    LakeQuery,
+    QueryError,
+    _decode_cursor,
+    _encode_cursor,
+    iso,
+)
 
 SYSTEM = ("_event_id", "_received_at", "_created_at", "_extra")
 
@@ -87,6 +94,13 @@ class PgTable:
             return sql.SQL("(_extra ->> %s)")
         return sql.SQL("CAST(NULL AS text)")
 
+    def _host(self, text: Any, args: list[Any]) -> Any:
+        """The host of the URL in ``text`` (as ``query.lake.host_sql``), NULL if none."""
+        args.append(URL_HOST_PATTERN)
+        return self.sql.SQL(
+            "nullif(regexp_replace(lower(substring({} from %s)), '^www[.]', ''), '')"
+        ).format(text)
+
     def _where(self, q: LakeQuery, args: list[Any], extra: Any = None) -> Any:
         """`` WHERE …`` for the selection (plus ``extra``, a condition), or nothing."""
         sql = self.sql
@@ -101,6 +115,13 @@ class PgTable:
         for name, value in q.where:
             parts.append(sql.SQL("{} = %s").format(self._field(name, args)))
             args.append(value)
+        for name, host in q.hosts:
+            found = self._host(self._field(name, args), args)
+            if host is None:
+                parts.append(sql.SQL("{} IS NULL").format(found))
+            else:
+                parts.append(sql.SQL("{} = %s").format(found))
+                args.append(host)
         if extra is not None:
             parts.append(extra)
         if not parts:
@@ -122,17 +143,75 @@ class PgTable:
         ).format(t=self._time_us(), g=group, table=self.table, w=where)
         return [(int(b), g, int(n)) for b, g, n in self.conn.execute(query, args)]
 
-    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]:
-        """The commonest values of ``field``."""
+    def top(
+        self, q: LakeQuery, field: str, limit: int, *, host: bool = False,
+        distinct: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """The commonest values of ``field`` (or of its URL's host), optionally with the count
+        of distinct ``distinct`` values of each."""
         sql = self.sql
         args: list[Any] = []
         value = self._field(field, args)
+        if host:
+            value = self._host(value, args)
+        also = sql.SQL("")
+        if distinct:
+            also = sql.SQL(", count(DISTINCT {})").format(self._field(distinct, args))
         where = self._where(q, args)
         args.append(limit)
         query = sql.SQL(
-            "SELECT {v} AS v, count(*) AS n FROM {table}{w} GROUP BY 1 ORDER BY n DESC, v LIMIT %s"
-        ).format(v=value, table=self.table, w=where)
-        return [{"value": v, "count": int(n)} for v, n in self.conn.execute(query, args)]
+            "SELECT {v} AS v, count(*) AS n{d} FROM {table}{w} GROUP BY 1 "
+            "ORDER BY n DESC, v NULLS LAST LIMIT %s"
+        ).format(v=value, d=also, table=self.table, w=where)
+        out = []
+        for row in self.conn.execute(query, args):
+            found = {"value": row[0], "count": int(row[1])}
+            if distinct:
+                found["distinct"] = int(row[2])
+            out.append(found)
+        return out
+
+    def distinct_count(self, q: LakeQuery, field: str) -> int:
+        """Distinct non-null values of ``field`` in the selection."""
+        args: list[Any] = []
+        value = self._field(field, args)
+        where = self._where(q, args)
+        query = self.sql.SQL("SELECT count(DISTINCT {}) FROM {}{}").format(value, self.table, where)
+        row = self.conn.execute(query, args).fetchone()
+        return int(row[0]) if row else 0
+
+    def distinct_over_time(self, q: LakeQuery, bucket_us: int, field: str) -> list[tuple[int, int]]:
+        """(bucket start µs, distinct values of ``field``) rows."""
+        args: list[Any] = [bucket_us, bucket_us]
+        value = self._field(field, args)
+        where = self._where(q, args)
+        query = self.sql.SQL(
+            "SELECT ({t} / %s) * %s AS b, count(DISTINCT {v}) FROM {table}{w} GROUP BY 1"
+        ).format(t=self._time_us(), v=value, table=self.table, w=where)
+        return [(int(b), int(n)) for b, n in self.conn.execute(query, args)]
+
+    def cardinality(
+        self, q: LakeQuery, fields: list[str], sample: int
+    ) -> tuple[int, dict[str, int]]:
+        """Rows and distinct values per field among ``sample`` rows of the selection (a
+        big table is not scanned whole to fill a menu)."""
+        sql = self.sql
+        args: list[Any] = []
+        values = [sql.SQL("{} AS {}").format(self._field(f, args), sql.Identifier(f"f{i}"))
+                  for i, f in enumerate(fields)]  # fmt: skip
+        where = self._where(q, args)
+        args.append(sample)
+        parts = [
+            sql.SQL("count(DISTINCT {})").format(sql.Identifier(f"f{i}"))
+            for i in range(len(fields))
+        ]
+        query = sql.SQL(
+            "SELECT count(*), {parts} FROM (SELECT {values} FROM {table}{w} LIMIT %s) AS s"
+        ).format(parts=sql.SQL(", ").join(parts), values=sql.SQL(", ").join(values),
+                 table=self.table, w=where)  # fmt: skip
+        row = self.conn.execute(query, args).fetchone()
+        assert row is not None
+        return int(row[0]), {f: int(n) for f, n in zip(fields, row[1:], strict=True)}
 
     def events(self, q: LakeQuery, limit: int, cursor: str | None) -> dict[str, Any]:
         """A page of rows, newest first, in the events API's shape."""
@@ -166,18 +245,17 @@ class PgTable:
             next_cursor = _encode_cursor(int(last[2]), last[0])
         return {"events": events, "next_cursor": next_cursor}
 
-    def arrivals_per_minute(self, since_us: int, until_us: int) -> list[int]:
-        """Rows received per minute in ``[since, until)``."""
-        minute = 60_000_000
-        first = since_us // minute * minute
-        counts = [0] * max(0, -(-(until_us - first) // minute))
+    def arrivals(self, since_us: int, until_us: int, bucket_us: int = 60_000_000) -> list[int]:
+        """Rows received per bucket (a minute unless told) in ``[since, until)``."""
+        first = since_us // bucket_us * bucket_us
+        counts = [0] * max(0, -(-(until_us - first) // bucket_us))
         query = self.sql.SQL(
             "SELECT ((extract(epoch FROM _received_at) * 1000000)::bigint - %s) / %s, count(*) "
             "FROM {} WHERE _received_at >= %s AND _received_at < %s GROUP BY 1"
         ).format(self.table)
         start = datetime.fromtimestamp(since_us / 1e6, tz=UTC)
         end = datetime.fromtimestamp(until_us / 1e6, tz=UTC)
-        for slot, n in self.conn.execute(query, [first, minute, start, end]):
+        for slot, n in self.conn.execute(query, [first, bucket_us, start, end]):
             if 0 <= int(slot) < len(counts):
                 counts[int(slot)] = int(n)
         return counts

@@ -22,7 +22,16 @@ class StreamReader(Protocol):
 
     def counts(self, q: LakeQuery, group_by: str | None, top: int = 8) -> dict[str, Any]: ...
 
-    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]: ...
+    def top(
+        self, q: LakeQuery, field: str, limit: int, *, host: bool = False,
+        distinct: str | None = None,
+    ) -> list[dict[str, Any]]: ...  # fmt: skip
+
+    def distinct_count(self, q: LakeQuery, field: str) -> int: ...
+
+    def distinct_over_time(self, q: LakeQuery, field: str) -> list[int]: ...
+
+    def cardinality(self, q: LakeQuery, fields: list[str]) -> tuple[int, dict[str, int]]: ...
 
     def events(self, q: LakeQuery, params: list[tuple[str, str]]) -> dict[str, Any]: ...
 
@@ -31,9 +40,19 @@ class StreamReader(Protocol):
     def close(self) -> None: ...
 
 
+CARDINALITY_SAMPLE = 100_000  # rows of a PostgreSQL table read to tell how varied a field is
+
+
 def _bucket(q: LakeQuery) -> int:
     assert q.since_us is not None and q.until_us is not None
     return ls.pick_bucket(q.since_us, q.until_us)
+
+
+def _zeros(q: LakeQuery) -> list[int]:
+    """A zero per time bucket of the selection's chart."""
+    assert q.since_us is not None and q.until_us is not None
+    bucket = _bucket(q)
+    return [0] * len(range((q.since_us // bucket) * bucket, q.until_us, bucket))
 
 
 class LakeReader:
@@ -57,8 +76,24 @@ class LakeReader:
             return ls.assemble_series([], q.since_us, q.until_us, _bucket(q), False)
         return ls.count_over_time(self.lake, q, _bucket(q), group_by, top)
 
-    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]:
-        return ls.top_values(self.lake, q, field, limit) if self.lake else []
+    def top(
+        self, q: LakeQuery, field: str, limit: int, *, host: bool = False,
+        distinct: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        if self.lake is None:
+            return []
+        return ls.top_values(self.lake, q, field, limit, host=host, distinct=distinct)
+
+    def distinct_count(self, q: LakeQuery, field: str) -> int:
+        return ls.distinct_count(self.lake, q, field) if self.lake else 0
+
+    def distinct_over_time(self, q: LakeQuery, field: str) -> list[int]:
+        if self.lake is None:
+            return _zeros(q)
+        return ls.distinct_over_time(self.lake, q, _bucket(q), field)
+
+    def cardinality(self, q: LakeQuery, fields: list[str]) -> tuple[int, dict[str, int]]:
+        return ls.cardinality(self.lake, q, fields) if self.lake else (0, dict.fromkeys(fields, 0))
 
     def events(self, q: LakeQuery, params: list[tuple[str, str]]) -> dict[str, Any]:
         return query_events(self.data_dir, self.sink_id, self.sink, self.stream, params)
@@ -95,13 +130,38 @@ class PostgresReader:
         rows = self.table.counts(q, bucket, group_by) if self.table.exists else []
         return ls.assemble_series(rows, q.since_us, q.until_us, bucket, group_by is not None, top)
 
-    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]:
+    def top(
+        self, q: LakeQuery, field: str, limit: int, *, host: bool = False,
+        distinct: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
         if not self.table.exists:
             return []
-        return [
-            {"value": ls.MISSING if v["value"] is None else v["value"], "count": v["count"]}
-            for v in self.table.top(q, field, limit)
-        ]
+        found = self.table.top(q, field, limit, host=host, distinct=distinct)
+        if not host:  # a host is None where there is no URL; a value, where there is no value
+            for v in found:
+                v["value"] = ls.MISSING if v["value"] is None else v["value"]
+        return found
+
+    def distinct_count(self, q: LakeQuery, field: str) -> int:
+        return self.table.distinct_count(q, field) if self.table.exists else 0
+
+    def distinct_over_time(self, q: LakeQuery, field: str) -> list[int]:
+        counts = _zeros(q)
+        if not self.table.exists:
+            return counts
+        assert q.since_us is not None
+        bucket = _bucket(q)
+        first = (q.since_us // bucket) * bucket
+        for start, n in self.table.distinct_over_time(q, bucket, field):
+            slot = (start - first) // bucket
+            if 0 <= slot < len(counts):
+                counts[slot] = n
+        return counts
+
+    def cardinality(self, q: LakeQuery, fields: list[str]) -> tuple[int, dict[str, int]]:
+        if not self.table.exists or not fields:
+            return 0, dict.fromkeys(fields, 0)
+        return self.table.cardinality(q, fields, CARDINALITY_SAMPLE)
 
     def events(self, q: LakeQuery, params: list[tuple[str, str]]) -> dict[str, Any]:
         values = dict(params)
@@ -131,12 +191,3 @@ def open_reader(
     if isinstance(sink, PostgresSink):
         return PostgresReader(sink)
     return LakeReader(data_dir, sink_id, sink, stream)
-
-
-def page_hits(reader: StreamReader, q: LakeQuery, top: int) -> dict[str, Any]:
-    """Hits over time, top pages and top referrers of a page-hit stream."""
-    return {
-        **reader.counts(q, None),
-        "top_pages": reader.top(q, "pagePath", top),
-        "top_referrers": reader.top(q, "referrer", top),
-    }

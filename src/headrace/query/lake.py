@@ -92,6 +92,35 @@ class LakeQuery:
     newest_first: bool = True
     after: tuple[int, str] | None = None  # cursor: (time µs, id) of the last row already seen
     limit: int | None = None
+    # (field, host): only events whose field is a URL on that host (``None``: no URL at all)
+    hosts: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+# The host of a URL held in a text field, lower case, without "www."; NULL when the text is no
+# absolute URL (empty, missing, "android-app:..."-like without "//"). DuckDB and PostgreSQL read
+# this pattern alike; it is a constant, never anything a user sent.
+URL_HOST_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^:/?#]+)"
+
+
+def host_sql(text_expr: str) -> str:
+    """DuckDB SQL for the host of the URL in ``text_expr`` (see ``URL_HOST_PATTERN``)."""
+    found = f"lower(regexp_extract({text_expr}, '{URL_HOST_PATTERN}', 1))"
+    return f"nullif(regexp_replace({found}, '^www[.]', ''), '')"
+
+
+def pointer(name: str) -> str:
+    """``name`` as a JSON Pointer (RFC 6901) to a top-level key: "~" and "/" escaped."""
+    return "/" + name.replace("~", "~0").replace("/", "~1")
+
+
+def text_expr(name: str, columns: dict[str, str], bind: str, params: dict[str, Any]) -> str:
+    """SQL for a field's value as text: its column, else its entry in ``_extra`` (by a bound
+    JSON Pointer, so no name is ever part of the SQL but as a quoted known column)."""
+    params[bind] = pointer(name)
+    extra = f"json_extract_string(_extra, ${bind})"
+    if name in columns:
+        return f"coalesce(CAST({quote_identifier(name)} AS VARCHAR), {extra})"
+    return extra
 
 
 @dataclass
@@ -150,9 +179,17 @@ def _plan(
             matches.append(f"CAST({quote_identifier(name)} AS VARCHAR) = ${bind}")
         if "_extra" in present and name != "_id":
             # a JSON Pointer (RFC 6901) names any key safely: "~" and "/" are escaped
-            params[f"{bind}_path"] = "/" + name.replace("~", "~0").replace("/", "~1")
+            params[f"{bind}_path"] = pointer(name)
             matches.append(f"json_extract_string(_extra, ${bind}_path) = ${bind}")
         conditions.append("(" + " OR ".join(matches) + ")" if matches else "false")
+    for index, (name, host) in enumerate(q.hosts):
+        bind = f"h{index}"
+        found = host_sql(text_expr(name, columns, f"{bind}_path", params))  # _extra: always there
+        if host is None:
+            conditions.append(f"{found} IS NULL")
+        else:
+            conditions.append(f"{found} = ${bind}")
+            params[bind] = host
     order = "DESC" if q.newest_first else "ASC"
     unordered = f"SELECT {select(columns)} FROM {source}"
     if conditions:
