@@ -190,3 +190,57 @@ sinks:
     rows = wait_until(lambda: len(found := exported()) == 5 and found)
     assert [r["path"] for r in rows] == ["'=cmd|' /C calc'!A0", "'+1", "'-1", "'@x", "ok"]
     assert [r["n"] for r in rows] == ["0", "-1", "-2", "-3", "-4"]
+
+
+def test_page_hits_and_groupable_fields_from_a_postgres_table(serve: Serve, schema: str) -> None:
+    server = serve(
+        f"""
+sources:
+  analytics:
+    type: http
+    map: {{copy: {{visitor: $visitor}}}}
+sinks:
+  db:
+    type: postgres
+    inputs: [analytics]
+    dsn: "{DSN}"
+    schema: {schema}
+    table: hits
+    columns: {{pagePath: text, referrer: text, userAgent: text, visitor: text, time: bigint,
+               mobile: boolean}}
+    export: {{time_column: time, time_unit: epoch_ms}}
+"""
+    )
+    hits = [("/pricing", "https://www.News.example/a", "agent-a", False),
+            ("/pricing", "https://news.example/b", "agent-b", False),
+            ("/", None, "agent-a", True), ("/", "", "agent-c", True),
+            ("/docs", "https://blog.example:8443/x", "agent-a", False)]  # fmt: skip
+    for i, (path, referrer, agent, mobile) in enumerate(hits):
+        body = {"pagePath": path, "referrer": referrer, "userAgent": agent, "mobile": mobile,
+                "time": T0 + i * 60_000}  # fmt: skip
+        sent = httpx.post(f"{server.url}/v1/streams/analytics/events", json=body,
+                          headers={"User-Agent": agent}, timeout=10)  # fmt: skip
+        assert sent.status_code == 202, sent.text
+    window = {"since": str(T0), "until": str(T0 + 3_600_000)}
+    wait_until(
+        lambda: get(server, "/api/dashboard/streams/analytics/counts", **window)["total"] == 5,
+        what="5 rows in the table",
+    )
+    doc = get(server, "/api/dashboard/pagehits", stream="analytics", **window)
+    assert doc["sink"] == "db" and doc["total"] == 5 and doc["visitors"] == 3
+    assert sum(doc["series"]["visitors"]) == 5  # one a minute
+    assert [(r["value"], r["count"], r["distinct"]) for r in doc["top_referrers"]] == [
+        ("news.example", 2, 2),
+        ("Direct / None", 2, 2),
+        ("blog.example", 1, 1),
+    ]  # fmt: skip  (a tie: no domain last)
+    assert doc["top_pages"][1] == {"value": "/pricing", "count": 2, "distinct": 2}  # after "/"
+    news = get(server, "/api/dashboard/pagehits", stream="analytics", referrer_domain="news.example",
+               **window)  # fmt: skip
+    assert news["total"] == 2 and news["previous"]["total"] == 0
+    direct = get(server, "/api/dashboard/pagehits", stream="analytics",
+                 referrer_domain="(direct)", pagePath="/", **window)  # fmt: skip
+    assert direct["total"] == 2
+    fields = get(server, "/api/dashboard/streams/analytics/fields", **window)["fields"]
+    groupable = {f["name"] for f in fields if f["groupable"]}
+    assert groupable == {"mobile"}  # 3 pages in 5 hits are too varied to group by, as are agents
