@@ -34,13 +34,37 @@ HITS = [
     hit(2, "/pricing", "a", "https://news.example/other", CHROME),
     hit(3, "/pricing", "b", "https://blog.example:8443/post#top", IPHONE),
     hit(4, "/", "c", None, IPHONE),
-    hit(5, "/", "d", "", CHROME),
+    (
+        END - 5 * HOUR,
+        {
+            "pagePath": "/",
+            "visitor": "d",
+            "referrer": "",
+            "userAgent": CHROME,
+            "event": "page_view",
+        },
+    ),
     hit(6, "/docs", "a", "not a url", None),
+    # the tracker's page view is a hit; its clicks (same stream, same page) are not
+    (
+        END - 7 * HOUR,
+        {"pagePath": "/", "visitor": "a", "event": "add_to_cart", "userAgent": CHROME},
+    ),
+    (
+        END - 8 * HOUR,
+        {"pagePath": "/", "visitor": "f", "event": "signup", "referrer": "https://x.example/"},
+    ),
     # the previous 24 hours
     hit(30, "/", "e", None, CHROME),
     hit(40, "/", "e", None, CHROME),
 ]
-FIELDS = {"pagePath": "string", "referrer": "string", "userAgent": "string", "visitor": "string"}
+FIELDS = {
+    "pagePath": "string",
+    "referrer": "string",
+    "userAgent": "string",
+    "visitor": "string",
+    "event": "string",
+}
 
 
 async def pagehits(http: httpx.AsyncClient, *extra: tuple[str, str]) -> Any:

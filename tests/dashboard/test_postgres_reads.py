@@ -207,7 +207,7 @@ sinks:
     schema: {schema}
     table: hits
     columns: {{pagePath: text, referrer: text, userAgent: text, visitor: text, time: bigint,
-               mobile: boolean}}
+               mobile: boolean, event: text}}
     export: {{time_column: time, time_unit: epoch_ms}}
 """
     )
@@ -221,10 +221,12 @@ sinks:
         sent = httpx.post(f"{server.url}/v1/streams/analytics/events", json=body,
                           headers={"User-Agent": agent}, timeout=10)  # fmt: skip
         assert sent.status_code == 202, sent.text
+    click = {"pagePath": "/", "event": "add_to_cart", "time": T0 + 30_000}  # no page hit
+    assert httpx.post(f"{server.url}/v1/streams/analytics/events", json=click).status_code == 202
     window = {"since": str(T0), "until": str(T0 + 3_600_000)}
     wait_until(
-        lambda: get(server, "/api/dashboard/streams/analytics/counts", **window)["total"] == 5,
-        what="5 rows in the table",
+        lambda: get(server, "/api/dashboard/streams/analytics/counts", **window)["total"] == 6,
+        what="6 rows in the table",
     )
     doc = get(server, "/api/dashboard/pagehits", stream="analytics", **window)
     assert doc["sink"] == "db" and doc["total"] == 5 and doc["visitors"] == 3
@@ -243,4 +245,5 @@ sinks:
     assert direct["total"] == 2
     fields = get(server, "/api/dashboard/streams/analytics/fields", **window)["fields"]
     groupable = {f["name"] for f in fields if f["groupable"]}
-    assert groupable == {"mobile"}  # 3 pages in 5 hits are too varied to group by, as are agents
+    # 3 pages or agents in 6 events: at most half as many values as events; 4 visitors: no
+    assert groupable == {"pagePath", "userAgent", "mobile"}

@@ -7,6 +7,9 @@ UTC day, so one person on two days counts as two visitors over a longer range: t
 a daily salt allows, the same trade that privacy-first analytics make. A stream without the
 field shows hits only.
 
+A hit is an event without an ``event`` field or with ``event: page_view``: the browser tracker
+sends clicks and ``track()`` calls to the same stream, and those are no page hits.
+
 A referrer counts by the domain of its URL (lower case, without "www."); a hit without one
 (typed in, a bookmark, a stripped referrer) counts as "Direct / None". The filter
 ``referrer_domain=example.org`` (or ``(direct)``) narrows every number to one referrer domain,
@@ -25,6 +28,7 @@ from headrace.query.lake import LakeQuery
 VISITOR_FIELD = "visitor"
 DIRECT = "Direct / None"
 DIRECT_FILTER = "(direct)"  # no domain has parentheses
+PAGE_VIEWS = ("event", "page_view")  # the tracker's page views; other tracked events are not hits
 AGENTS_READ = 5000  # distinct User-Agents parsed; the rarer rest count as "Other"
 
 
@@ -36,6 +40,7 @@ def domain_filter(value: str) -> tuple[str, str | None]:
 
 def page_hits(reader: StreamReader, q: LakeQuery, top: int) -> dict[str, Any]:
     """The page-hits document for the selection ``q`` (see the module docstring)."""
+    q = dataclasses.replace(q, missing_or=[*q.missing_or, PAGE_VIEWS])
     assert q.since_us is not None and q.until_us is not None
     has_visitors = VISITOR_FIELD in reader.columns()
     current = reader.counts(q, None)

@@ -122,6 +122,10 @@ class PgTable:
             else:
                 parts.append(sql.SQL("{} = %s").format(found))
                 args.append(host)
+        for name, value in q.missing_or:
+            first = self._field(name, args)  # each use binds its own arguments, in text order
+            parts.append(sql.SQL("({} IS NULL OR {} = %s)").format(first, self._field(name, args)))
+            args.append(value)
         if extra is not None:
             parts.append(extra)
         if not parts:

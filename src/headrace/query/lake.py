@@ -94,6 +94,8 @@ class LakeQuery:
     limit: int | None = None
     # (field, host): only events whose field is a URL on that host (``None``: no URL at all)
     hosts: list[tuple[str, str | None]] = field(default_factory=list)
+    # (field, value): only events whose field is missing (or null) or equals the value
+    missing_or: list[tuple[str, str]] = field(default_factory=list)
 
 
 # The host of a URL held in a text field, lower case, without "www."; NULL when the text is no
@@ -190,6 +192,11 @@ def _plan(
         else:
             conditions.append(f"{found} = ${bind}")
             params[bind] = host
+    for index, (name, value) in enumerate(q.missing_or):
+        bind = f"m{index}"
+        found = text_expr(name, columns, f"{bind}_path", params)
+        conditions.append(f"({found} IS NULL OR {found} = ${bind})")
+        params[bind] = value
     order = "DESC" if q.newest_first else "ASC"
     unordered = f"SELECT {select(columns)} FROM {source}"
     if conditions:
