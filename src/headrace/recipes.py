@@ -81,8 +81,9 @@ sources:
         referrer: {{type: [string, "null"]}}
         userAgent: {{type: [string, "null"]}}
     map:
-      defaults: {{timestamp: $received_at, userAgent: $header.user-agent}}
-      copy: {{visitor: $visitor}}    # unique visitors: a daily salted hash, no address kept
+      # visitor: for unique visitors, a daily salted hash (no address kept); a server sending
+      # hits for its users sends a visitor of its own
+      defaults: {{timestamp: $received_at, userAgent: $header.user-agent, visitor: $visitor}}
     # cors: {{allow_origins: ["https://www.example.org"]}}   # pages on other sites that send hits
 """
 _HIT_LAKE = """\
