@@ -135,7 +135,9 @@ api:
 """
     )
     for path in ["/", "/demo", "/api/dashboard/overview", "/v1/deadletters",
-                 "/dashboard/static/app.js", "/v1/streams/x/events"]:  # fmt: skip
+                 "/dashboard/static/app.js", "/v1/streams/x/events", "/api/dashboard/streams",
+                 "/api/dashboard/deadletters", "/api/dashboard/badrows/1",
+                 "/api/dashboard/pagehits", "/api/dashboard/streams/x/fields"]:  # fmt: skip
         response = httpx.get(f"{server.url}{path}", timeout=10)
         assert response.status_code == 401, path
         if not path.startswith("/v1/streams"):
@@ -147,6 +149,8 @@ api:
     token_as_password = httpx.get(f"{server.url}/", auth=("x", "s3cret"), timeout=10)
     assert token_as_password.status_code == 200
     assert httpx.get(f"{server.url}/", auth=("ada", "nope"), timeout=10).status_code == 401
+    icon = httpx.get(f"{server.url}/favicon.ico", timeout=10)  # public too: a browser asks
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
     # the tracker is public: pages on any site load it
     sdk = httpx.get(f"{server.url}/sdk/headrace.js", timeout=10)
     assert sdk.status_code == 200 and "javascript" in sdk.headers["content-type"]
