@@ -119,7 +119,7 @@ def postgres(**mode: Any) -> Callable[[Env], Destination]:
         proxy = env.proxy(HOST, PORT)
         config = {"type": "postgres", "inputs": [SOURCE], "dsn": dsn_via(proxy.port),
                   "schema": schema, "table": "events", "columns": PG_COLUMNS,
-                  "connect_timeout": 2, **mode}  # fmt: skip
+                  **mode}  # fmt: skip
 
         def read() -> list[Row]:
             return [
