@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from headrace.config.models import LakeSink
+from headrace.dashboard.summary import Dimension, Summary, decode, grouping_sql
 from headrace.query.lake import LakeQuery, _plan, _state, host_sql, text_expr
 
 BUCKETS_US = [
@@ -159,68 +160,38 @@ def count_over_time(
     return assemble_series(rows, q.since_us, q.until_us, bucket_us, group_by is not None, top)
 
 
-def top_values(
-    lake: _Lake, q: LakeQuery, field: str, limit: int = 10, *, host: bool = False,
-    distinct: str | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """The commonest values of ``field`` in the selection, with their counts; ``host``: of the
-    host of the URL it holds (``None`` where it holds none); ``distinct``: each value's count of
-    distinct values of that field too (as ``"distinct"``)."""
-    inner = _inner(lake, q, [field, distinct] if distinct else [field])
+def top_values(lake: _Lake, q: LakeQuery, field: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The commonest values of ``field`` in the selection, with their counts."""
+    inner = _inner(lake, q, [field])
     if inner is None:
         return []
     sql, params = inner
     params["top"] = limit
-    value = host_sql("f0") if host else "f0"
-    also = ", count(DISTINCT f1)" if distinct else ""
     rows = lake.db.execute(
-        f"SELECT {value} AS v, count(*) AS n{also} FROM ({sql}) GROUP BY v "
-        "ORDER BY n DESC, v NULLS LAST LIMIT $top",
+        f"SELECT f0, count(*) AS n FROM ({sql}) GROUP BY f0 ORDER BY n DESC, f0 LIMIT $top",
         params,
     ).fetchall()
-    out = []
-    for row in rows:
-        found = {"value": row[0] if host else _named(row[0]), "count": int(row[1])}
-        if distinct:
-            found["distinct"] = int(row[2])
-        out.append(found)
-    return out
+    return [{"value": MISSING if v is None else v, "count": int(n)} for v, n in rows]
 
 
-def _named(value: Any) -> Any:
-    return MISSING if value is None else value
-
-
-def distinct_count(lake: _Lake, q: LakeQuery, field: str) -> int:
-    """How many distinct non-null values ``field`` takes in the selection."""
-    inner = _inner(lake, q, [field])
+def summary(
+    lake: _Lake, q: LakeQuery, bucket_us: int, dimensions: list[Dimension],
+    distinct: str | None, limit: int,
+) -> Summary:  # fmt: skip
+    """Counts per bucket, per value of each dimension and in all, in one scan (``summary``)."""
+    fields = [d.field for d in dimensions] + ([distinct] if distinct else [])
+    inner = _inner(lake, q, fields)
     if inner is None:
-        return 0
+        return Summary(groups=[[] for _ in dimensions])
     sql, params = inner
-    row = lake.db.execute(f"SELECT count(DISTINCT f0) FROM ({sql})", params).fetchone()
-    return int(row[0]) if row else 0
-
-
-def distinct_over_time(lake: _Lake, q: LakeQuery, bucket_us: int, field: str) -> list[int]:
-    """Distinct values of ``field`` per time bucket, in the buckets ``assemble_series`` uses."""
-    assert q.since_us is not None and q.until_us is not None
-    first = (q.since_us // bucket_us) * bucket_us
-    counts = [0] * len(range(first, q.until_us, bucket_us))
-    inner = _inner(lake, q, [field])
-    if inner is None:
-        return counts
-    sql, params = inner
-    params["bucket"], params["first"] = bucket_us, first
-    rows = lake.db.execute(
-        f"SELECT (t // $bucket) * $bucket - $first AS b, count(DISTINCT f0) FROM ({sql}) "
-        "GROUP BY b",
-        params,
-    ).fetchall()
-    for offset, n in rows:
-        slot = int(offset) // bucket_us
-        if 0 <= slot < len(counts):
-            counts[slot] = int(n)
-    return counts
+    parts = ["(t // $bucket) * $bucket AS b"]
+    parts += [
+        f"{host_sql(f'f{i}') if d.host else f'f{i}'} AS d{i}" for i, d in enumerate(dimensions)
+    ]
+    parts.append(f"f{len(dimensions)} AS v" if distinct else "CAST(NULL AS VARCHAR) AS v")
+    params["bucket"], params["top"] = bucket_us, limit
+    query = grouping_sql(f"SELECT {', '.join(parts)} FROM ({sql})", len(dimensions), "$top")
+    return decode(lake.db.execute(query, params).fetchall(), len(dimensions))
 
 
 def cardinality(lake: _Lake, q: LakeQuery, fields: list[str]) -> tuple[int, dict[str, int]]:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from headrace.dashboard.lake_stats import MISSING, pick_bucket
 from headrace.dashboard.readers import StreamReader
+from headrace.dashboard.summary import Dimension, Summary
 from headrace.dashboard.useragent import breakdown
 from headrace.query.lake import LakeQuery
 
@@ -30,6 +32,7 @@ DIRECT = "Direct / None"
 DIRECT_FILTER = "(direct)"  # no domain has parentheses
 PAGE_VIEWS = ("event", "page_view")  # the tracker's page views; other tracked events are not hits
 AGENTS_READ = 5000  # distinct User-Agents parsed; the rarer rest count as "Other"
+DIMENSIONS = [Dimension("pagePath"), Dimension("referrer", host=True), Dimension("userAgent")]
 
 
 def domain_filter(value: str) -> tuple[str, str | None]:
@@ -39,41 +42,62 @@ def domain_filter(value: str) -> tuple[str, str | None]:
 
 
 def page_hits(reader: StreamReader, q: LakeQuery, top: int) -> dict[str, Any]:
-    """The page-hits document for the selection ``q`` (see the module docstring)."""
+    """The page-hits document for the selection ``q`` (see the module docstring): two scans,
+    the period (every number) and the one before it (totals and buckets)."""
     q = dataclasses.replace(q, missing_or=[*q.missing_or, PAGE_VIEWS])
     assert q.since_us is not None and q.until_us is not None
     has_visitors = VISITOR_FIELD in reader.columns()
-    current = reader.counts(q, None)
-    hits = current["series"].get("events") or [0] * len(current["times"])
-    span = q.until_us - q.since_us
-    before = dataclasses.replace(q, since_us=q.since_us - span, until_us=q.since_us)
-    previous = reader.counts(before, None)
-    previous_hits = _aligned(previous["series"].get("events") or [], len(hits))
     distinct = VISITOR_FIELD if has_visitors else None
+    now = reader.summary(q, DIMENSIONS, distinct, AGENTS_READ)
+    span = q.until_us - q.since_us
+    before_since = q.since_us - span
+    before_q = dataclasses.replace(q, since_us=before_since, until_us=q.since_us)
+    before = reader.summary(before_q, [], distinct, 1)
+    bucket = pick_bucket(q.since_us, q.until_us)
+    starts = _starts(q.since_us, q.until_us, bucket)
+    earlier = _starts(before_since, q.since_us, bucket)[: len(starts)]
+    pages, referrers, agents = now.groups
     doc: dict[str, Any] = {
-        "bucket_seconds": current["bucket_seconds"],
-        "times": current["times"],
-        "total": current["total"],
-        "visitors": reader.distinct_count(q, VISITOR_FIELD) if has_visitors else None,
-        "series": {"hits": hits},
+        "bucket_seconds": bucket // 1_000_000,
+        "times": [b // 1_000_000 for b in starts],
+        "total": now.total,
+        "visitors": now.distinct if has_visitors else None,
+        "series": {"hits": _series(now, starts, 0)},
         "previous": {
-            "since_us": before.since_us,
-            "until_us": before.until_us,
-            "total": previous["total"],
-            "visitors": reader.distinct_count(before, VISITOR_FIELD) if has_visitors else None,
-            "series": {"hits": previous_hits},
+            "since_us": before_since,
+            "until_us": before_q.until_us,
+            "total": before.total,
+            "visitors": before.distinct if has_visitors else None,
+            "series": {"hits": _aligned(_series(before, earlier, 0), len(starts))},
         },
-        "top_pages": reader.top(q, "pagePath", top, distinct=distinct),
-        "top_referrers": _referrers(reader.top(q, "referrer", top, host=True, distinct=distinct)),
+        "top_pages": _shown(pages[:top], has_visitors),
+        "top_referrers": _referrers(_shown(referrers[:top], has_visitors)),
     }
     if has_visitors:
-        doc["series"]["visitors"] = reader.distinct_over_time(q, VISITOR_FIELD)
-        doc["previous"]["series"]["visitors"] = _aligned(
-            reader.distinct_over_time(before, VISITOR_FIELD), len(hits)
-        )
-    agents = reader.top(q, "userAgent", AGENTS_READ)
-    doc.update(breakdown([(_agent(a["value"]), a["count"]) for a in agents], current["total"]))
+        doc["series"]["visitors"] = _series(now, starts, 1)
+        doc["previous"]["series"]["visitors"] = _aligned(_series(before, earlier, 1), len(starts))
+    counted = [(_agent(a["value"]), a["count"]) for a in agents]
+    doc.update(breakdown(counted, now.total))
     return doc
+
+
+def _starts(since_us: int, until_us: int, bucket: int) -> list[int]:
+    """The starts of the chart's buckets (as ``lake_stats.assemble_series`` makes them)."""
+    return list(range((since_us // bucket) * bucket, until_us, bucket))
+
+
+def _series(found: Summary, starts: list[int], which: int) -> list[int]:
+    """Events (``which`` 0) or distinct visitors (1) per bucket."""
+    return [found.buckets.get(start, (0, 0))[which] for start in starts]
+
+
+def _shown(rows: list[dict[str, Any]], has_visitors: bool) -> list[dict[str, Any]]:
+    """Rows as the page shows them: a missing value named, visitors only where counted."""
+    return [
+        {"value": MISSING if r["value"] is None else r["value"], "count": r["count"],
+         **({"distinct": r["distinct"]} if has_visitors else {})}
+        for r in rows
+    ]  # fmt: skip
 
 
 def _aligned(counts: list[int], length: int) -> list[int]:
@@ -82,17 +106,15 @@ def _aligned(counts: list[int], length: int) -> list[int]:
 
 
 def _referrers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Top referrer hosts as shown: a missing one is "Direct / None", with its filter value."""
+    """Top referrer hosts as shown: no host is "Direct / None", with its filter value."""
     out = []
     for row in rows:
-        host = row["value"]
-        shown = {**row, "value": DIRECT if host is None else host}
-        shown["filter"] = DIRECT_FILTER if host is None else host
+        direct = row["value"] == MISSING
+        shown = {**row, "value": DIRECT if direct else row["value"]}
+        shown["filter"] = DIRECT_FILTER if direct else row["value"]
         out.append(shown)
     return out
 
 
 def _agent(value: Any) -> str | None:
-    from headrace.dashboard.lake_stats import MISSING
-
     return None if value is None or value == MISSING else str(value)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from headrace.config.models import PostgresSink
+from headrace.dashboard.summary import Dimension, Summary, decode, grouping_sql
 from headrace.query.lake import (
     URL_HOST_PATTERN,
     LakeQuery,
@@ -147,52 +148,37 @@ class PgTable:
         ).format(t=self._time_us(), g=group, table=self.table, w=where)
         return [(int(b), g, int(n)) for b, g, n in self.conn.execute(query, args)]
 
-    def top(
-        self, q: LakeQuery, field: str, limit: int, *, host: bool = False,
-        distinct: str | None = None,
-    ) -> list[dict[str, Any]]:  # fmt: skip
-        """The commonest values of ``field`` (or of its URL's host), optionally with the count
-        of distinct ``distinct`` values of each."""
+    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]:
+        """The commonest values of ``field``."""
         sql = self.sql
         args: list[Any] = []
         value = self._field(field, args)
-        if host:
-            value = self._host(value, args)
-        also = sql.SQL("")
-        if distinct:
-            also = sql.SQL(", count(DISTINCT {})").format(self._field(distinct, args))
         where = self._where(q, args)
         args.append(limit)
         query = sql.SQL(
-            "SELECT {v} AS v, count(*) AS n{d} FROM {table}{w} GROUP BY 1 "
-            "ORDER BY n DESC, v NULLS LAST LIMIT %s"
-        ).format(v=value, d=also, table=self.table, w=where)
-        out = []
-        for row in self.conn.execute(query, args):
-            found = {"value": row[0], "count": int(row[1])}
-            if distinct:
-                found["distinct"] = int(row[2])
-            out.append(found)
-        return out
+            "SELECT {v} AS v, count(*) AS n FROM {table}{w} GROUP BY 1 ORDER BY n DESC, v LIMIT %s"
+        ).format(v=value, table=self.table, w=where)
+        return [{"value": v, "count": int(n)} for v, n in self.conn.execute(query, args)]
 
-    def distinct_count(self, q: LakeQuery, field: str) -> int:
-        """Distinct non-null values of ``field`` in the selection."""
-        args: list[Any] = []
-        value = self._field(field, args)
-        where = self._where(q, args)
-        query = self.sql.SQL("SELECT count(DISTINCT {}) FROM {}{}").format(value, self.table, where)
-        row = self.conn.execute(query, args).fetchone()
-        return int(row[0]) if row else 0
-
-    def distinct_over_time(self, q: LakeQuery, bucket_us: int, field: str) -> list[tuple[int, int]]:
-        """(bucket start µs, distinct values of ``field``) rows."""
+    def summary(
+        self, q: LakeQuery, bucket_us: int, dimensions: list[Dimension], distinct: str | None,
+        limit: int,
+    ) -> Summary:  # fmt: skip
+        """Counts per bucket, per value of each dimension and in all, in one scan."""
+        sql = self.sql
         args: list[Any] = [bucket_us, bucket_us]
-        value = self._field(field, args)
+        parts = [sql.SQL("({} / %s) * %s AS b").format(self._time_us())]
+        for i, dimension in enumerate(dimensions):
+            value = self._field(dimension.field, args)
+            value = self._host(value, args) if dimension.host else value
+            parts.append(sql.SQL("{} AS {}").format(value, sql.Identifier(f"d{i}")))
+        seen = self._field(distinct, args) if distinct else sql.SQL("CAST(NULL AS text)")
+        parts.append(sql.SQL("{} AS v").format(seen))
         where = self._where(q, args)
-        query = self.sql.SQL(
-            "SELECT ({t} / %s) * %s AS b, count(DISTINCT {v}) FROM {table}{w} GROUP BY 1"
-        ).format(t=self._time_us(), v=value, table=self.table, w=where)
-        return [(int(b), int(n)) for b, n in self.conn.execute(query, args)]
+        inner = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(parts), self.table, where)
+        args.append(limit)
+        query = sql.SQL(grouping_sql("{inner}", len(dimensions), "%s")).format(inner=inner)
+        return decode(self.conn.execute(query, args).fetchall(), len(dimensions))
 
     def cardinality(
         self, q: LakeQuery, fields: list[str], sample: int

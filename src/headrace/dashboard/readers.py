@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, Protocol
 
 from headrace.config.models import LakeSink, PostgresSink
 from headrace.dashboard import lake_stats as ls
+from headrace.dashboard.summary import Dimension, Summary
 from headrace.query.lake import LakeQuery, export_csv, parse_limit, query_events
 
 
@@ -22,14 +23,11 @@ class StreamReader(Protocol):
 
     def counts(self, q: LakeQuery, group_by: str | None, top: int = 8) -> dict[str, Any]: ...
 
-    def top(
-        self, q: LakeQuery, field: str, limit: int, *, host: bool = False,
-        distinct: str | None = None,
-    ) -> list[dict[str, Any]]: ...  # fmt: skip
+    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]: ...
 
-    def distinct_count(self, q: LakeQuery, field: str) -> int: ...
-
-    def distinct_over_time(self, q: LakeQuery, field: str) -> list[int]: ...
+    def summary(
+        self, q: LakeQuery, dimensions: list[Dimension], distinct: str | None, limit: int
+    ) -> Summary: ...
 
     def cardinality(self, q: LakeQuery, fields: list[str]) -> tuple[int, dict[str, int]]: ...
 
@@ -46,13 +44,6 @@ CARDINALITY_SAMPLE = 100_000  # rows of a PostgreSQL table read to tell how vari
 def _bucket(q: LakeQuery) -> int:
     assert q.since_us is not None and q.until_us is not None
     return ls.pick_bucket(q.since_us, q.until_us)
-
-
-def _zeros(q: LakeQuery) -> list[int]:
-    """A zero per time bucket of the selection's chart."""
-    assert q.since_us is not None and q.until_us is not None
-    bucket = _bucket(q)
-    return [0] * len(range((q.since_us // bucket) * bucket, q.until_us, bucket))
 
 
 class LakeReader:
@@ -76,21 +67,15 @@ class LakeReader:
             return ls.assemble_series([], q.since_us, q.until_us, _bucket(q), False)
         return ls.count_over_time(self.lake, q, _bucket(q), group_by, top)
 
-    def top(
-        self, q: LakeQuery, field: str, limit: int, *, host: bool = False,
-        distinct: str | None = None,
-    ) -> list[dict[str, Any]]:  # fmt: skip
-        if self.lake is None:
-            return []
-        return ls.top_values(self.lake, q, field, limit, host=host, distinct=distinct)
+    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]:
+        return ls.top_values(self.lake, q, field, limit) if self.lake else []
 
-    def distinct_count(self, q: LakeQuery, field: str) -> int:
-        return ls.distinct_count(self.lake, q, field) if self.lake else 0
-
-    def distinct_over_time(self, q: LakeQuery, field: str) -> list[int]:
+    def summary(
+        self, q: LakeQuery, dimensions: list[Dimension], distinct: str | None, limit: int
+    ) -> Summary:
         if self.lake is None:
-            return _zeros(q)
-        return ls.distinct_over_time(self.lake, q, _bucket(q), field)
+            return Summary(groups=[[] for _ in dimensions])
+        return ls.summary(self.lake, q, _bucket(q), dimensions, distinct, limit)
 
     def cardinality(self, q: LakeQuery, fields: list[str]) -> tuple[int, dict[str, int]]:
         return ls.cardinality(self.lake, q, fields) if self.lake else (0, dict.fromkeys(fields, 0))
@@ -130,33 +115,20 @@ class PostgresReader:
         rows = self.table.counts(q, bucket, group_by) if self.table.exists else []
         return ls.assemble_series(rows, q.since_us, q.until_us, bucket, group_by is not None, top)
 
-    def top(
-        self, q: LakeQuery, field: str, limit: int, *, host: bool = False,
-        distinct: str | None = None,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+    def top(self, q: LakeQuery, field: str, limit: int) -> list[dict[str, Any]]:
         if not self.table.exists:
             return []
-        found = self.table.top(q, field, limit, host=host, distinct=distinct)
-        if not host:  # a host is None where there is no URL; a value, where there is no value
-            for v in found:
-                v["value"] = ls.MISSING if v["value"] is None else v["value"]
-        return found
+        return [
+            {"value": ls.MISSING if v["value"] is None else v["value"], "count": v["count"]}
+            for v in self.table.top(q, field, limit)
+        ]
 
-    def distinct_count(self, q: LakeQuery, field: str) -> int:
-        return self.table.distinct_count(q, field) if self.table.exists else 0
-
-    def distinct_over_time(self, q: LakeQuery, field: str) -> list[int]:
-        counts = _zeros(q)
+    def summary(
+        self, q: LakeQuery, dimensions: list[Dimension], distinct: str | None, limit: int
+    ) -> Summary:
         if not self.table.exists:
-            return counts
-        assert q.since_us is not None
-        bucket = _bucket(q)
-        first = (q.since_us // bucket) * bucket
-        for start, n in self.table.distinct_over_time(q, bucket, field):
-            slot = (start - first) // bucket
-            if 0 <= slot < len(counts):
-                counts[slot] = n
-        return counts
+            return Summary(groups=[[] for _ in dimensions])
+        return self.table.summary(q, _bucket(q), dimensions, distinct, limit)
 
     def cardinality(self, q: LakeQuery, fields: list[str]) -> tuple[int, dict[str, int]]:
         if not self.table.exists or not fields:
