@@ -60,7 +60,7 @@
       ])
     ]);
     Object.keys(s.dead_letters).forEach(function (r) {
-      card.appendChild(el("div", {}, [el("a", { href: "#/deadletters?sink=" + encodeURIComponent(s.id) + "&reason=" + encodeURIComponent(r), text: s.dead_letters[r] + " dead letter(s): " + r })]));
+      card.appendChild(el("div", { "class": "dead-link" }, [el("a", { href: "#/deadletters?sink=" + encodeURIComponent(s.id) + "&reason=" + encodeURIComponent(r), text: s.dead_letters[r] + " dead letter(s): " + r })]));
     });
     var box = el("div", { "class": "chart rate" });
     card.appendChild(el("div", { "class": "muted", text: "events/s delivered" }));
