@@ -34,8 +34,8 @@ import duckdb
 import httpx
 
 from headrace.recipes import PAGE_HITS
-from headrace.runtime.state import connect, init_schema
-from headrace.sinks.lake_catalog import LAKE_SCHEMA
+from headrace.storage.lake_catalog import LAKE_SCHEMA
+from headrace.storage.state import connect, init_schema
 
 HOUR_US = 3_600_000_000
 SINK, STREAM = "hits_lake", "analytics"

@@ -25,10 +25,10 @@ import msgspec
 from headrace.buffer.reader import BufferReader
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame, expand_events
 from headrace.buffer.segments import SegmentWriter
-from headrace.config.models import LakeSink as LakeConfig
 from headrace.ids import new_base_id
-from headrace.runtime import state
-from headrace.sinks.lake import LakeSink
+from headrace.sinks.lake.config import LakeConfig
+from headrace.sinks.lake.sink import LakeSink
+from headrace.storage import state
 from headrace.types import Event
 
 

@@ -37,12 +37,11 @@ import duckdb
 import psycopg
 from psycopg import sql
 
-from headrace.config.bulk import DuckDBWarehouse, PostgresWarehouse
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import parse_ddl
 from headrace.loads.warehouses import LoadPlan
-from headrace.loads.warehouses.duckdb import DuckDBLoader
-from headrace.loads.warehouses.postgres import PostgresLoader
+from headrace.loads.warehouses.duckdb import DuckDBLoader, DuckDBWarehouseConfig
+from headrace.loads.warehouses.postgres import PostgresLoader, PostgresWarehouseConfig
 
 DDL = """CREATE TABLE public.signatures (
     id bigint NOT NULL,
@@ -99,7 +98,7 @@ def main() -> None:
     admin = psycopg.connect(args.dsn, autocommit=True)
     admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema_name)))
     target = sql.Identifier(schema_name, "signatures")
-    pg = PostgresLoader(PostgresWarehouse(type="postgres", dsn=args.dsn, schema=schema_name))
+    pg = PostgresLoader(PostgresWarehouseConfig(type="postgres", dsn=args.dsn, schema=schema_name))
     try:
 
         def empty_table() -> None:
@@ -151,7 +150,7 @@ def main() -> None:
             print(f"  headrace {mode:<8}             {rate:>12,.0f} rows/s   {rate / base:.2f}x")
 
         duck_path = work / "bench.duckdb"
-        duck = DuckDBLoader(DuckDBWarehouse(type="duckdb", path=str(duck_path)), work)
+        duck = DuckDBLoader(DuckDBWarehouseConfig(type="duckdb", path=str(duck_path)), work)
 
         def fresh_duck() -> None:
             duck_path.unlink(missing_ok=True)

@@ -67,12 +67,12 @@ def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from headrace.config.models import LakeSink as LakeConfig
-    from headrace.config.object_sinks import S3Sink as S3Config
-    from headrace.runtime import state
-    from headrace.sinks.lake import LakeSink
+    from headrace.sinks.lake.config import LakeConfig
+    from headrace.sinks.lake.sink import LakeSink
     from headrace.sinks.parquet import parquet_bytes, table_from_records
-    from headrace.sinks.s3 import S3_SCHEMA, S3Sink
+    from headrace.sinks.s3.config import S3Config
+    from headrace.sinks.s3.sink import S3_SCHEMA, S3Sink
+    from headrace.storage import state
     from headrace.types import Event
 
     records = click_rows(rows)
@@ -121,7 +121,7 @@ def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
             conn.close()
 
     def lake_sink() -> None:
-        from headrace.sinks.lake_catalog import LAKE_SCHEMA
+        from headrace.storage.lake_catalog import LAKE_SCHEMA
 
         with tempfile.TemporaryDirectory() as tmp:
             data_dir = Path(tmp)
@@ -175,13 +175,13 @@ class _Slow(BaseHTTPRequestHandler):
 def enrich_run(
     url: str, records: int, batch: int, cache_size: int, concurrency: int
 ) -> tuple[float, float]:
-    from headrace.config.transform_models import EnrichHttpTransform
     from headrace.transforms import TransformContext
-    from headrace.transforms.enrich import EnrichHttp
+    from headrace.transforms.enrich.config import EnrichConfig
+    from headrace.transforms.enrich.lookup import EnrichHttp
     from headrace.types import Event
 
     rng = random.Random(5)
-    config = EnrichHttpTransform.model_validate({
+    config = EnrichConfig.model_validate({
         "type": "enrich_http", "inputs": ["web"], "url": f"{url}/mysfits/{{mysfitId}}",
         "cache_size": cache_size, "concurrency": concurrency, "timeout": 5,
     })  # fmt: skip

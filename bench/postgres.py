@@ -49,10 +49,10 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from headrace.config.models import PostgresSink as PostgresConfig
 from headrace.query.postgres import PostgresExport
-from headrace.runtime.state import Checkpoint
-from headrace.sinks.postgres import PostgresSink
+from headrace.sinks.postgres.config import PostgresConfig
+from headrace.sinks.postgres.sink import PostgresSink
+from headrace.storage.state import Checkpoint
 from headrace.types import Event
 
 COLUMNS = {"key": "text", "split": "text", "environmentName": "text", "treatment": "text",

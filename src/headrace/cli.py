@@ -12,8 +12,11 @@ from typing import Any, TextIO
 
 import click
 
-from headrace.config.models import HttpSource, LakeSink, Pipeline, PostgresSink, default_pipeline
+from headrace.config.models import Pipeline, default_pipeline
+from headrace.config.sources import HttpSource
 from headrace.errors import ConfigError, HeadraceError
+from headrace.sinks.lake.config import LakeConfig
+from headrace.sinks.postgres.config import PostgresConfig
 
 DEFAULT_DATA_DIR = "headrace-data"
 
@@ -72,16 +75,16 @@ def _source_of_stream(pipeline: Pipeline, stream: str) -> str:
 
 def _lake_sink(
     pipeline: Pipeline, stream: str | None, sink_name: str | None
-) -> tuple[str, LakeSink]:
+) -> tuple[str, LakeConfig]:
     """The lake sink to export ``stream`` from (``--sink``, else the first storing it)."""
-    found: tuple[str, LakeSink] | None = None
+    found: tuple[str, LakeConfig] | None = None
     if sink_name is not None:
         sink = pipeline.sinks.get(sink_name)
         if sink is None:
             raise click.UsageError(
                 f'no sink named "{sink_name}" (sinks: {", ".join(pipeline.sinks)})'
             )
-        if not isinstance(sink, LakeSink):
+        if not isinstance(sink, LakeConfig):
             raise click.UsageError(
                 f'sink "{sink_name}" ({sink.type}) cannot be exported from: name a lake or '
                 "postgres sink"
@@ -90,7 +93,9 @@ def _lake_sink(
     if stream is None:
         raise click.UsageError("name a --stream (or a postgres --sink)")
     if found is None:
-        found = pipeline.lake_for_source(_source_of_stream(pipeline, stream))
+        from headrace.query.targets import lake_for_source
+
+        found = lake_for_source(pipeline, _source_of_stream(pipeline, stream))
         if found is None:
             raise click.UsageError(f'no lake sink stores the stream "{stream}"')
     return found
@@ -261,7 +266,7 @@ def export(
 
     pipeline = _load(config_path)
     chosen = pipeline.sinks.get(sink) if sink else None
-    if isinstance(chosen, PostgresSink):
+    if isinstance(chosen, PostgresConfig):
         _export_postgres(chosen, since, until, where, output, spreadsheet_safe)
         return
     sink_id, sink_config = _lake_sink(pipeline, stream, sink)
@@ -306,7 +311,7 @@ def _where_pairs(where: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def _export_postgres(
-    sink: PostgresSink,
+    sink: PostgresConfig,
     since: str | None,
     until: str | None,
     where: tuple[str, ...],
@@ -420,7 +425,7 @@ def dlq() -> None:
 
 
 def _state_conn(data_dir: Path) -> Any:
-    from headrace.runtime import state
+    from headrace.storage import state
 
     path = data_dir / "state.db"
     if not path.exists():
@@ -441,7 +446,7 @@ def dlq_list(
 ) -> None:
     """List dead letters, oldest first."""
     from headrace.query.lake import iso
-    from headrace.runtime.state import list_dead_letters
+    from headrace.storage.state import list_dead_letters
 
     conn = _state_conn(data_dir)
     rows = list_dead_letters(
@@ -468,7 +473,7 @@ def dlq_show(data_dir: Path, dead_letter_id: int) -> None:
     import msgspec
 
     from headrace.query.lake import iso
-    from headrace.runtime.state import get_dead_letter
+    from headrace.storage.state import get_dead_letter
 
     row = get_dead_letter(_state_conn(data_dir), dead_letter_id)
     if row is None:
@@ -498,7 +503,7 @@ def dlq_show(data_dir: Path, dead_letter_id: int) -> None:
 def dlq_replay(data_dir: Path, sink: str | None, reason: str | None, ids: tuple[int, ...]) -> None:
     """Send dead letters back to the sink that refused them (e.g. after fixing its schema)."""
     from headrace.buffer.replay import replay_dead_letters
-    from headrace.runtime.state import get_dead_letter, list_dead_letters, mark_replayed
+    from headrace.storage.state import get_dead_letter, list_dead_letters, mark_replayed
 
     conn = _state_conn(data_dir)
     if ids:
@@ -552,7 +557,7 @@ def keys_create(
     config_path: Path | None, data_dir: Path, source: str, name: str, rate: str | None
 ) -> None:
     """Issue a key. It is shown once; only its hash is stored."""
-    from headrace.config.models import ApiKeyAuth
+    from headrace.ingest.authorizers.api_key import ApiKeyAuth
     from headrace.ingest.keys import KeyStore
 
     pipeline = _load(config_path)
@@ -703,34 +708,50 @@ def badrows_replay(
     )
 
 
+_DOC_KINDS = {"transforms": "transform", "sinks": "sink", "authorizers": "authorizer",
+              "warehouses": "warehouse"}  # fmt: skip
+
+
 @main.command()
 @click.argument(
-    "kind", type=click.Choice(["sources", "transforms", "sinks", "pipeline"]), default="pipeline"
+    "kind",
+    type=click.Choice(["sources", *_DOC_KINDS, "pipeline"]),
+    default="pipeline",
 )
 @click.argument("type_name", required=False)
 def docs(kind: str, type_name: str | None) -> None:
-    """Print the documentation of pipeline-file components and their keys."""
-    from headrace.config import models
+    """Print the documentation of pipeline-file components and their keys.
 
-    registries: dict[str, dict[str, Any]] = {
-        "sources": models.SOURCE_TYPES,
-        "transforms": models.TRANSFORM_TYPES,
-        "sinks": models.SINK_TYPES,
-        "pipeline": {
-            "pipeline": models.Pipeline,
-            "buffer": models.LocalBuffer,
-            "limits": models.Limits,
-        },
-    }
-    registry = registries[kind]
-    names = [type_name] if type_name else sorted(registry)
+    KIND is sources, transforms, sinks, authorizers, warehouses or pipeline; TYPE_NAME picks one
+    type (``headrace docs sinks postgres``). Components installed by plugins are listed too.
+    """
+    from headrace.config import models
+    from headrace.config.base import Limits
+    from headrace.registry import components
+
+    registry = components()
+    found: dict[str, Any]
+    if kind in _DOC_KINDS:
+        found = {name: c for name, c in registry.components[_DOC_KINDS[kind]].items()}  # type: ignore[index]
+    elif kind == "sources":
+        found = dict(models.SOURCE_TYPES)
+    else:
+        found = {"pipeline": models.Pipeline, "buffer": models.LocalBuffer, "limits": Limits}
+    names = [type_name] if type_name else sorted(found)
     for name in names:
-        model = registry.get(name)
-        if model is None:
+        entry = found.get(name)
+        if entry is None:
             raise click.UsageError(
-                f'no {kind} type "{name}" (available: {", ".join(sorted(registry))})'
+                f'no {kind[:-1] if kind != "pipeline" else kind} type "{name}" '
+                f"(available: {', '.join(sorted(found))})"
             )
-        click.echo(f"{name}: {(model.__doc__ or '').strip()}")
+        model = getattr(entry, "config", entry)
+        origin = getattr(entry, "origin", "headrace")
+        suffix = "" if origin == "headrace" else f"   [plugin: {origin}]"
+        click.echo(f"{name}: {(model.__doc__ or '').strip()}{suffix}")
+        capabilities = sorted(getattr(entry, "capabilities", ()))
+        if capabilities:
+            click.echo(f"  can: {', '.join(capabilities)}")
         _describe_fields(model, "  ")
         click.echo()
 

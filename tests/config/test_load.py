@@ -10,18 +10,18 @@ import pytest
 from click.testing import CliRunner
 
 from headrace.cli import main
+from headrace.config.base import Limits
 from headrace.config.load import format_path, load_pipeline, parse_pipeline
 from headrace.config.models import (
     DEFAULT_SINK_ID,
     DEFAULT_SOURCE_ID,
-    HttpSource,
-    LakeSink,
-    Limits,
     LocalBuffer,
     Pipeline,
     default_pipeline,
 )
+from headrace.config.sources import HttpSource
 from headrace.errors import ConfigError, ConfigProblem
+from headrace.sinks.lake.config import LakeConfig
 
 MINIMAL = """\
 sources:
@@ -135,7 +135,7 @@ def test_valid_pipeline_parses_into_typed_models_with_durations_and_sizes() -> N
     assert pipeline.limits_for(pipeline.sources["api"]) is pipeline.limits
 
     lake = pipeline.sinks["lake"]
-    assert isinstance(lake, LakeSink)
+    assert isinstance(lake, LakeConfig)
     assert lake.inputs == ["web", "api"]
     assert lake.path == "/var/lake"
     assert lake.schema_for("clicks").time_field == "ts"

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from headrace.errors import TransientSinkError
-from headrace.runtime.state import Checkpoint, DeadLetter
-from headrace.sinks import Sink
+from headrace.sinks.base import Sink
+from headrace.storage.state import Checkpoint, DeadLetter
 from headrace.types import Event, WriteResult
 from support.events import KEY_FIELD, SOURCE
 from support.statedb import dead_letters, saved_positions

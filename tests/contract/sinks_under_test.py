@@ -21,14 +21,14 @@ The events are those of ``support.events``: ``requestid`` (the id, or a merge ke
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from contract.harness import SINK_ID, Destination, Env, Failure, Outage, Refusal, Row, SinkUnderTest
-from headrace.sinks import Sink
-from headrace.sinks.base import APPEND, MERGE, RAW
+from headrace.sinks.base import APPEND, MERGE, RAW, READ, Sink
 from headrace.types import Event
 from support.dynamodb import table_items
 from support.events import FIELDS, KEY_FIELD, SOURCE, STREAM
@@ -83,7 +83,7 @@ def lake(env: Env) -> Destination:
     def read() -> list[Row]:
         import pyarrow.parquet as pq
 
-        from headrace.runtime import state
+        from headrace.storage import state
 
         path = env.data_dir / "state.db"
         if not path.exists():
@@ -206,7 +206,7 @@ def s3_directory(fmt: str) -> Callable[[Env], Destination]:
 
 def upload_everything(sink: Sink) -> None:
     """Upload every partition the s3 sink has gathered (its ``flush(conn, force=True)``)."""
-    from headrace.sinks.s3 import S3Sink
+    from headrace.sinks.s3.sink import S3Sink
 
     assert isinstance(sink, S3Sink)
     assert sink._conn is not None, "sink is not open"
@@ -242,22 +242,30 @@ def dynamodb(env: Env) -> Destination:
 
 # -- the registry ----------------------------------------------------------------------------
 
-POSTGRES_CLAIMS_MERGE_IN_APPEND_MODE = (
-    "PostgresSink.capabilities is {append, merge} whatever its config: configured "
-    "write_mode: append (no dedupe_key) it claims MERGE, yet a later event with the same key "
-    "adds a row (S3Sink narrows its capabilities to its config; PostgresSink does not)"
-)
-DYNAMODB_REPLAY_UNDOES_A_LATER_EVENT = (
-    "DynamoDBSink puts every item whole with no condition: a replayed (may_repeat) earlier "
-    "event overwrites the item a later event with the same key wrote, so the stored item goes "
-    "back to the older data (the postgres merge/update mode guards against exactly this with "
-    "its (_received_at, _event_id) comparison)"
-)
+# -- the example plugin (tests/plugin), built as its entry point would be ------------------
+
+
+def plugin_jsonl(env: Env) -> Destination:
+    """The example plugin's ``jsonl_file`` sink, on a detachable directory (its module is
+    imported from tests/plugin, which registers it as its entry point would)."""
+    importlib.import_module("headrace_example.sink")
+    volume = DetachableDirectory(env.tmp_path, "jsonl")
+    path = volume.path / "events.jsonl"
+    config = {"type": "jsonl_file", "inputs": [SOURCE], "path": str(path)}
+
+    def read() -> list[Row]:
+        if not path.exists():
+            return []
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        return [Row(r.pop("id"), r) for r in records]
+
+    return Destination(config, read, Outage(volume.detach, volume.attach))
+
 
 SINKS: list[SinkUnderTest] = [
     SinkUnderTest(
         "lake",
-        capabilities=frozenset({APPEND, RAW}),
+        capabilities=frozenset({APPEND, RAW, READ}),
         commits_checkpoint=True,
         provision=lake,
         refusal=Refusal(n_not_a_number, "type_mismatch", 'field "n" is declared int64'),
@@ -265,15 +273,11 @@ SINKS: list[SinkUnderTest] = [
     ),
     SinkUnderTest(
         "postgres",
-        capabilities=frozenset({APPEND, MERGE}),
+        capabilities=frozenset({APPEND}),
         commits_checkpoint=False,
         provision=postgres(),
         refusal=Refusal(n_not_a_number, "rejected_by_database", "bigint"),
         outage_fails="write",
-        known_bugs={
-            "merge": POSTGRES_CLAIMS_MERGE_IN_APPEND_MODE,
-            "merge-replay": POSTGRES_CLAIMS_MERGE_IN_APPEND_MODE,
-        },
     ),
     SinkUnderTest(
         "postgres-merge",
@@ -312,12 +316,19 @@ SINKS: list[SinkUnderTest] = [
     ),
     SinkUnderTest(
         "dynamodb",
-        capabilities=frozenset({APPEND, MERGE}),
+        capabilities=frozenset({APPEND, MERGE, READ}),
         commits_checkpoint=False,
         provision=dynamodb,
         refusal=Refusal(without_key, "missing_key", f'"{KEY_FIELD}"'),
         outage_fails="write",
-        known_bugs={"merge-replay": DYNAMODB_REPLAY_UNDOES_A_LATER_EVENT},
+    ),
+    SinkUnderTest(
+        "plugin-jsonl_file",
+        capabilities=frozenset({APPEND}),
+        commits_checkpoint=False,
+        provision=plugin_jsonl,
+        refusal=None,  # a line takes any JSON object
+        outage_fails="write",
     ),
 ]
 

@@ -60,9 +60,9 @@ def write_lake(
     **config: Any,
 ) -> None:
     """Store (receive time µs, data) events of ``stream`` through the real lake sink."""
-    from headrace.config.models import LakeSink as LakeConfig
-    from headrace.runtime import state
-    from headrace.sinks.lake import LakeSink
+    from headrace.sinks.lake.config import LakeConfig
+    from headrace.sinks.lake.sink import LakeSink
+    from headrace.storage import state
     from headrace.types import Event
 
     sink = LakeSink(sink_id, LakeConfig(type="lake", inputs=[source], **config), data_dir)

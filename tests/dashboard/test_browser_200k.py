@@ -27,7 +27,7 @@ from dashboard.conftest import artifact, show, write_lake
 from dashboard.test_useragent import REAL
 from headrace.ingest.badrows import BadRowStore
 from headrace.recipes import PAGE_HITS
-from headrace.runtime import state
+from headrace.storage import state
 from headrace.types import Event, FailedRecord
 from serverproc import ServerProcess
 

@@ -14,7 +14,7 @@ import httpx
 from dashboard.conftest import artifact, canvas_ink, drawn, legend, show, wait_until, write_lake
 from headrace.ingest.badrows import BadRowStore
 from headrace.recipes import PAGE_HITS
-from headrace.runtime import state
+from headrace.storage import state
 from headrace.types import Event, FailedRecord
 from serverproc import ServerProcess
 

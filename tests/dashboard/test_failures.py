@@ -11,7 +11,7 @@ import pytest
 
 from dashboard.conftest import app_client
 from headrace.ingest.badrows import BadRowStore
-from headrace.runtime import state
+from headrace.storage import state
 from headrace.types import Event, FailedRecord
 
 T0 = 1_763_800_000_000_000

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from headrace.config.models import LakeSink as LakeConfig
-from headrace.config.models import StreamSchema
 from headrace.dashboard import lake_stats as ls
 from headrace.query.lake import LakeQuery
-from headrace.runtime import state
-from headrace.sinks.lake import LakeSink
+from headrace.sinks.lake.config import LakeConfig, StreamSchema
+from headrace.sinks.lake.sink import LakeSink
+from headrace.storage import state
 from headrace.types import Event
 
 MIN = 60_000_000

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from headrace.buffer.reader import BufferReader
 from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
-from headrace.config.models import HttpSource
+from headrace.config.sources import HttpSource
 from headrace.errors import RequestRejected
 from headrace.ingest.app import IngestApp
-from headrace.ingest.auth import RequestFacts, SourceAuth
+from headrace.ingest.authorizers import RequestFacts, SourceAuth
 
 # The Standard Webhooks specification's reference vector.
 SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

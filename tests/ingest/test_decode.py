@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from headrace.buffer.records import FORMAT_ARRAY, FORMAT_NDJSON, FORMAT_OBJECT
-from headrace.config.models import Limits
+from headrace.config.base import Limits
 from headrace.errors import RequestRejected
 from headrace.ingest.decode import Decoded, decompress, parse_events
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from headrace.cli import main
 from headrace.config.load import parse_pipeline
 from headrace.ingest.app import IngestApp
-from headrace.ingest.auth import ApiKeyCheck
+from headrace.ingest.authorizers.api_key import ApiKeyCheck
 from headrace.ingest.keys import KeyStore
 
 PIPELINE = json.dumps({

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from headrace.config.load import parse_pipeline
-from headrace.config.models import RateLimit
+from headrace.config.sources import RateLimit
 from headrace.errors import RequestRejected
 from headrace.ingest.app import IngestApp
 from headrace.ingest.limits import TokenBucket
@@ -89,7 +89,7 @@ async def test_rate_limit_and_cors_over_http(data_dir: Path) -> None:
 def test_credentials_with_any_origin_is_a_config_error() -> None:
     from pydantic import ValidationError
 
-    from headrace.config.models import Cors
+    from headrace.config.sources import Cors
 
     with pytest.raises(ValidationError, match='cannot go with "\\*"'):
         Cors(allow_origins=["*"], allow_credentials=True)

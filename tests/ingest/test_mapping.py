@@ -62,7 +62,7 @@ def test_unknown_metadata_is_a_config_error() -> None:
 
 
 def test_defaults_fill_only_missing_or_null_fields() -> None:
-    from headrace.config.models import EventMap
+    from headrace.config.sources import EventMap
     from headrace.ingest.mapping import Mapper, RequestMeta
 
     mapper = Mapper(

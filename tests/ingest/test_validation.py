@@ -193,7 +193,7 @@ def test_the_fast_schema_never_accepts_what_the_full_validator_refuses(
 ) -> None:
     from jsonschema import Draft202012Validator
 
-    from headrace.config.models import Limits
+    from headrace.config.base import Limits
     from headrace.ingest.decode import parse_events
     from headrace.ingest.validation import FastSchema
 

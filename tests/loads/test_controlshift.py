@@ -24,7 +24,6 @@ from click.testing import CliRunner
 
 from exportserver import DSN, FileServer, csv_rows, pg_rows, write
 from headrace.cli import main
-from headrace.config.bulk import DuckDBWarehouse, RedshiftWarehouse
 from headrace.config.load import parse_pipeline
 from headrace.config.models import Pipeline
 from headrace.errors import LoadError
@@ -32,8 +31,8 @@ from headrace.ingest.app import IngestApp
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import Column, parse_ddl, schema_from_files
 from headrace.loads.warehouses import LoadPlan
-from headrace.loads.warehouses.duckdb import DuckDBLoader
-from headrace.loads.warehouses.redshift import RedshiftLoader
+from headrace.loads.warehouses.duckdb import DuckDBLoader, DuckDBWarehouseConfig
+from headrace.loads.warehouses.redshift import RedshiftLoader, RedshiftWarehouseConfig
 from headrace.loads.worker import LoadRunner
 
 SECRET = "cs-webhook-secret"
@@ -174,7 +173,7 @@ def test_tables_sql_types_in_each_warehouse(tmp_path: Path) -> None:
     assert schema is not None
     file = CsvFile.open(write(tmp_path / "donations.csv", b"id,amount\n1,5.00\n"))
     plan = LoadPlan("donations", "replace", [file], schema, "k1")
-    config = RedshiftWarehouse(
+    config = RedshiftWarehouseConfig(
         type="redshift", s3_prefix="s3://exports/hr/", iam_role="arn:aws:iam::1:role/L"
     )
     sql = RedshiftLoader(config).statements(plan).sql
@@ -194,7 +193,7 @@ def test_tables_sql_types_in_each_warehouse(tmp_path: Path) -> None:
     assert '"title" CHARACTER VARYING(MAX)' in create
     assert '"description" VARCHAR(65535)' in create  # Redshift's TEXT is 256 bytes
     # DuckDB: a real load, and the column is DuckDB's unbounded VARCHAR
-    duck = DuckDBLoader(DuckDBWarehouse(type="duckdb", path="w.duckdb"), tmp_path)
+    duck = DuckDBLoader(DuckDBWarehouseConfig(type="duckdb", path="w.duckdb"), tmp_path)
     duck.load(LoadPlan("donations", "replace", [file], schema, "k3"), None, threading.Event())
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as conn:
         types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from exportserver import CANARY_HOST, EXPORT_HOST, FileServer
+from headrace.config.bulk import FetchSettings
 from headrace.errors import LoadError
-from headrace.loads.config import FetchSettings
 from headrace.loads.fetch import AddressPolicy, Fetcher, redact_url
 
 ALLOW = ["127.0.0.2/32"]

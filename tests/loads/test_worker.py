@@ -17,8 +17,8 @@ import pytest
 
 from exportserver import COMPRESS, DSN, FileServer, csv_rows, pg_rows, write
 from headrace.config.bulk import BulkExportSource
-from headrace.config.models import HmacAuth
-from headrace.ingest.auth import HmacCheck, RequestFacts
+from headrace.ingest.authorizers import Principal, RequestFacts
+from headrace.ingest.authorizers.hmac import HmacAuth, HmacCheck
 from headrace.loads.worker import LoadRunner
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123").decode()
@@ -210,7 +210,9 @@ def test_failures_end_with_a_clear_status_and_signed_notifications(
     check = HmacCheck(HmacAuth(type="hmac", preset="standard-webhooks", secrets=[SECRET]))  # type: ignore[list-item]
     seen = {}
     for headers, body in receiver.posts:
-        assert check(RequestFacts(headers, body, "127.0.0.1"), time.time()) is None
+        assert isinstance(
+            check.check(RequestFacts(headers, body, "127.0.0.1"), time.time()), Principal
+        )
         payload = json.loads(body)
         seen[payload["data"]["table"]] = payload
     assert set(seen) == set(cases)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from headrace.config.models import SourceRead
+from headrace.config.sources import SourceRead
 from headrace.query.lake import QueryError
 from headrace.query.source_read import bounded_params
 

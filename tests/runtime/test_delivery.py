@@ -7,11 +7,11 @@ from typing import Any
 
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
 from headrace.buffer.segments import SegmentWriter
-from headrace.config.models import BatchSettings, RetrySettings
+from headrace.config.base import BatchSettings, RetrySettings
 from headrace.errors import TerminalSinkError, TransientSinkError
 from headrace.ids import new_base_id
-from headrace.runtime import state
 from headrace.runtime.delivery import DeliveryWorker
+from headrace.storage import state
 from headrace.telemetry.metrics import Registry, key
 from headrace.types import Event, FailedRecord, WriteResult
 

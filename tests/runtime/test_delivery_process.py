@@ -13,8 +13,8 @@ from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
 from headrace.buffer.segments import SegmentWriter
 from headrace.config.load import parse_pipeline
 from headrace.ids import new_base_id
-from headrace.runtime import state
 from headrace.runtime.delivery_process import run_delivery
+from headrace.storage import state
 
 PIPELINE = """
 sources: {src: {type: http}}

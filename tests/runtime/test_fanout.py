@@ -13,15 +13,16 @@ import msgspec
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
 from headrace.buffer.replay import replay_dead_letters
 from headrace.buffer.segments import SegmentWriter
+from headrace.config.base import BatchSettings, RetrySettings
+from headrace.config.graph import routes_of
 from headrace.config.load import parse_pipeline
-from headrace.config.models import BatchSettings, RetrySettings
 from headrace.errors import ConfigError, TerminalSinkError, TransientSinkError
 from headrace.ids import new_base_id
-from headrace.runtime import state
 from headrace.runtime.delivery import DeliveryWorker
+from headrace.storage import state
 from headrace.telemetry.metrics import Registry
 from headrace.transforms import TransformContext
-from headrace.transforms.graph import SinkTransforms, routes_of
+from headrace.transforms.graph import SinkTransforms
 from headrace.types import Event, FailedRecord, WriteResult
 
 
@@ -195,8 +196,8 @@ def test_routes_and_graph_problems() -> None:
 
 
 def test_dedupe_state_commits_in_the_lake_transaction(data_dir: Path) -> None:
-    from headrace.sinks.lake import LakeSink
-    from headrace.sinks.lake_catalog import LAKE_SCHEMA, files_for
+    from headrace.sinks.lake.sink import LakeSink
+    from headrace.storage.lake_catalog import LAKE_SCHEMA, files_for
 
     pipeline = parse_pipeline(
         """

@@ -11,10 +11,10 @@ from typing import Any
 import boto3
 import pytest
 
-from headrace.config.object_sinks import DynamoDBSink as DynamoConfig
 from headrace.errors import TransientSinkError
-from headrace.runtime import state
-from headrace.sinks.dynamodb import DynamoDBSink, item_size, to_attribute
+from headrace.sinks.dynamodb.config import DynamoDBConfig as DynamoConfig
+from headrace.sinks.dynamodb.sink import DynamoDBSink, item_size, to_attribute
+from headrace.storage import state
 from headrace.types import Event
 
 

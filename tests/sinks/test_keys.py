@@ -8,7 +8,7 @@ from headrace.sinks.keys import (
     PartitionKeyMissing,
     object_name,
 )
-from headrace.sinks.lake_catalog import partition_of
+from headrace.storage.lake_catalog import partition_of
 
 T = 1_763_800_000_123_456  # 2025-11-22T08:26:40.123456Z
 

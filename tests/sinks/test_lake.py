@@ -7,11 +7,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from headrace.config.models import CompactionSettings, StreamSchema
-from headrace.config.models import LakeSink as LakeConfig
 from headrace.query.lake import LakeQuery, export_csv, query_events
-from headrace.runtime import state
-from headrace.sinks.lake import LakeSink
+from headrace.sinks.lake.config import CompactionSettings, LakeConfig, StreamSchema
+from headrace.sinks.lake.sink import LakeSink
+from headrace.storage import state
 from headrace.types import Event
 
 T0 = 1_763_800_000_000_000  # 2025-11-22T08:26:40Z in µs
@@ -202,7 +201,7 @@ def test_query_pages_newest_first_with_a_cursor(data_dir: Path) -> None:
 
 
 def test_size_tiers_keep_merged_files_apart_from_small_ones() -> None:
-    from headrace.sinks.lake import size_tier
+    from headrace.sinks.lake.sink import size_tier
 
     kib = 1024
     assert [

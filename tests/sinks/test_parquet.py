@@ -52,7 +52,7 @@ def test_bytes_round_trip_with_the_chosen_compression() -> None:
 
 
 def test_whole_epoch_times_and_ints_converted_by_arrow_match_the_per_value_rules() -> None:
-    from headrace.sinks.lake_catalog import parse_time_us
+    from headrace.storage.lake_catalog import parse_time_us
 
     values = [1_763_800_000, 1_763_800_000_123, 1_763_800_000_123_456, None]
     built = table_from_records([{"at": v, "n": i} for i, v in enumerate(values)],

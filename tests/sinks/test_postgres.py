@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from headrace.config.models import PostgresSink as PostgresConfig
 from headrace.errors import TerminalSinkError, TransientSinkError
-from headrace.runtime.state import Checkpoint
-from headrace.sinks.postgres import PostgresSink
+from headrace.sinks.postgres.config import PostgresConfig
+from headrace.sinks.postgres.sink import PostgresSink
+from headrace.storage.state import Checkpoint
 from headrace.types import Event
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -139,7 +139,7 @@ def test_a_key_too_long_for_its_index_fails_alone(schema: str, data_dir: Path) -
 def test_a_sink_that_started_during_an_outage_turns_healthy_without_traffic(
     schema: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import headrace.sinks.postgres as postgres_module
+    import headrace.sinks.postgres.sink as postgres_module
     from pgproxy import CuttableProxy
 
     monkeypatch.setattr(postgres_module, "PROBE_EVERY", 0.0)
@@ -369,7 +369,7 @@ def test_validate_reports_an_unreadable_ddl_file(tmp_path: Path) -> None:
 
 
 def test_health_follows_the_database_between_writes(schema: str, data_dir: Path) -> None:
-    import headrace.sinks.postgres as module
+    import headrace.sinks.postgres.sink as module
     from pgproxy import CuttableProxy
 
     proxy = CuttableProxy(("127.0.0.1", 5432))
@@ -586,7 +586,7 @@ def test_a_sink_that_cannot_open_leaves_the_others_alone(
 def test_a_failed_write_stays_reported_while_the_database_answers(
     schema: str, data_dir: Path
 ) -> None:
-    import headrace.sinks.postgres as module
+    import headrace.sinks.postgres.sink as module
 
     pg = sink(schema, data_dir, columns={"code": "text"})
     pg.write([event(1, code="x")], Checkpoint("pg"))

@@ -19,10 +19,10 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from headrace.config.object_sinks import S3Sink as S3Config
-from headrace.runtime import state
-from headrace.sinks.objectstore import DirectoryStore
-from headrace.sinks.s3 import S3_SCHEMA, S3Sink
+from headrace.sinks.s3.config import S3Config
+from headrace.sinks.s3.objectstore import DirectoryStore
+from headrace.sinks.s3.sink import S3_SCHEMA, S3Sink
+from headrace.storage import state
 from headrace.types import Event
 
 T0 = 1_763_800_000_000_000  # 2025-11-22T08:26:40Z

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from headrace.config.load import parse_pipeline
-from headrace.config.object_sinks import S3Sink as S3Config
 from headrace.errors import ConfigError
-from headrace.runtime import state
-from headrace.sinks.s3 import S3Sink
+from headrace.sinks.s3.config import S3Config
+from headrace.sinks.s3.sink import S3Sink
+from headrace.storage import state
 from headrace.types import Event
 
 HOUR_US = 3600 * 1_000_000

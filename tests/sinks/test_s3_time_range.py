@@ -7,9 +7,9 @@ import gzip
 import json
 from pathlib import Path
 
-from headrace.config.object_sinks import S3Sink as S3Config
-from headrace.runtime import state
-from headrace.sinks.s3 import S3_SCHEMA, S3Sink
+from headrace.sinks.s3.config import S3Config
+from headrace.sinks.s3.sink import S3_SCHEMA, S3Sink
+from headrace.storage import state
 from headrace.types import Event
 
 T0 = 1_763_800_000_000_000

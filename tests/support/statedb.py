@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from headrace.runtime import state
+from headrace.storage import state
 
 
 def _database(data_dir: Path) -> Path | None:

@@ -6,10 +6,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from headrace.config.transform_models import DedupeTransform, FilterTransform, RemapTransform
-from headrace.runtime import state
+from headrace.storage import state
 from headrace.transforms import TransformContext
-from headrace.transforms.builtin import Dedupe, Filter, Remap
+from headrace.transforms.builtin.apply import Dedupe, Filter, Remap
+from headrace.transforms.builtin.config import DedupeConfig, FilterConfig, RemapConfig
 from headrace.types import Event
 
 T0 = 1_763_800_000_000_000
@@ -20,7 +20,7 @@ def ev(i: int, data: dict[str, Any], at: int | None = None) -> Event:
 
 
 def test_remap_renames_drops_adds_copies_and_casts() -> None:
-    config = RemapTransform.model_validate({
+    config = RemapConfig.model_validate({
         "type": "remap", "inputs": ["web"],
         "rename": {"uid": "user.id", "old": "new"}, "drop": ["secret"],
         "add": {"source": "web"}, "copy": {"timestamp": "$received_at_ms", "at": "$received_at",
@@ -41,7 +41,7 @@ def test_remap_renames_drops_adds_copies_and_casts() -> None:
 
 
 def test_filter_conditions() -> None:
-    config = FilterTransform.model_validate({
+    config = FilterConfig.model_validate({
         "type": "filter", "inputs": ["web"],
         "condition": {"all": [{"field": "type", "in": ["click", "view"]},
                               {"not": {"field": "bot", "equals": True}},
@@ -59,7 +59,7 @@ def test_filter_conditions() -> None:
     assert [e.id for e in result.events] == ["id0", "id3"]
     assert result.dropped == 3
     with pytest.raises(ValidationError, match="exactly one operator"):
-        FilterTransform.model_validate({"type": "filter", "inputs": ["w"],
+        FilterConfig.model_validate({"type": "filter", "inputs": ["w"],
                                         "condition": {"field": "a", "equals": 1, "in": [1]}})  # fmt: skip
 
 
@@ -74,7 +74,7 @@ def _commit(state_path: Path, hooks: list[Any]) -> None:
 
 def test_dedupe_holds_across_restarts_and_only_remembers_delivered_events(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    config = DedupeTransform.model_validate({"type": "dedupe", "inputs": ["web"],
+    config = DedupeConfig.model_validate({"type": "dedupe", "inputs": ["web"],
                                              "fields": ["requestid"], "window": "10m"})  # fmt: skip
     first = Dedupe("d", config)
     first.open(TransformContext("sink", path))
@@ -103,7 +103,7 @@ def test_dedupe_forgets_events_that_went_to_the_dead_letter_store(tmp_path: Path
     from headrace.types import FailedRecord
 
     path = tmp_path / "state.db"
-    config = DedupeTransform.model_validate({"type": "dedupe", "inputs": ["web"], "fields": ["k"]})
+    config = DedupeConfig.model_validate({"type": "dedupe", "inputs": ["web"], "fields": ["k"]})
     dedupe = Dedupe("d", config)
     dedupe.open(TransformContext("sink", path))
     result = dedupe.apply([ev(0, {"k": "a"}), ev(1, {"k": "b"})])
@@ -120,7 +120,7 @@ def test_dedupe_forgets_events_that_went_to_the_dead_letter_store(tmp_path: Path
 
 
 def test_dedupe_passes_events_missing_its_fields(tmp_path: Path) -> None:
-    config = DedupeTransform.model_validate(
+    config = DedupeConfig.model_validate(
         {"type": "dedupe", "inputs": ["web"], "fields": ["requestid", "n"]}
     )
     dedupe = Dedupe("d", config)

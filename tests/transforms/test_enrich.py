@@ -18,15 +18,15 @@ from enrichservice import Behaviour, lookup_service
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
 from headrace.buffer.replay import replay_dead_letters
 from headrace.buffer.segments import SegmentWriter
+from headrace.config.base import BatchSettings, RetrySettings
 from headrace.config.load import parse_pipeline
-from headrace.config.models import BatchSettings, RetrySettings
-from headrace.config.transform_models import EnrichHttpTransform
 from headrace.ids import new_base_id
-from headrace.runtime import state
 from headrace.runtime.delivery import DeliveryWorker
+from headrace.storage import state
 from headrace.telemetry.metrics import Registry
 from headrace.transforms import TransformContext
-from headrace.transforms.enrich import EnrichHttp
+from headrace.transforms.enrich.config import EnrichConfig
+from headrace.transforms.enrich.lookup import EnrichHttp
 from headrace.transforms.graph import SinkTransforms
 from headrace.types import Event, WriteResult
 
@@ -40,7 +40,7 @@ def made() -> Iterator[list[EnrichHttp]]:
 
 
 def make(made: list[EnrichHttp], url: str, **kw: Any) -> EnrichHttp:
-    config = EnrichHttpTransform.model_validate(
+    config = EnrichConfig.model_validate(
         {"type": "enrich_http", "inputs": ["web"], "url": f"{url}/mysfits/{{mysfitId}}", **kw}
     )
     transform = EnrichHttp("enrich", config)
@@ -116,7 +116,7 @@ def test_a_record_without_the_field_follows_on_failure(made: list[EnrichHttp]) -
 
 def test_the_host_cannot_come_from_an_event() -> None:
     with pytest.raises(ValueError, match="host"):
-        EnrichHttpTransform.model_validate(
+        EnrichConfig.model_validate(
             {"type": "enrich_http", "inputs": ["w"], "url": "http://{host}/x"}
         )
 

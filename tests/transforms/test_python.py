@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from headrace.config.transform_models import PythonTransform
 from headrace.transforms import TransformContext
-from headrace.transforms.python import PythonFunctionTransform
+from headrace.transforms.python.config import PythonConfig
+from headrace.transforms.python.function import PythonFunctionTransform
 from headrace.types import Event
 
 
 def make(tmp_path: Path, **kw: Any) -> PythonFunctionTransform:
-    config = PythonTransform.model_validate({"type": "python", "inputs": ["web"], **kw})
+    config = PythonConfig.model_validate({"type": "python", "inputs": ["web"], **kw})
     transform = PythonFunctionTransform("fn", config)
     transform.open(TransformContext("sink", tmp_path / "state.db"))
     return transform
@@ -90,7 +90,7 @@ def test_a_function_that_cannot_be_imported_is_reported_at_open(tmp_path: Path) 
 def test_a_slow_replacement_worker_never_answers_for_another_call(
     tmp_path: Path, opened: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import headrace.transforms.python as python_module
+    import headrace.transforms.python.function as python_module
 
     flag = tmp_path / "slow"
     monkeypatch.setenv("HEADRACE_TEST_SLOW_START", str(flag))
@@ -175,7 +175,7 @@ def test_several_json_lines_in_one_record_are_several_events(
     ],
 )
 def test_what_an_ok_record_becomes(payload: bytes, raw: bool) -> None:
-    from headrace.transforms.python import events_of_output
+    from headrace.transforms.python.function import events_of_output
 
     event = Event("e", "s", "web", 1, {"x": 1})
     made = events_of_output(event, payload)

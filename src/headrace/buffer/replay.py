@@ -24,7 +24,7 @@ from headrace.buffer.records import (
     scan_frames,
 )
 from headrace.buffer.segments import SegmentWriter, list_segments, writer_of
-from headrace.runtime.state import DeadLetter
+from headrace.storage.state import DeadLetter
 
 SEGMENT_BYTES = 64 * 1024**2
 FLUSH_BYTES = 4 * 1024**2

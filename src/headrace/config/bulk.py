@@ -10,17 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from headrace.config.models import (
-    Authorizer,
+from headrace.config.base import (
     Bytes,
     Limits,
     Model,
     Seconds,
-    _pg_name,
+    WarehouseConfig,
     network_list,
+    pg_identifier,
 )
+from headrace.config.sources import Authorizer
+from headrace.registry import ComponentUnion, rebuild_on_registration
+
+Warehouse = Annotated[WarehouseConfig, ComponentUnion("warehouse")]
+"""One of the registered warehouse configs, chosen by ``type``."""
 
 
 class FetchSettings(Model):
@@ -55,54 +60,6 @@ class FetchSettings(Model):
     _networks = field_validator("allow_networks")(network_list)
 
 
-class PostgresWarehouse(Model):
-    """A PostgreSQL database, loaded with COPY."""
-
-    type: Literal["postgres"]
-    dsn: SecretStr | None = None
-    """libpq connection string or URL; else the PG* environment variables. Never logged."""
-    schema_name: str = Field(default="public", alias="schema")
-    """Schema holding the loaded tables (created if missing)."""
-
-    @field_validator("schema_name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return _pg_name(value, "schema")
-
-
-class DuckDBWarehouse(Model):
-    """An embedded DuckDB database file, loaded with its CSV reader."""
-
-    type: Literal["duckdb"]
-    path: str = "warehouse.duckdb"
-    """Database file; relative paths are inside the data directory."""
-    schema_name: str = Field(default="main", alias="schema")
-    """Schema holding the loaded tables (created if missing)."""
-
-
-class RedshiftWarehouse(Model):
-    """Amazon Redshift: files are staged under an S3 prefix with a manifest and loaded with
-    ``COPY … FROM 's3://…/manifest' MANIFEST``. No Redshift is reachable from headrace's CI:
-    the statements are tested as text, not against a server."""
-
-    type: Literal["redshift"]
-    dsn: SecretStr | None = None
-    """Connection string of the cluster (Redshift speaks the PostgreSQL protocol)."""
-    schema_name: str = Field(default="public", alias="schema")
-    """Schema holding the loaded tables."""
-    s3_prefix: str = Field(pattern=r"^s3://[a-z0-9.\-]{3,63}(/.*)?$")
-    """Where staged files and manifests go, e.g. ``s3://exports-bucket/headrace/``."""
-    iam_role: str
-    """IAM role ARN Redshift assumes to read the prefix."""
-    region: str | None = None
-    """Region of the bucket, when it is not the cluster's."""
-
-
-Warehouse = Annotated[
-    PostgresWarehouse | DuckDBWarehouse | RedshiftWarehouse, Field(discriminator="type")
-]
-
-
 class LoadBatching(Model):
     """When staged incremental files of one table are loaded together: whichever comes first."""
 
@@ -130,12 +87,13 @@ class NotifySettings(Model):
     @field_validator("secret")
     @classmethod
     def _whsec(cls, value: SecretStr) -> SecretStr:
-        from headrace.ingest.auth import standard_webhooks_key
+        from headrace.standard_webhooks import secret_key
 
-        standard_webhooks_key(value.get_secret_value())
+        secret_key(value.get_secret_value())
         return value
 
 
+@rebuild_on_registration
 class BulkExportSource(Model):
     """A table-export webhook (ControlShift-style ``data.full_table_exported`` /
     ``data.incremental_table_exported``). Each accepted event becomes a load job: the CSV at
@@ -145,6 +103,9 @@ class BulkExportSource(Model):
     ControlShift's reference receiver answers); refusals and failures do not. ``data.url`` is
     fetched as JSON decoding gives it (ControlShift's ``\\u0026`` is ``&``); nothing else is
     unescaped, so an ``&amp;`` in it is sent as is."""
+
+    # the authorizer and warehouse unions are known once every component has registered
+    model_config = ConfigDict(**Model.model_config, defer_build=True)
 
     type: Literal["bulk_export"]
     path: str
@@ -216,7 +177,7 @@ class BulkExportSource(Model):
     @classmethod
     def _table_names(cls, value: list[str] | None) -> list[str] | None:
         for name in value or []:
-            _pg_name(name, "table")
+            pg_identifier(name, "table")
             if name.lower().startswith(("_headrace_", "_hr_")):
                 raise ValueError(f'"{name}": names starting with _headrace_ or _hr_ are reserved')
         return value

@@ -1,6 +1,10 @@
 """Reading a pipeline file: YAML with line numbers, ``${ENV}`` interpolation, typed models, and the
 checks that span components (inputs that exist, paths that do not collide). Every problem is
 collected and reported at once with its path in the file; nothing here touches the network.
+
+Transforms and sinks (and the authorizers and warehouses inside sources) are looked up by type in
+the registry: each is validated by its own model, then by its own ``validate`` hook, and its
+``write_mode`` against the capabilities it registered.
 """
 
 from __future__ import annotations
@@ -14,24 +18,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from headrace.config.models import (
-    AUTH_TYPES,
-    NAME_PATTERN,
-    SINK_TYPES,
-    SOURCE_TYPES,
-    TRANSFORM_TYPES,
-    ApiSettings,
-    BulkExportSource,
-    HttpSource,
-    LakeSink,
-    Limits,
-    LocalBuffer,
-    Model,
-    Pipeline,
-    PostgresSink,
-)
-from headrace.config.object_sinks import DynamoDBSink, S3Sink
+from headrace.config.base import NAME_PATTERN, Limits, Model
+from headrace.config.bulk import BulkExportSource
+from headrace.config.graph import graph_problems
+from headrace.config.models import SOURCE_TYPES, ApiSettings, LocalBuffer, Pipeline
+from headrace.config.sources import HttpSource
 from headrace.errors import ConfigError, ConfigProblem
+from headrace.registry import Kind, UnknownComponent, ValidationContext, components
 
 PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -157,25 +150,53 @@ def _describe_pydantic_error(err: Mapping[str, Any], model: type[BaseModel]) -> 
     return message.removeprefix("Value error, ")
 
 
+def _union_tags() -> frozenset[str]:
+    """Type names that pydantic puts in an error's location inside a component union."""
+    registry = components()
+    return frozenset((*registry.names("authorizer"), *registry.names("warehouse")))
+
+
 def _validate_model(
     model: type[Model], data: Any, path: PathKey, problems: _Problems
 ) -> Model | None:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        tags = _union_tags()
         for err in exc.errors():
             # a tagged union names its tag in the location (auth.0.hmac.secrets): drop it
-            loc = tuple(
-                p for i, p in enumerate(err["loc"])
+            loc = err["loc"]
+            kept = tuple(
+                p for i, p in enumerate(loc)
                 if isinstance(p, str | int)
-                and not (p in AUTH_TYPES and i > 0 and isinstance(err["loc"][i - 1], int))
+                and not (p in tags and i > 0 and (isinstance(loc[i - 1], int)
+                                                  or loc[i - 1] == "warehouse"))
             )  # fmt: skip
-            problems.add((*path, *loc), _describe_pydantic_error(err, model))
+            problems.add((*path, *kept), _describe_pydantic_error(err, model))
+        return None
+
+
+def _model_for(
+    kind: Kind | None, type_name: str, path: PathKey, problems: _Problems
+) -> type[Model] | None:
+    """The model of a component's type, or ``None`` with a problem naming what exists."""
+    if kind is None:
+        model = SOURCE_TYPES.get(type_name)
+        if model is None:
+            available = ", ".join(sorted(SOURCE_TYPES))
+            problems.add(
+                (*path, "type"), f'unknown source type "{type_name}" (available: {available})'
+            )
+        return model
+    try:
+        return components().get(kind, type_name).config
+    except UnknownComponent as exc:
+        problems.add((*path, "type"), str(exc))
         return None
 
 
 def _validate_components(
-    section: str, data: Any, registry: Mapping[str, type[Model]], problems: _Problems
+    section: str, data: Any, kind: Kind | None, problems: _Problems
 ) -> dict[str, Model]:
     if data is None:
         return {}
@@ -191,21 +212,48 @@ def _validate_components(
         if not isinstance(body, dict):
             problems.add(path, "must be a mapping with a type")
             continue
-        kind = body.get("type")
-        if kind is None:
+        type_name = body.get("type")
+        if type_name is None:
             problems.add((*path, "type"), "required")
             continue
-        model = registry.get(str(kind))
+        model = _model_for(kind, str(type_name), path, problems)
         if model is None:
-            available = ", ".join(sorted(registry)) or "none yet"
-            problems.add(
-                (*path, "type"), f'unknown {section[:-1]} type "{kind}" (available: {available})'
-            )
             continue
         component = _validate_model(model, body, path, problems)
         if component is not None:
             built[comp_id] = component
     return built
+
+
+_WRITE_MODES = ("append", "merge", "replace")
+
+
+def _component_checks(
+    section: str,
+    kind: Kind,
+    built: dict[str, Model],
+    context: ValidationContext,
+    problems: _Problems,
+) -> dict[str, Model]:
+    """Each component's own ``validate`` hook and registered capabilities; returns the
+    components as their ``resolve`` hooks rewrite them."""
+    out: dict[str, Model] = {}
+    for comp_id, config in built.items():
+        component = components().get(kind, str(getattr(config, "type", "")))
+        here = ValidationContext(comp_id, context.base_dir, context.buffer)
+        path: PathKey = (section, comp_id)
+        mode = getattr(config, "write_mode", None)
+        if mode is not None and mode not in component.capabilities:
+            can = ", ".join(sorted(c for c in component.capabilities if c in _WRITE_MODES))
+            problems.add(
+                (*path, "write_mode"),
+                f"a {component.name} sink cannot {mode} (it can: {can or 'none of them'})",
+            )
+        if component.validate is not None:
+            for where, message in component.validate(config, here):
+                problems.add((*path, *where), message)
+        out[comp_id] = component.resolve(config, here) if component.resolve else config
+    return out
 
 
 def _as_mapping(data: Any) -> dict[str, Any]:
@@ -248,7 +296,6 @@ def _check_graph(raw: dict[str, Any], sources: dict[str, Model], problems: _Prob
                 ("sources", source_id),
                 "is not an input of any sink, so its events would be stored and never delivered",
             )
-    from headrace.transforms.graph import graph_problems
 
     for path, message in graph_problems(raw):
         problems.add(path, message)
@@ -297,31 +344,6 @@ def _resolve_schema(source_id: str, source: Model, file: str | None, problems: _
     return source.model_copy(update={"json_schema": schema})
 
 
-def _resolve_ddl(sink_id: str, sink: Model, file: str | None, problems: _Problems) -> Model:
-    """Check a postgres sink's ``dsn`` parses (without quoting it: it may hold a password),
-    make its ``ddl`` path absolute (relative to the pipeline file) and check the file can be
-    read, so a typo is found by ``validate`` rather than at the first write."""
-    if not isinstance(sink, PostgresSink):
-        return sink
-    if sink.dsn is not None:
-        from headrace.sinks.pg_connect import dsn_problem
-
-        problem = dsn_problem(sink.dsn.get_secret_value())
-        if problem:
-            problems.add(("sinks", sink_id, "dsn"), problem)
-    if sink.ddl is None:
-        return sink
-    ddl = (Path(file).parent if file else Path.cwd()) / sink.ddl
-    try:
-        text = ddl.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.add(("sinks", sink_id, "ddl"), f"cannot read the ddl file {ddl}: {exc}")
-        return sink
-    if not text.strip():
-        problems.add(("sinks", sink_id, "ddl"), f"the ddl file {ddl} is empty")
-    return sink.model_copy(update={"ddl": str(ddl.resolve())})
-
-
 def parse_pipeline(
     text: str, *, file: str | None = None, env: Mapping[str, str] | None = None
 ) -> Pipeline:
@@ -343,17 +365,18 @@ def parse_pipeline(
     )
     if not raw.get("sinks") and not (raw.get("sources") and bulk_only):
         problems.add(("sinks",), "at least one is required")
-    sources = _validate_components("sources", raw.get("sources"), SOURCE_TYPES, problems)
-    transforms = _validate_components(
-        "transforms", raw.get("transforms"), TRANSFORM_TYPES, problems
-    )
-    sinks = _validate_components("sinks", raw.get("sinks"), SINK_TYPES, problems)
+    sources = _validate_components("sources", raw.get("sources"), None, problems)
+    transforms = _validate_components("transforms", raw.get("transforms"), "transform", problems)
+    sinks = _validate_components("sinks", raw.get("sinks"), "sink", problems)
     buffer = _validate_model(LocalBuffer, raw.get("buffer") or {}, ("buffer",), problems)
     limits = _validate_model(Limits, raw.get("limits") or {}, ("limits",), problems)
     api = _validate_model(ApiSettings, raw.get("api") or {}, ("api",), problems)
     _check_graph(raw, sources, problems)
+    base_dir = str(Path(file).parent if file else Path.cwd())
+    context = ValidationContext("", base_dir, buffer or LocalBuffer())
     sources = {sid: _resolve_schema(sid, src, file, problems) for sid, src in sources.items()}
-    sinks = {sid: _resolve_ddl(sid, snk, file, problems) for sid, snk in sinks.items()}
+    transforms = _component_checks("transforms", "transform", transforms, context, problems)
+    sinks = _component_checks("sinks", "sink", sinks, context, problems)
     if problems.items:
         raise ConfigError(problems.items)
     pipeline = Pipeline.model_validate(
@@ -367,14 +390,14 @@ def parse_pipeline(
         }
     )
     _check_reads(pipeline, problems)
-    _check_dedupe_windows(pipeline, problems)
     if problems.items:
         raise ConfigError(problems.items)
     return pipeline
 
 
 def _check_reads(pipeline: Pipeline, problems: _Problems) -> None:
-    """A source's ``read.sink`` must be a lake or a sorted dynamodb sink that stores it."""
+    """A source's ``read.sink`` must be a sink that can be read back (a lake, a dynamodb table
+    with a sort key: GET reads a time range) and that stores the source's events."""
     for source_id, source in pipeline.sources.items():
         if not isinstance(source, HttpSource) or source.read is None or source.read.sink is None:
             continue
@@ -383,28 +406,16 @@ def _check_reads(pipeline: Pipeline, problems: _Problems) -> None:
         sink = pipeline.sinks.get(wanted)
         if sink is None:
             problems.add(path, f'no sink named "{wanted}"')
-        elif not isinstance(sink, LakeSink | DynamoDBSink):
+        elif "read" not in components().get("sink", sink.type).capabilities:
             problems.add(
                 path, f'"{wanted}" is a {sink.type} sink; GET reads a lake or dynamodb sink'
             )
-        elif isinstance(sink, DynamoDBSink) and sink.sort_key is None:
+        elif sink.type == "dynamodb" and getattr(sink, "sort_key", None) is None:
             problems.add(
                 path, f'"{wanted}" has no sort_key: GET reads a time range, by the sort key'
             )
         elif wanted not in pipeline.sinks_for_source(source_id):
             problems.add(path, f'"{wanted}" does not store the events of "{source_id}"')
-
-
-def _check_dedupe_windows(pipeline: Pipeline, problems: _Problems) -> None:
-    """An s3 sink must remember stored ids as long as the buffer keeps what can be replayed."""
-    retention = pipeline.buffer.retention
-    for sink_id, sink in pipeline.sinks.items():
-        if isinstance(sink, S3Sink) and sink.dedupe_window < retention:
-            problems.add(
-                ("sinks", sink_id, "dedupe_window"),
-                f"{sink.dedupe_window:g} s is shorter than buffer.retention ({retention:g} s): "
-                "a replay of what the buffer still holds would store events twice",
-            )
 
 
 def load_pipeline(path: str | Path, env: Mapping[str, str] | None = None) -> Pipeline:

@@ -9,9 +9,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from headrace.config.models import LakeSink, Pipeline, PostgresSink
+from headrace.config.models import Pipeline
 from headrace.query.lake import _state
 from headrace.query.streams import declared_streams
+from headrace.sinks.lake.config import LakeConfig
+from headrace.sinks.postgres.config import PostgresConfig
 
 
 def _stored(data_dir: Path) -> dict[tuple[str, str], tuple[int, int | None, int | None]]:
@@ -39,17 +41,17 @@ def known_streams(pipeline: Pipeline, data_dir: Path) -> list[dict[str, Any]]:
     stored = _stored(data_dir)
     out: list[dict[str, Any]] = []
     for sink_id, sink in pipeline.sinks.items():
-        if not isinstance(sink, LakeSink | PostgresSink):
+        if not isinstance(sink, LakeConfig | PostgresConfig):
             continue
         names = list(declared_streams(pipeline, sink_id))
-        if isinstance(sink, LakeSink):
+        if isinstance(sink, LakeConfig):
             names += [s for (i, s) in stored if i == sink_id and s not in names]
         for stream in names:
             events, first, last = stored.get((sink_id, stream), (0, None, None))
             entry: dict[str, Any] = {"stream": stream, "sink": sink_id, "type": sink.type,
                                      "first_us": first, "last_us": last}  # fmt: skip
             # a table's rows are counted where a page shows them (the overview), not here
-            entry["events"] = events if isinstance(sink, LakeSink) else None
+            entry["events"] = events if isinstance(sink, LakeConfig) else None
             out.append(entry)
     out.sort(key=lambda e: (e["stream"], e["sink"]))
     return out

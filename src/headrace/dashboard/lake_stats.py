@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from headrace.config.models import LakeSink
 from headrace.dashboard.summary import Dimension, Summary, decode, grouping_sql
 from headrace.query.lake import LakeQuery, _plan, _state, host_sql, text_expr
+from headrace.sinks.lake.config import LakeConfig
 
 BUCKETS_US = [
     60_000_000,
@@ -58,7 +58,7 @@ class _Lake:
         self.db.close()
 
 
-def open_lake(data_dir: Path, sink_id: str, sink: LakeSink) -> _Lake | None:
+def open_lake(data_dir: Path, sink_id: str, sink: LakeConfig) -> _Lake | None:
     """A connection to the sink's lake, or ``None`` when nothing was ever delivered."""
     import duckdb
 
@@ -265,6 +265,6 @@ def stream_summaries(lake: _Lake) -> list[dict[str, Any]]:
 
 def stream_columns(lake: _Lake, stream: str) -> dict[str, str]:
     """The stream's user columns and their types."""
-    from headrace.sinks.lake_catalog import columns_of
+    from headrace.storage.lake_catalog import columns_of
 
     return columns_of(lake.catalog, lake.sink_id, stream)

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from headrace.config.models import LakeSink, Pipeline, PostgresSink
+from headrace.config.models import Pipeline
 from headrace.dashboard import history as h
 from headrace.dashboard.lake_stats import arrivals, open_lake, pick_bucket, stream_summaries
-from headrace.runtime.state import connect
+from headrace.sinks.lake.config import LakeConfig
+from headrace.sinks.postgres.config import PostgresConfig
+from headrace.storage.state import connect
 from headrace.telemetry import metrics as m
 
 HOUR_US = 3_600_000_000
@@ -95,15 +97,15 @@ class Window:
 def _stream_panels(pipeline: Pipeline, data_dir: Path, window: Window) -> list[dict[str, Any]]:
     panels: list[dict[str, Any]] = []
     for sink_id, sink in pipeline.sinks.items():
-        if isinstance(sink, PostgresSink):
+        if isinstance(sink, PostgresConfig):
             panels.append(_postgres_panel(sink_id, sink, window))
-        elif isinstance(sink, LakeSink):
+        elif isinstance(sink, LakeConfig):
             panels += _lake_panels(sink_id, sink, data_dir, window)
     return panels
 
 
 def _lake_panels(
-    sink_id: str, sink: LakeSink, data_dir: Path, window: Window
+    sink_id: str, sink: LakeConfig, data_dir: Path, window: Window
 ) -> list[dict[str, Any]]:
     """Each stream of a lake sink: stored events, files, bytes, arrivals over the window."""
     panels: list[dict[str, Any]] = []
@@ -127,7 +129,7 @@ def _arrivals(window: Window, counts: list[int]) -> dict[str, Any]:
             "arrivals": counts, "received": sum(counts)}  # fmt: skip
 
 
-def _postgres_panel(sink_id: str, sink: PostgresSink, window: Window) -> dict[str, Any]:
+def _postgres_panel(sink_id: str, sink: PostgresConfig, window: Window) -> dict[str, Any]:
     """A PostgreSQL sink's table as a stream panel: rows, size, arrivals over the window."""
     from headrace.dashboard.pg_stats import PgTable
     from headrace.query.lake import QueryError

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from headrace.config.models import PostgresSink
 from headrace.dashboard.summary import Dimension, Summary, decode, grouping_sql
 from headrace.query.lake import (
     URL_HOST_PATTERN,
@@ -22,6 +21,7 @@ from headrace.query.lake import (
     _encode_cursor,
     iso,
 )
+from headrace.sinks.postgres.config import PostgresConfig
 
 SYSTEM = ("_event_id", "_received_at", "_created_at", "_extra")
 
@@ -29,11 +29,11 @@ SYSTEM = ("_event_id", "_received_at", "_created_at", "_extra")
 class PgTable:
     """One PostgreSQL sink's table, for a few dashboard queries on one connection."""
 
-    def __init__(self, config: PostgresSink) -> None:
+    def __init__(self, config: PostgresConfig) -> None:
         from psycopg import sql
 
         from headrace.errors import TransientSinkError
-        from headrace.sinks.pg_connect import connect
+        from headrace.sinks.postgres.connect import connect
 
         self.config = config
         self.sql = sql

@@ -10,10 +10,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from headrace.config.models import LakeSink, PostgresSink
 from headrace.dashboard import lake_stats as ls
 from headrace.dashboard.summary import Dimension, Summary
 from headrace.query.lake import LakeQuery, export_csv, parse_limit, query_events
+from headrace.sinks.lake.config import LakeConfig
+from headrace.sinks.postgres.config import PostgresConfig
 
 
 class StreamReader(Protocol):
@@ -49,7 +50,7 @@ def _bucket(q: LakeQuery) -> int:
 class LakeReader:
     """A stream in the lake."""
 
-    def __init__(self, data_dir: Path, sink_id: str, sink: LakeSink, stream: str) -> None:
+    def __init__(self, data_dir: Path, sink_id: str, sink: LakeConfig, stream: str) -> None:
         self.data_dir, self.sink_id, self.sink, self.stream = data_dir, sink_id, sink, stream
 
     @cached_property
@@ -100,7 +101,7 @@ class LakeReader:
 class PostgresReader:
     """The rows of a PostgreSQL sink's table (the stream is the events it receives)."""
 
-    def __init__(self, sink: PostgresSink) -> None:
+    def __init__(self, sink: PostgresConfig) -> None:
         from headrace.dashboard.pg_stats import PgTable
 
         self.sink = sink
@@ -157,9 +158,9 @@ class PostgresReader:
 
 
 def open_reader(
-    data_dir: Path, sink_id: str, sink: LakeSink | PostgresSink, stream: str
+    data_dir: Path, sink_id: str, sink: LakeConfig | PostgresConfig, stream: str
 ) -> StreamReader:
     """The reader of ``stream`` in ``sink``."""
-    if isinstance(sink, PostgresSink):
+    if isinstance(sink, PostgresConfig):
         return PostgresReader(sink)
     return LakeReader(data_dir, sink_id, sink, stream)

@@ -182,7 +182,7 @@ class Dashboard:
         await send_json(send, doc)
 
     async def _dead_letters(self, params: list[tuple[str, str]], send: Send) -> None:
-        from headrace.runtime.state import connect, list_dead_letters
+        from headrace.storage.state import connect, list_dead_letters
 
         values = dict(params)
         limit_text, after_text = values.get("limit", "100"), values.get("after", "0")

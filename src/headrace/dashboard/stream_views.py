@@ -25,17 +25,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from headrace.config.models import NAME_PATTERN, LakeSink, Pipeline, PostgresSink
+from headrace.config.base import NAME_PATTERN
+from headrace.config.models import Pipeline
 from headrace.dashboard.http import GUARDED, DashboardError, Send, send_json, whole
 from headrace.dashboard.readers import StreamReader, open_reader
 from headrace.query.lake import RESERVED_PARAMS, LakeQuery, QueryError, parse_time_param
+from headrace.sinks.lake.config import LakeConfig
+from headrace.sinks.postgres.config import PostgresConfig
 
 DASHBOARD_PARAMS = RESERVED_PARAMS | {"sink", "group_by", "field", "top", "bucket"}
 PAGEHITS_PARAMS = DASHBOARD_PARAMS | {"stream", "referrer_domain"}
 ACTIONS = ("events", "counts", "top", "columns", "fields", "export.csv")
 DEFAULT_RANGE_US = 24 * 3_600_000_000
 MAX_TOP = 100
-Readable = LakeSink | PostgresSink
+Readable = LakeConfig | PostgresConfig
 # A field is worth grouping a chart by when it splits the events into a few readable parts: a
 # string with 2 to 50 distinct values, and fewer than half as many values as events (an id or
 # a timestamp is not a group), or a boolean.
@@ -56,19 +59,21 @@ class StreamViews:
             raise DashboardError(400, "invalid_stream", f'"{stream}" is not a stream name')
         wanted = params.get("sink")
         readable: list[tuple[str, Readable]] = [
-            (i, s) for i, s in self.pipeline.sinks.items() if isinstance(s, LakeSink | PostgresSink)
+            (i, s)
+            for i, s in self.pipeline.sinks.items()
+            if isinstance(s, LakeConfig | PostgresConfig)
         ]
         if wanted:
             for sink_id, sink in readable:
                 if sink_id == wanted:
                     return sink_id, sink
             raise DashboardError(404, "unknown_sink", f'no lake or PostgreSQL sink "{wanted}"')
-        readable.sort(key=lambda item: not isinstance(item[1], LakeSink))  # the lake first
+        readable.sort(key=lambda item: not isinstance(item[1], LakeConfig))  # the lake first
         for sink_id, sink in readable:
             if any(self._feeds(source, stream) for source in sink.inputs):
                 return sink_id, sink
         for sink_id, sink in readable:
-            if isinstance(sink, LakeSink):
+            if isinstance(sink, LakeConfig):
                 return sink_id, sink
         raise DashboardError(404, "not_queryable", "no lake or PostgreSQL sink stores this stream")
 

@@ -28,29 +28,25 @@ import msgspec
 
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
 from headrace.buffer.segments import CapacityGuard, GroupCommitter, SegmentWriter
-from headrace.config.models import (
-    NAME_PATTERN,
-    HttpSource,
-    LakeSink,
-    Limits,
-    Pipeline,
-    RateLimit,
-)
+from headrace.config.base import NAME_PATTERN, Limits
+from headrace.config.models import Pipeline
+from headrace.config.sources import HttpSource, RateLimit
 from headrace.dashboard.access import MISDIRECTED, ReadAccess
 from headrace.dashboard.routes import Dashboard
 from headrace.errors import BufferFull, RequestRejected
 from headrace.ids import event_ids, new_base_id
-from headrace.ingest.auth import RequestFacts, SourceAuth
+from headrace.ingest.authorizers import RequestFacts, SourceAuth
 from headrace.ingest.badrows import REASONS, BadRowStore
 from headrace.ingest.decode import Decoded, decompress, parse_events
 from headrace.ingest.limits import CorsPolicy, TokenBucket
 from headrace.ingest.mapping import Mapper, RequestMeta
 from headrace.ingest.validation import SchemaCheck, Violation
+from headrace.sinks.lake.config import LakeConfig
 from headrace.telemetry import metrics as m
 
 if TYPE_CHECKING:
-    from headrace.config.object_sinks import DynamoDBSink
     from headrace.query.dynamodb import DynamoReader
+    from headrace.sinks.dynamodb.config import DynamoDBConfig
 
 log = logging.getLogger("headrace.ingest")
 
@@ -605,15 +601,16 @@ class IngestApp:
         await _send(send, 202, b'{"accepted":0,"ids":[]}')
 
     async def _query(self, scope: Scope, send: Send, route: Route, stream: str) -> None:
-        from headrace.config.object_sinks import DynamoDBSink
         from headrace.query.lake import QueryError
+        from headrace.query.targets import lake_for_source, read_sink_for
+        from headrace.sinks.dynamodb.config import DynamoDBConfig
 
         bounded = route.source.read is not None and not path_is_stream_api(scope["path"])
         # the source's own path reads its read.sink; the stream API always reads the lake
         found = (
-            self.pipeline.read_sink_for(route.source_id)
+            read_sink_for(self.pipeline, route.source_id)
             if bounded
-            else self.pipeline.lake_for_source(route.source_id)
+            else lake_for_source(self.pipeline, route.source_id)
         )
         if found is None:
             await _error(
@@ -628,7 +625,7 @@ class IngestApp:
 
                 assert route.source.read is not None
                 params = bounded_params(params, route.source.read)
-            if isinstance(sink, DynamoDBSink):
+            if isinstance(sink, DynamoDBConfig):
                 from headrace.query.dynamodb import ReadUnavailable
 
                 try:
@@ -648,7 +645,7 @@ class IngestApp:
         await _send(send, 200, _json.encode(result))
 
     def _read_lake(
-        self, sink_id: str, sink: LakeSink, stream: str, params: list[tuple[str, str]],
+        self, sink_id: str, sink: LakeConfig, stream: str, params: list[tuple[str, str]],
         bounded: bool,
     ) -> dict[str, Any]:  # fmt: skip
         """A page of the stream's events; a stream the lake has never stored (and the pipeline
@@ -661,7 +658,7 @@ class IngestApp:
             require_known(self.pipeline, self.data_dir, sink_id, sink, stream)
         return query_events(self.data_dir, sink_id, sink, stream, params)
 
-    def _dynamo_reader(self, sink_id: str, sink: DynamoDBSink) -> DynamoReader:
+    def _dynamo_reader(self, sink_id: str, sink: DynamoDBConfig) -> DynamoReader:
         """The reader of a dynamodb sink, made once per worker (it holds a boto3 client)."""
         from headrace.query.dynamodb import DynamoReader
 

@@ -157,7 +157,7 @@ def replay_bad_rows(buffer_dir: Path, pipeline: Any, rows: list[BadRow]) -> Repl
 
     from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
     from headrace.buffer.replay import _ReplayWriter
-    from headrace.config.models import HttpSource
+    from headrace.config.sources import HttpSource
     from headrace.errors import RequestRejected
     from headrace.ingest.decode import decompress, parse_events
     from headrace.ingest.mapping import Mapper, RequestMeta

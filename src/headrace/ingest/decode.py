@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import msgspec
 
 from headrace.buffer.records import FORMAT_ARRAY, FORMAT_NDJSON, FORMAT_OBJECT
-from headrace.config.models import Limits
+from headrace.config.base import Limits
 from headrace.errors import RequestRejected
 
 _decoder = msgspec.json.Decoder()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from headrace.config.models import Cors, RateLimit
+from headrace.config.sources import Cors, RateLimit
 from headrace.errors import RequestRejected
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from headrace.config.models import EventMap
+from headrace.config.sources import EventMap
 from headrace.ingest.visitor import VisitorHasher
 
 VISITOR = "$visitor"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from headrace.config.models import HttpSource, Pipeline
+from headrace.config.models import Pipeline
+from headrace.config.sources import HttpSource
 
 _ERROR = {
     "type": "object",
@@ -78,13 +79,13 @@ def openapi_document(pipeline: Pipeline) -> dict[str, Any]:
                 schemes[f"{source_id}_token"] = {
                     "type": "apiKey",
                     "in": "header",
-                    "name": auth.header,
+                    "name": getattr(auth, "header", "Authorization"),
                 }
             elif auth.type == "api_key":
                 schemes[f"{source_id}_api_key"] = {
                     "type": "apiKey",
                     "in": "header",
-                    "name": auth.header,
+                    "name": getattr(auth, "header", "X-Api-Key"),
                 }
     read = {
         "summary": "Stored events, newest first",

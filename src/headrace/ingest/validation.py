@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from jsonschema.validators import validator_for
 
-from headrace.config.models import HttpSource
+from headrace.config.sources import HttpSource
 
 _SIMPLE_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool}
 _SIMPLE_KEYS = {"type", "properties", "required", "additionalProperties", "$schema", "$id",

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
+from headrace.config.bulk import BulkExportSource
 from headrace.errors import ConfigError, HeadraceError
-from headrace.loads.config import BulkExportSource
 from headrace.loads.history import CLI_SOURCE, STATUSES, LoadHistory
 
 data_dir_option = click.option(

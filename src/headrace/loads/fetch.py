@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
+from headrace.config.bulk import FetchSettings
 from headrace.errors import LoadError, TerminalLoadError, TransientLoadError
-from headrace.loads.config import FetchSettings
 from headrace.retry import RetryPolicy
 
 log = logging.getLogger("headrace.loads.fetch")

@@ -21,16 +21,16 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
-from headrace.ingest.auth import standard_webhooks_key
-from headrace.loads.config import NotifySettings
+from headrace.config.bulk import NotifySettings
 from headrace.loads.history import Job
+from headrace.standard_webhooks import secret_key
 
 log = logging.getLogger("headrace.loads.notify")
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` value for ``body``."""
-    key = standard_webhooks_key(secret)
+    key = secret_key(secret)
     content = f"{msg_id}.{timestamp}.".encode() + body
     digest = hmac.new(key, content, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()

@@ -31,10 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from headrace.config.bulk import BulkExportSource
 from headrace.config.models import Pipeline
 from headrace.errors import LoadError, TerminalLoadError, TransientLoadError
 from headrace.loads import notify
-from headrace.loads.config import BulkExportSource
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.fetch import Fetcher
 from headrace.loads.history import Job, LoadHistory

@@ -19,7 +19,6 @@ from typing import Any
 
 import msgspec
 
-from headrace.config.object_sinks import DynamoDBSink
 from headrace.query.lake import (
     RESERVED_PARAMS,
     QueryError,
@@ -27,7 +26,8 @@ from headrace.query.lake import (
     parse_limit,
     parse_time_param,
 )
-from headrace.transforms.builtin import iso8601
+from headrace.sinks.dynamodb.config import DynamoDBConfig
+from headrace.transforms.builtin.apply import iso8601
 
 MAX_CALLS = 10
 """Query calls one GET may make to fill a page when a filter skips items."""
@@ -41,7 +41,7 @@ class ReadUnavailable(Exception):
 class DynamoReader:
     """Reads one dynamodb sink's table; one boto3 client, shared by the worker's threads."""
 
-    def __init__(self, config: DynamoDBSink) -> None:
+    def __init__(self, config: DynamoDBConfig) -> None:
         assert config.sort_key is not None  # the pipeline check makes sure
         self.config = config
         self.partition = config.partition_key

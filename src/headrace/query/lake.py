@@ -19,9 +19,9 @@ from typing import Any, TextIO
 
 import msgspec
 
-from headrace.config.models import LakeSink
-from headrace.runtime.state import connect
-from headrace.sinks.lake_catalog import columns_of, files_for, parse_time_us
+from headrace.sinks.lake.config import LakeConfig
+from headrace.storage.lake_catalog import columns_of, files_for, parse_time_us
+from headrace.storage.state import connect
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -219,7 +219,7 @@ def _select_list(columns: dict[str, str]) -> str:
 
 
 def _rows(
-    data_dir: Path, sink: LakeSink, q: LakeQuery
+    data_dir: Path, sink: LakeConfig, q: LakeQuery
 ) -> tuple[list[str], dict[str, str], Iterator[tuple[Any, ...]]] | None:
     import duckdb
 
@@ -282,7 +282,7 @@ def _decode_cursor(text: str) -> tuple[int, str]:
 
 
 def query_events(
-    data_dir: Path, sink_id: str, sink: LakeSink, stream: str, params: list[tuple[str, str]]
+    data_dir: Path, sink_id: str, sink: LakeConfig, stream: str, params: list[tuple[str, str]]
 ) -> dict[str, Any]:
     """The ``GET /v1/streams/{stream}/events`` answer: newest first, with a cursor."""
     values = dict(params)
@@ -309,7 +309,7 @@ def query_events(
     return {"stream": stream, "events": events, "next_cursor": next_cursor}
 
 
-def count_events(data_dir: Path, sink_id: str, sink: LakeSink, q: LakeQuery) -> int:
+def count_events(data_dir: Path, sink_id: str, sink: LakeConfig, q: LakeQuery) -> int:
     """How many events the selection holds."""
     import duckdb
 
@@ -356,7 +356,7 @@ def _csv_value(value: Any, kind: str) -> Any:
 def export_csv(
     data_dir: Path,
     sink_id: str,
-    sink: LakeSink,
+    sink: LakeConfig,
     q: LakeQuery,
     out: TextIO,
     progress: Callable[[int], None] | None = None,

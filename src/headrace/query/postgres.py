@@ -17,8 +17,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, BinaryIO
 
-from headrace.config.models import PostgresSink
 from headrace.query.lake import FORMULA_START, QueryError
+from headrace.sinks.postgres.config import PostgresConfig
 
 NUMERIC_TYPES = frozenset(
     {"smallint", "integer", "bigint", "real", "double precision", "numeric", "boolean"}
@@ -41,7 +41,7 @@ class PostgresExport:
 
     def __init__(
         self,
-        config: PostgresSink,
+        config: PostgresConfig,
         *,
         since_us: int | None = None,
         until_us: int | None = None,
@@ -62,7 +62,7 @@ class PostgresExport:
 
     def __enter__(self) -> PostgresExport:
         from headrace.errors import TransientSinkError
-        from headrace.sinks.pg_connect import connect
+        from headrace.sinks.postgres.connect import connect
 
         dsn = self.config.dsn.get_secret_value() if self.config.dsn else ""
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from headrace.config.models import SourceRead
+from headrace.config.sources import SourceRead
 from headrace.query.lake import QueryError, iso, parse_time_param
 
 

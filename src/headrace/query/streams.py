@@ -16,13 +16,14 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from headrace.config.models import LakeSink, Pipeline
+from headrace.config.models import Pipeline
 from headrace.query.lake import QueryError, _state
+from headrace.sinks.lake.config import LakeConfig
 
 
 def declared_streams(pipeline: Pipeline, sink_id: str) -> list[str]:
     """The streams the pipeline itself names for ``sink_id``, in the file's order."""
-    from headrace.transforms.graph import sources_of
+    from headrace.config.graph import sources_of
 
     sink = pipeline.sinks[sink_id]
     named: list[str] = []
@@ -31,7 +32,7 @@ def declared_streams(pipeline: Pipeline, sink_id: str) -> list[str]:
         path = getattr(source, "path", None) or ""
         if "{stream}" not in path and source_id not in named:
             named.append(source_id)
-    if isinstance(sink, LakeSink):
+    if isinstance(sink, LakeConfig):
         named += [s for s in sink.streams if s != "*" and s not in named]
     return named
 
@@ -58,7 +59,7 @@ def is_known(pipeline: Pipeline, data_dir: Path, sink_id: str, sink: object, str
     """Whether ``stream`` is known to the sink (see the module docstring)."""
     if stream in declared_streams(pipeline, sink_id):
         return True
-    return isinstance(sink, LakeSink) and stored_in_lake(data_dir, sink_id, stream)
+    return isinstance(sink, LakeConfig) and stored_in_lake(data_dir, sink_id, stream)
 
 
 def require_known(

@@ -24,10 +24,10 @@ import msgspec
 from headrace.buffer.reader import BufferReader, ReadItem
 from headrace.buffer.records import expand_events
 from headrace.buffer.segments import is_sealed, list_segments, recover_dead_writers
-from headrace.config.models import BatchSettings, RetrySettings
+from headrace.config.base import BatchSettings, RetrySettings
 from headrace.errors import TerminalSinkError, is_transient
-from headrace.runtime import state
 from headrace.sinks.base import Sink
+from headrace.storage import state
 from headrace.telemetry.metrics import Registry, key
 from headrace.transforms import CommitHook
 from headrace.transforms.graph import SinkTransforms, original_of

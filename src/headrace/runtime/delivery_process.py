@@ -10,16 +10,17 @@ from pathlib import Path
 
 import msgspec
 
+from headrace.config.graph import sources_of
 from headrace.config.models import Pipeline
 from headrace.retry import RetryPolicy
-from headrace.runtime import state
 from headrace.runtime.delivery import DeliveryWorker, recover_segments, remove_expired_segments
-from headrace.sinks import Sink, build_sink
-from headrace.sinks.base import RAW
-from headrace.sinks.lake_catalog import LAKE_SCHEMA
+from headrace.sinks import build_sink
+from headrace.sinks.base import RAW, Sink
+from headrace.storage import state
+from headrace.storage.lake_catalog import LAKE_SCHEMA
 from headrace.telemetry import metrics as m
 from headrace.transforms import TransformContext
-from headrace.transforms.graph import SinkTransforms, sources_of
+from headrace.transforms.graph import SinkTransforms
 
 log = logging.getLogger("headrace.delivery")
 RECOVER_EVERY = 5.0

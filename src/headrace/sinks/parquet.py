@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from headrace.buffer.segments import fsync_dir as fsync_path  # works for files as well
-from headrace.sinks.lake_catalog import INT64_MAX, INT64_MIN, parse_time_us
+from headrace.storage.lake_catalog import INT64_MAX, INT64_MIN, parse_time_us
 
 _json = msgspec.json.Encoder()
 UNSET: Any = object()

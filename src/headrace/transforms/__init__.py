@@ -1,7 +1,10 @@
-"""Transforms: what changes events between the buffer and a sink. How to write one:
+"""Transforms: what changes events between the buffer and a sink. How to write one
+(``docs/extending.md`` has a whole example):
 
-1. Write its config model (``headrace.config.transform_models``) and register it by type.
-2. Write a class with the ``Transform`` protocol below and return it from ``build_transform``.
+1. Write its config model, a ``headrace.config.base.TransformConfig`` with ``type: Literal[...]``.
+2. Write a class with the ``Transform`` protocol below, taking ``(transform_id, config)``, and
+   register both (``headrace.registry.register("transform", ...)``): a built-in is a folder of
+   this package, a plugin declares a ``headrace.transforms`` entry point.
 3. ``apply`` takes the events of one delivery batch and returns a ``TransformResult``: the events
    that go on (changed or not), the ones that failed (they go to the sink's dead-letter store
    with the reason) and how many were dropped on purpose (a drop is a success). An exception
@@ -28,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from headrace.config.models import Model
+from headrace.config.base import TransformConfig
+from headrace.registry import components
 from headrace.types import Event, FailedRecord
 
 CommitHook = Callable[[sqlite3.Connection, set[str]], None]
@@ -69,27 +73,11 @@ class Transform(Protocol):
         """Stop workers and release connections."""
 
 
-def build_transform(transform_id: str, config: Model) -> Transform:
+def build_transform(transform_id: str, config: TransformConfig) -> Transform:
     """The transform object for one configured transform (not yet opened)."""
-    from headrace.config import transform_models as tm
-
-    if isinstance(config, tm.PythonTransform):
-        from headrace.transforms.python import PythonFunctionTransform
-
-        return PythonFunctionTransform(transform_id, config)
-    if isinstance(config, tm.EnrichHttpTransform):
-        from headrace.transforms.enrich import EnrichHttp
-
-        return EnrichHttp(transform_id, config)
-    from headrace.transforms import builtin
-
-    if isinstance(config, tm.RemapTransform):
-        return builtin.Remap(transform_id, config)
-    if isinstance(config, tm.FilterTransform):
-        return builtin.Filter(transform_id, config)
-    if isinstance(config, tm.DedupeTransform):
-        return builtin.Dedupe(transform_id, config)
-    raise ValueError(f"no transform implementation for {type(config).__name__}")
+    implementation = components().get("transform", config.type).load()
+    transform: Transform = implementation(transform_id, config)
+    return transform
 
 
 __all__ = [

@@ -1,9 +1,4 @@
-"""The input graph of a sink: which sources reach it, through which transforms, in which order.
-
-Transforms and sinks name their ``inputs`` (sources or transforms). For one sink, every source
-it reaches has exactly one route, a list of transforms applied first to last; a source reaching
-a sink by two routes would deliver its events twice and is refused when the file is checked,
-as is a cycle. ``SinkTransforms`` runs a sink's routes over a delivery batch.
+"""``SinkTransforms``: a sink's routes (``headrace.config.graph``) run over a delivery batch.
 
 A Firehose-contract function may return bytes that are not a JSON object (``Event.raw``). Only
 a transform that declares ``takes_raw`` (another Firehose function) and a sink that writes lines
@@ -16,9 +11,9 @@ import dataclasses
 import itertools
 import logging
 from collections import defaultdict
-from typing import Any
 
-from headrace.config.models import Model, Pipeline
+from headrace.config.graph import routes_of
+from headrace.config.models import Pipeline
 from headrace.transforms import (
     CommitHook,
     Transform,
@@ -31,93 +26,6 @@ from headrace.types import Event, FailedRecord
 log = logging.getLogger("headrace.transforms")
 
 
-def _routes(
-    name: str, sources: set[str], inputs: dict[str, list[str]], trail: tuple[str, ...]
-) -> list[tuple[str, list[str]]]:
-    if name in sources:
-        return [(name, [])]
-    if name in trail or name not in inputs:
-        return []  # a cycle or an unknown name: reported by graph_problems
-    out = []
-    for upstream in inputs[name]:
-        for source, path in _routes(upstream, sources, inputs, (*trail, name)):
-            out.append((source, [*path, name]))
-    return out
-
-
-def routes_of(pipeline: Pipeline, sink_id: str) -> dict[str, list[str]]:
-    """Source id → the transform ids its events pass on their way to ``sink_id``."""
-    inputs = {tid: list(getattr(t, "inputs", [])) for tid, t in pipeline.transforms.items()}
-    found: dict[str, list[str]] = {}
-    for name in pipeline.sinks[sink_id].inputs:
-        for source, path in _routes(name, set(pipeline.sources), inputs, ()):
-            found.setdefault(source, path)
-    return found
-
-
-def sources_of(pipeline: Pipeline, sink_id: str) -> list[str]:
-    """The sources whose events reach ``sink_id``."""
-    return list(routes_of(pipeline, sink_id))
-
-
-def graph_problems(raw: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
-    """Cycles, sources reaching a sink twice, transforms nothing reads and transforms named like
-    a source (on the raw file)."""
-
-    def mapping(key: str) -> dict[str, Any]:
-        value = raw.get(key)
-        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
-
-    def inputs_of(body: Any) -> list[str]:
-        found = body.get("inputs") if isinstance(body, dict) else None
-        return [str(x) for x in found] if isinstance(found, list) else []
-
-    sources = set(mapping("sources"))
-    transforms = {tid: inputs_of(body) for tid, body in mapping("transforms").items()}
-    problems: list[tuple[tuple[str, ...], str]] = []
-    for tid in transforms:
-        if tid in sources:
-            # an input naming both would mean the source: the transform would silently never run
-            problems.append(
-                (("transforms", tid),
-                 f'has the name of a source; inputs naming "{tid}" would be ambiguous (rename '
-                 "the transform)")
-            )  # fmt: skip
-        if _in_cycle(tid, transforms):
-            problems.append((("transforms", tid, "inputs"), "the inputs form a cycle"))
-    read = {name for ins in transforms.values() for name in ins}
-    for sink_id, body in mapping("sinks").items():
-        read.update(inputs_of(body))
-        seen: dict[str, list[str]] = {}
-        for name in inputs_of(body):
-            for source, path in _routes(name, sources, transforms, ()):
-                if source in seen and seen[source] != path:
-                    routes = " and ".join(" → ".join([source, *p]) for p in (seen[source], path))
-                    problems.append(
-                        (("sinks", sink_id, "inputs"),
-                         f'source "{source}" reaches this sink twice ({routes}); its events '
-                         "would be delivered twice")
-                    )  # fmt: skip
-                seen.setdefault(source, path)
-    for tid in transforms:
-        if tid not in read:
-            problems.append((("transforms", tid), "is not an input of any sink or transform"))
-    return problems
-
-
-def _in_cycle(start: str, inputs: dict[str, list[str]]) -> bool:
-    stack, seen = list(inputs.get(start, [])), set()
-    while stack:
-        name = stack.pop()
-        if name == start:
-            return True
-        if name in seen or name not in inputs:
-            continue
-        seen.add(name)
-        stack.extend(inputs[name])
-    return False
-
-
 class SinkTransforms:
     """The transforms on the way to one sink, each its own instance, run route by route."""
 
@@ -127,7 +35,7 @@ class SinkTransforms:
         self.routes = routes_of(pipeline, sink_id)
         self.order = _route_order(self.routes)
         used = {tid for path in self.routes.values() for tid in path}
-        configs: dict[str, Model] = pipeline.transforms
+        configs = pipeline.transforms
         self.transforms: dict[str, Transform] = {
             tid: build_transform(tid, configs[tid]) for tid in configs if tid in used
         }
@@ -263,4 +171,4 @@ def _route_order(routes: dict[str, list[str]]) -> list[str]:
     return order
 
 
-__all__ = ["SinkTransforms", "graph_problems", "original_of", "routes_of", "sources_of"]
+__all__ = ["SinkTransforms", "original_of"]

@@ -10,12 +10,11 @@ import duckdb
 import pytest
 
 from exportserver import COMPRESS, csv_rows, write
-from headrace.config.bulk import DuckDBWarehouse
 from headrace.errors import LoadError
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import Column, infer_schema, parse_ddl
 from headrace.loads.warehouses import LoadPlan
-from headrace.loads.warehouses.duckdb import DuckDBLoader, duckdb_type
+from headrace.loads.warehouses.duckdb import DuckDBLoader, DuckDBWarehouseConfig, duckdb_type
 
 DDL = """
 CREATE TABLE public.signatures (
@@ -52,7 +51,7 @@ def test_types_translate() -> None:
 
 @pytest.mark.parametrize("kind", ["csv", "csv.gz", "csv.bz2"])
 def test_full_incremental_full_in_every_compression(tmp_path: Path, kind: str) -> None:
-    wh = DuckDBLoader(DuckDBWarehouse(type="duckdb", path="w.duckdb"), tmp_path)
+    wh = DuckDBLoader(DuckDBWarehouseConfig(type="duckdb", path="w.duckdb"), tmp_path)
     stop = threading.Event()
     wh.load(
         plan(write(tmp_path / f"a.{kind}", COMPRESS[kind](csv_rows(100))), "replace"), None, stop
@@ -71,7 +70,7 @@ def test_full_incremental_full_in_every_compression(tmp_path: Path, kind: str) -
 
 
 def test_ddl_with_pg_types_and_merge(tmp_path: Path) -> None:
-    wh = DuckDBLoader(DuckDBWarehouse(type="duckdb", path="w.duckdb"), tmp_path)
+    wh = DuckDBLoader(DuckDBWarehouseConfig(type="duckdb", path="w.duckdb"), tmp_path)
     stop = threading.Event()
     data = (
         b"\xef\xbb\xbfid,email,extra,amount,created_at,consent\n"
@@ -91,7 +90,7 @@ def test_ddl_with_pg_types_and_merge(tmp_path: Path) -> None:
 
 
 def test_bad_values_fail_and_leave_the_table(tmp_path: Path) -> None:
-    wh = DuckDBLoader(DuckDBWarehouse(type="duckdb", path="w.duckdb"), tmp_path)
+    wh = DuckDBLoader(DuckDBWarehouseConfig(type="duckdb", path="w.duckdb"), tmp_path)
     stop = threading.Event()
     wh.load(plan(write(tmp_path / "a.csv", csv_rows(10)), "replace"), None, stop)
     bad = plan(
@@ -105,7 +104,7 @@ def test_bad_values_fail_and_leave_the_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["csv.gz", "csv.bz2"])
 def test_a_file_over_its_decompressed_cap_fails_the_load(tmp_path: Path, kind: str) -> None:
     # DuckDB decompresses gzip itself; headrace decompresses for it so the cap holds there too
-    wh = DuckDBLoader(DuckDBWarehouse(type="duckdb", path="w.duckdb"), tmp_path)
+    wh = DuckDBLoader(DuckDBWarehouseConfig(type="duckdb", path="w.duckdb"), tmp_path)
     path = write(tmp_path / f"a.{kind}", COMPRESS[kind](csv_rows(2000)))
     file = CsvFile.open(path, max_decompressed=10_000)
     schema = infer_schema("t", file, 1000)
@@ -116,7 +115,7 @@ def test_a_file_over_its_decompressed_cap_fails_the_load(tmp_path: Path, kind: s
 
 def test_scratch_copies_are_never_shared_or_left_behind(tmp_path: Path) -> None:
     # two days' exports with the same file name: day 2 used to load day 1's scratch copy
-    wh = DuckDBLoader(DuckDBWarehouse(type="duckdb", path="w.duckdb"), tmp_path)
+    wh = DuckDBLoader(DuckDBWarehouseConfig(type="duckdb", path="w.duckdb"), tmp_path)
     stop = threading.Event()
     (tmp_path / "day1").mkdir()
     (tmp_path / "day2").mkdir()
@@ -132,7 +131,7 @@ def test_scratch_copies_are_never_shared_or_left_behind(tmp_path: Path) -> None:
 
 
 def test_a_failed_load_removes_its_scratch_copy(tmp_path: Path) -> None:
-    wh = DuckDBLoader(DuckDBWarehouse(type="duckdb", path="w.duckdb"), tmp_path)
+    wh = DuckDBLoader(DuckDBWarehouseConfig(type="duckdb", path="w.duckdb"), tmp_path)
     bad = write(tmp_path / "b.csv.gz", COMPRESS["csv.gz"](b"id\n1\nnot-a-number\n"))
     schema = infer_schema("t", CsvFile.open(write(tmp_path / "s.csv", b"id\n1\n")), 10)
     with pytest.raises(Exception):  # noqa: B017 - the conversion error, whatever its kind
@@ -145,7 +144,7 @@ def test_a_merge_leaves_a_user_table_named_like_its_temp_table_alone(tmp_path: P
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         conn.execute("CREATE TABLE main._hr_merge (keep integer)")
         conn.execute("INSERT INTO main._hr_merge VALUES (7)")
-    wh = DuckDBLoader(DuckDBWarehouse(type="duckdb", path="w.duckdb"), tmp_path)
+    wh = DuckDBLoader(DuckDBWarehouseConfig(type="duckdb", path="w.duckdb"), tmp_path)
     stop = threading.Event()
     data = b"id,email\n1,a@x.org\n2,b@x.org\n"
     wh.load(plan(write(tmp_path / "s.csv", data), "replace", "signatures", DDL), None, stop)

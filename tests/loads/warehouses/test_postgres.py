@@ -10,12 +10,11 @@ import psycopg
 import pytest
 
 from exportserver import COMPRESS, DSN, csv_rows, pg_rows, write
-from headrace.config.bulk import PostgresWarehouse
 from headrace.errors import LoadError
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import infer_schema, parse_ddl
 from headrace.loads.warehouses import LoadPlan
-from headrace.loads.warehouses.postgres import PostgresLoader
+from headrace.loads.warehouses.postgres import PostgresLoader, PostgresWarehouseConfig
 
 DDL = """
 CREATE TABLE public.signatures (
@@ -30,7 +29,7 @@ ALTER TABLE ONLY public.signatures ADD CONSTRAINT signatures_pkey PRIMARY KEY (i
 
 
 def loader(schema: str) -> PostgresLoader:
-    return PostgresLoader(PostgresWarehouse(type="postgres", dsn=DSN, schema=schema))
+    return PostgresLoader(PostgresWarehouseConfig(type="postgres", dsn=DSN, schema=schema))
 
 
 def plan(path: Path, mode: str, table: str = "t", schema_ddl: str | None = None) -> LoadPlan:
@@ -110,13 +109,15 @@ def test_bad_values_name_the_line_and_column(pg_schema: str, tmp_path: Path) -> 
 
 def test_unreachable_database_is_retriable(tmp_path: Path) -> None:
     wh = PostgresLoader(
-        PostgresWarehouse(type="postgres", dsn="host=127.0.0.1 port=1 user=x connect_timeout=2")
+        PostgresWarehouseConfig(
+            type="postgres", dsn="host=127.0.0.1 port=1 user=x connect_timeout=2"
+        )
     )
     with pytest.raises(LoadError) as caught:
         wh.load(plan(write(tmp_path / "a.csv", csv_rows(3)), "append"), None, threading.Event())
     assert caught.value.retriable and caught.value.reason == "warehouse_unavailable"
     secret = PostgresLoader(
-        PostgresWarehouse(type="postgres", dsn="postgresql://x:hunter%zz2@127.0.0.1:1/db")
+        PostgresWarehouseConfig(type="postgres", dsn="postgresql://x:hunter%zz2@127.0.0.1:1/db")
     )
     with pytest.raises(LoadError) as caught:
         secret.load(plan(write(tmp_path / "b.csv", csv_rows(3)), "append"), None, threading.Event())

@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from exportserver import write
-from headrace.config.bulk import RedshiftWarehouse
 from headrace.loads.csvfile import CsvFile, open_plain
 from headrace.loads.schema import parse_ddl
 from headrace.loads.warehouses import LoadPlan
-from headrace.loads.warehouses.redshift import RedshiftLoader
+from headrace.loads.warehouses.redshift import RedshiftLoader, RedshiftWarehouseConfig
 
 DDL = """CREATE TABLE public.signatures (id integer NOT NULL, email character varying(255),
 extra public.hstore, created_at timestamp without time zone, consent boolean, PRIMARY KEY (id));"""
-CONFIG = RedshiftWarehouse(
+CONFIG = RedshiftWarehouseConfig(
     type="redshift", s3_prefix="s3://exports-bucket/headrace/", iam_role="arn:aws:iam::1:role/Load",
     region="eu-west-1", schema="crm",
 )  # fmt: skip

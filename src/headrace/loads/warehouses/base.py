@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
+from headrace.config.bulk import BulkExportSource
 from headrace.errors import TerminalLoadError
-from headrace.loads.config import BulkExportSource
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import Column, TableSchema, infer_schema, schema_from_files
 

@@ -15,10 +15,12 @@ import hashlib
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from headrace.config.base import WarehouseConfig
 from headrace.errors import LoadError, TerminalLoadError, TransientLoadError
-from headrace.loads.config import DuckDBWarehouse
 from headrace.loads.schema import Column, TableSchema
 from headrace.loads.warehouses.base import (
     MARKER_TABLE,
@@ -29,6 +31,7 @@ from headrace.loads.warehouses.base import (
     quote_ident,
     quote_literal,
 )
+from headrace.registry import register
 
 _SIMPLE = {
     "smallint": "SMALLINT", "int2": "SMALLINT", "integer": "INTEGER", "int": "INTEGER",
@@ -59,10 +62,20 @@ def duckdb_type(column: Column) -> str:
     return "VARCHAR"  # text, character varying(n) and varchar(max), hstore, json(b), inet, ...
 
 
+class DuckDBWarehouseConfig(WarehouseConfig):
+    """An embedded DuckDB database file, loaded with its CSV reader."""
+
+    type: Literal["duckdb"]
+    path: str = "warehouse.duckdb"
+    """Database file; relative paths are inside the data directory."""
+    schema_name: str = Field(default="main", alias="schema")
+    """Schema holding the loaded tables (created if missing)."""
+
+
 class DuckDBLoader:
     """A DuckDB warehouse; see the module docstring."""
 
-    def __init__(self, config: DuckDBWarehouse, data_dir: Path) -> None:
+    def __init__(self, config: DuckDBWarehouseConfig, data_dir: Path) -> None:
         path = Path(config.path)
         self.path = path if path.is_absolute() else data_dir / path
         self.schema = config.schema_name
@@ -259,3 +272,24 @@ def _pg_spelling(duck: str) -> str:
     if upper.startswith("DECIMAL"):
         return "numeric" + upper[len("DECIMAL") :]
     return "text"
+
+
+def build(config: DuckDBWarehouseConfig, data_dir: Path) -> DuckDBLoader:
+    """The warehouse of a source's config (what the registry builds)."""
+    return DuckDBLoader(config, data_dir)
+
+
+register(
+    "warehouse", "duckdb", config=DuckDBWarehouseConfig,
+    implementation="headrace.loads.warehouses.duckdb:build",
+    healthcheck="headrace.loads.warehouses.duckdb:healthcheck",
+)  # fmt: skip
+
+
+def healthcheck(config: DuckDBWarehouseConfig) -> str | None:
+    """Whether the database file's directory can be written (relative paths are checked when
+    the server starts, inside its data directory)."""
+    from headrace.sinks.lake.sink import writable_directory_problem
+
+    path = Path(config.path)
+    return writable_directory_problem(path.parent) if path.is_absolute() else None

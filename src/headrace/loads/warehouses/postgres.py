@@ -18,13 +18,17 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import Field, SecretStr, field_validator
+
+from headrace.config.base import WarehouseConfig, pg_identifier
 from headrace.drivers.postgres import lost_connection_errors
 from headrace.errors import LoadError, TerminalLoadError, TransientLoadError, TransientSinkError
-from headrace.loads.config import PostgresWarehouse
 from headrace.loads.schema import Column, TableSchema
 from headrace.loads.warehouses.base import MARKER_TABLE, LoadPlan, LoadResult, Progress
+from headrace.registry import register
 
 CONNECT_TIMEOUT = 10.0
 _EXTENSION_TYPES = {"hstore": "hstore", "citext": "citext"}
@@ -39,10 +43,25 @@ def postgres_type(column: Column) -> str:
     return "text" + (unbounded.group(2) or "") if unbounded else column.type
 
 
+class PostgresWarehouseConfig(WarehouseConfig):
+    """A PostgreSQL database, loaded with COPY."""
+
+    type: Literal["postgres"]
+    dsn: SecretStr | None = None
+    """libpq connection string or URL; else the PG* environment variables. Never logged."""
+    schema_name: str = Field(default="public", alias="schema")
+    """Schema holding the loaded tables (created if missing)."""
+
+    @field_validator("schema_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return pg_identifier(value, "schema")
+
+
 class PostgresLoader:
     """A PostgreSQL warehouse; see the module docstring."""
 
-    def __init__(self, config: PostgresWarehouse, dsn: str | None = None) -> None:
+    def __init__(self, config: PostgresWarehouseConfig, dsn: str | None = None) -> None:
         self.config = config
         self.dsn = dsn if dsn is not None else (config.dsn.get_secret_value() if config.dsn else "")
         self.schema = config.schema_name
@@ -52,7 +71,7 @@ class PostgresLoader:
     def _connect(self) -> Any:
         # the sink's connection settings: UTF-8, TCP keepalives and user timeout (a silent
         # network fails the load within a minute), and no password in any message
-        from headrace.sinks.pg_connect import connect
+        from headrace.sinks.postgres.connect import connect
 
         if self._conn is None or self._conn.closed or self._conn.broken:
             try:
@@ -62,7 +81,7 @@ class PostgresLoader:
         return self._conn
 
     def _describe(self, exc: BaseException) -> str:
-        from headrace.sinks.pg_connect import describe
+        from headrace.sinks.postgres.connect import describe
 
         return describe(exc, self.dsn)
 
@@ -375,3 +394,27 @@ class PostgresLoader:
             ).format(target, cols, key, cols, temp, key, key, action)
         )
         return rows
+
+
+def build(config: PostgresWarehouseConfig, data_dir: Path) -> PostgresLoader:
+    """The warehouse of a source's config (what the registry builds)."""
+    return PostgresLoader(config)
+
+
+register(
+    "warehouse", "postgres", config=PostgresWarehouseConfig,
+    implementation="headrace.loads.warehouses.postgres:build",
+    healthcheck="headrace.loads.warehouses.postgres:healthcheck",
+)  # fmt: skip
+
+
+def healthcheck(config: Any) -> str | None:
+    """Connect to the warehouse (nothing is written)."""
+    from headrace.sinks.postgres.connect import connect
+
+    dsn = config.dsn.get_secret_value() if config.dsn else ""
+    try:
+        connect(dsn, CONNECT_TIMEOUT).close()
+    except TransientSinkError as exc:
+        return str(exc)
+    return None

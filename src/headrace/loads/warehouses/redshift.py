@@ -22,11 +22,14 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
+from pydantic import Field, SecretStr
+
+from headrace.config.base import WarehouseConfig
 from headrace.drivers.postgres import lost_connection_errors
-from headrace.errors import TerminalLoadError, TransientLoadError
-from headrace.loads.config import RedshiftWarehouse
+from headrace.errors import TerminalLoadError, TransientLoadError, TransientSinkError
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import Column, TableSchema
 from headrace.loads.warehouses.base import (
@@ -38,6 +41,7 @@ from headrace.loads.warehouses.base import (
     quote_ident,
     quote_literal,
 )
+from headrace.registry import register
 
 
 class Uploader(Protocol):
@@ -77,12 +81,30 @@ class Statements:
     copies: dict[int, list[int]]  # index in sql of each COPY: the plan's files it loads
 
 
+class RedshiftWarehouseConfig(WarehouseConfig):
+    """Amazon Redshift: files are staged under an S3 prefix with a manifest and loaded with
+    ``COPY … FROM 's3://…/manifest' MANIFEST``. No Redshift is reachable from headrace's CI:
+    the statements are tested as text, not against a server."""
+
+    type: Literal["redshift"]
+    dsn: SecretStr | None = None
+    """Connection string of the cluster (Redshift speaks the PostgreSQL protocol)."""
+    schema_name: str = Field(default="public", alias="schema")
+    """Schema holding the loaded tables."""
+    s3_prefix: str = Field(pattern=r"^s3://[a-z0-9.\-]{3,63}(/.*)?$")
+    """Where staged files and manifests go, e.g. ``s3://exports-bucket/headrace/``."""
+    iam_role: str
+    """IAM role ARN Redshift assumes to read the prefix."""
+    region: str | None = None
+    """Region of the bucket, when it is not the cluster's."""
+
+
 class RedshiftLoader:
     """A Redshift warehouse; see the module docstring."""
 
     def __init__(
         self,
-        config: RedshiftWarehouse,
+        config: RedshiftWarehouseConfig,
         uploader: Uploader | None = None,
         executor: Executor | None = None,
     ) -> None:
@@ -295,3 +317,27 @@ class _PsycopgExecutor:
             raise TransientLoadError("warehouse_unavailable", f"Redshift: {exc}") from exc
         except psycopg.Error as exc:
             raise TerminalLoadError("rejected_by_warehouse", f"Redshift: {exc}") from exc
+
+
+def build(config: RedshiftWarehouseConfig, data_dir: Path) -> RedshiftLoader:
+    """The warehouse of a source's config (what the registry builds)."""
+    return RedshiftLoader(config)
+
+
+register(
+    "warehouse", "redshift", config=RedshiftWarehouseConfig,
+    implementation="headrace.loads.warehouses.redshift:build",
+    healthcheck="headrace.loads.warehouses.redshift:healthcheck",
+)  # fmt: skip
+
+
+def healthcheck(config: Any) -> str | None:
+    """Connect to the warehouse (nothing is written)."""
+    from headrace.sinks.postgres.connect import connect
+
+    dsn = config.dsn.get_secret_value() if config.dsn else ""
+    try:
+        connect(dsn, 10.0).close()
+    except TransientSinkError as exc:
+        return str(exc)
+    return None

@@ -31,22 +31,11 @@ from typing import Any
 
 import msgspec
 
-from headrace.config.models import LakeSink as LakeSinkConfig
-from headrace.config.models import StreamSchema
 from headrace.errors import TransientSinkError
 from headrace.ids import event_id, new_base_id
-from headrace.runtime.state import Checkpoint, connect, init_schema
-from headrace.sinks.base import APPEND, RAW
-from headrace.sinks.lake_catalog import (
-    INT64_MAX,
-    INT64_MIN,
-    LAKE_SCHEMA,
-    RAW_COLUMN,
-    SYSTEM_COLUMNS,
-    columns_of,
-    parse_time_us,
-    partition_of,
-)
+from headrace.sinks.base import APPEND, RAW, READ
+from headrace.sinks.lake.config import LakeConfig as LakeSinkConfig
+from headrace.sinks.lake.config import StreamSchema
 from headrace.sinks.parquet import (
     UNSET,
     arrow_type,
@@ -56,7 +45,18 @@ from headrace.sinks.parquet import (
     table_from_rows,
     write_parquet_file,
 )
-from headrace.sinks.stored_ids import RECENT_US, ids_among, string_array
+from headrace.storage.lake_catalog import (
+    INT64_MAX,
+    INT64_MIN,
+    LAKE_SCHEMA,
+    RAW_COLUMN,
+    SYSTEM_COLUMNS,
+    columns_of,
+    parse_time_us,
+    partition_of,
+)
+from headrace.storage.state import Checkpoint, connect, init_schema
+from headrace.storage.stored_ids import RECENT_US, ids_among, string_array
 from headrace.types import Event, FailedRecord, WriteResult
 
 log = logging.getLogger("headrace.sinks.lake")
@@ -99,7 +99,7 @@ class _Written:
 class LakeSink:
     """Stores batches as Parquet files in the local lake; see the module docstring."""
 
-    capabilities = frozenset({APPEND, RAW})
+    capabilities = frozenset({APPEND, RAW, READ})
     commits_checkpoint = True
 
     def __init__(self, sink_id: str, config: LakeSinkConfig, data_dir: Path) -> None:
@@ -525,6 +525,23 @@ def size_tier(size: int) -> int:
 
 def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def healthcheck(config: LakeSinkConfig) -> str | None:
+    """Whether the lake's directory can be written (nothing is written); ``None`` if so."""
+    return writable_directory_problem(Path(config.path)) if config.path else None
+
+
+def writable_directory_problem(path: Path) -> str | None:
+    """Why files could not be written under ``path`` (or its nearest existing parent)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 __all__ = ["LakeSink", "arrow_type", "coerce", "infer_type"]

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from headrace.config.transform_models import CircuitBreaker
+from headrace.transforms.enrich.config import CircuitBreaker
 
 log = logging.getLogger("headrace.transforms.enrich")
 

@@ -34,11 +34,8 @@ from typing import Any
 
 import msgspec
 
-from headrace.config.object_sinks import S3Sink as S3Config
-from headrace.config.object_sinks import s3_compression
 from headrace.errors import TransientSinkError
 from headrace.retry import RetryPolicy
-from headrace.runtime.state import Checkpoint, connect, init_schema
 from headrace.sinks.base import APPEND, RAW
 from headrace.sinks.keys import (
     DEFAULT_TIME_PREFIX,
@@ -50,10 +47,12 @@ from headrace.sinks.keys import (
     lookup,
     object_name,
 )
-from headrace.sinks.lake_catalog import parse_time_us
-from headrace.sinks.objectstore import DirectoryStore, ObjectStore, S3Store
 from headrace.sinks.parquet import parquet_bytes, table_from_records
-from headrace.sinks.stored_ids import STORED_IDS_SCHEMA, already_stored, forget_ids, record_ids
+from headrace.sinks.s3.config import S3Config, s3_compression
+from headrace.sinks.s3.objectstore import DirectoryStore, ObjectStore, S3Store
+from headrace.storage.lake_catalog import parse_time_us
+from headrace.storage.state import Checkpoint, connect, init_schema
+from headrace.storage.stored_ids import STORED_IDS_SCHEMA, already_stored, forget_ids, record_ids
 from headrace.types import Event, FailedRecord, WriteResult
 
 log = logging.getLogger("headrace.sinks.s3")
@@ -537,6 +536,22 @@ def _first_of_each(events: list[Event]) -> list[Event]:
 def _split(pkey: str) -> tuple[str, str, str]:
     kind, stream, prefix = pkey.split(_SEP, 2)
     return kind, stream, prefix
+
+
+def healthcheck(config: S3Config) -> str | None:
+    """Whether the bucket (or directory) can be reached and written (nothing is written)."""
+    if config.bucket is None:
+        from headrace.sinks.lake.sink import writable_directory_problem
+
+        assert config.path is not None
+        return writable_directory_problem(Path(config.path))
+    try:
+        S3Store(config.bucket, endpoint_url=config.endpoint_url, region=config.region,
+                max_attempts=1, multipart_threshold=config.multipart_threshold,
+                part_size=config.part_size).check()  # fmt: skip
+    except TransientSinkError as exc:
+        return str(exc)
+    return None
 
 
 __all__ = ["S3_SCHEMA", "S3Sink", "error_record"]

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from headrace.config.transform_models import EnrichHttpTransform
 from headrace.retry import RetryPolicy
 from headrace.sinks.keys import lookup
 from headrace.transforms import TransformContext, TransformResult
-from headrace.transforms.enrich_health import Breaker, CircuitOpen, KeyFailures, TtlLru
+from headrace.transforms.enrich.config import EnrichConfig
+from headrace.transforms.enrich.health import Breaker, CircuitOpen, KeyFailures, TtlLru
 from headrace.types import Event, FailedRecord
 
 log = logging.getLogger("headrace.transforms.enrich")
@@ -79,7 +79,7 @@ Target = tuple[str, str]
 class EnrichHttp:
     """See the module docstring."""
 
-    def __init__(self, transform_id: str, config: EnrichHttpTransform) -> None:
+    def __init__(self, transform_id: str, config: EnrichConfig) -> None:
         self.id = transform_id
         self.config = config
         self.parts = list(_FORMATTER.parse(config.url))
@@ -360,6 +360,23 @@ class EnrichHttp:
         except Exception as exc:  # fetch has given its trial back
             log.exception("enrichment lookup failed unexpectedly")
             return None, f"{type(exc).__name__}: {exc}"
+
+
+def healthcheck(config: EnrichConfig) -> str | None:
+    """Whether the service's host accepts a TCP connection (nothing is requested)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    fixed = config.url.split("{", 1)[0]  # the scheme and host come before any field
+    parts = urlsplit(fixed)
+    if not parts.hostname:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=config.timeout):
+            return None
+    except OSError as exc:
+        return f"cannot connect to {parts.hostname}:{port}: {exc.strerror or exc}"
 
 
 __all__ = ["EnrichHttp", "EnrichStats", "LookupFailed"]

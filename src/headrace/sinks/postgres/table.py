@@ -24,8 +24,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from headrace.config.models import PostgresSink as PostgresConfig
 from headrace.errors import TerminalSinkError
+from headrace.sinks.postgres.config import PostgresConfig
 
 SYSTEM_TYPES = {"_event_id": "text", "_received_at": "timestamp with time zone"}
 """headrace's columns whose values it writes, with the types it writes them as."""

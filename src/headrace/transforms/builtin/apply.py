@@ -19,16 +19,11 @@ from typing import Any
 
 import msgspec
 
-from headrace.config.transform_models import (
-    Condition,
-    DedupeTransform,
-    FilterTransform,
-    RemapTransform,
-)
-from headrace.runtime.state import connect
 from headrace.sinks.keys import lookup
-from headrace.sinks.lake_catalog import parse_time_us
+from headrace.storage.lake_catalog import parse_time_us
+from headrace.storage.state import connect
 from headrace.transforms import CommitHook, TransformContext, TransformResult
+from headrace.transforms.builtin.config import Condition, DedupeConfig, FilterConfig, RemapConfig
 from headrace.types import Event, FailedRecord
 
 _json = msgspec.json.Encoder()
@@ -67,7 +62,7 @@ def _get(data: dict[str, Any], path: str) -> Any:
 
 
 def cast_value(value: Any, kind: str) -> Any:
-    """``value`` as ``kind`` (see ``RemapTransform.cast``); ``ValueError`` if it cannot be."""
+    """``value`` as ``kind`` (see ``RemapConfig.cast``); ``ValueError`` if it cannot be."""
     if kind == "string":
         return value if isinstance(value, str) else _json.encode(value).decode()
     if kind == "json":
@@ -119,9 +114,9 @@ def iso8601(time_us: int) -> str:
 
 
 class Remap:
-    """Rename, drop, add, copy and cast fields (see ``RemapTransform``)."""
+    """Rename, drop, add, copy and cast fields (see ``RemapConfig``)."""
 
-    def __init__(self, transform_id: str, config: RemapTransform) -> None:
+    def __init__(self, transform_id: str, config: RemapConfig) -> None:
         self.id = transform_id
         self.config = config
         self._nested = any(
@@ -230,7 +225,7 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 
 def matches(condition: Condition, data: dict[str, Any]) -> bool:
-    """Whether ``data`` satisfies ``condition`` (see ``FilterTransform``)."""
+    """Whether ``data`` satisfies ``condition`` (see ``FilterConfig``)."""
     if "all" in condition:
         return all(matches(c, data) for c in condition["all"])
     if "any" in condition:
@@ -245,7 +240,7 @@ def matches(condition: Condition, data: dict[str, Any]) -> bool:
 class Filter:
     """Keep the events that match a condition."""
 
-    def __init__(self, transform_id: str, config: FilterTransform) -> None:
+    def __init__(self, transform_id: str, config: FilterConfig) -> None:
         self.id = transform_id
         self.condition = config.condition
 
@@ -274,7 +269,7 @@ _PRUNE_EVERY = 60.0
 class Dedupe:
     """Drop events seen within a window; what was seen survives restarts (module docstring)."""
 
-    def __init__(self, transform_id: str, config: DedupeTransform) -> None:
+    def __init__(self, transform_id: str, config: DedupeConfig) -> None:
         self.id = transform_id
         self.config = config
         self.window_us = int(config.window * 1_000_000)

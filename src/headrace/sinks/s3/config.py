@@ -1,4 +1,4 @@
-"""Typed models of the ``s3`` and ``dynamodb`` sinks (registered in ``headrace.config.models``)."""
+"""The ``s3`` sink's config: the store, the object format and schema, keys and buffering."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from headrace.config.models import BatchSettings, Bytes, FieldType, Model, RetrySettings, Seconds
+from headrace.config.base import Bytes, FieldType, Model, Seconds, SinkConfig
+from headrace.registry import Problem, ValidationContext
 
 MIB = 1024**2
+
+
 DEFAULT_ERROR_PREFIX = "!{firehose:error-output-type}/!{timestamp:yyyy/MM/dd/HH}/"
 
 
-def _none_if_empty(value: str | None) -> str | None:
+def none_if_empty(value: str | None) -> str | None:
     return value or None
 
 
@@ -39,7 +42,7 @@ class ObjectSchema(Model):
         return self
 
 
-class S3Sink(Model):
+class S3Config(SinkConfig):
     """Objects in S3 (or any S3-compatible store, or a local directory), Firehose-style: Parquet
     with a declared schema or gzip NDJSON, under time-partitioned keys.
 
@@ -50,8 +53,6 @@ class S3Sink(Model):
     once."""
 
     type: Literal["s3"]
-    inputs: list[str] = Field(min_length=1)
-    """Sources or transforms whose events this sink stores."""
     bucket: str | None = None
     """Bucket name (credentials and region from the usual AWS chain unless given)."""
     path: str | None = None
@@ -98,17 +99,13 @@ class S3Sink(Model):
     dedupe_window: Seconds = Field(default=7 * 24 * 3600.0, ge=3600.0)
     """How long the ids of stored events are remembered, so a replay or a client's resend
     (``id_field``) adds nothing; at least the buffer's ``retention``."""
-    batch: BatchSettings = BatchSettings()
-    """When batches are taken from the buffer."""
-    retry: RetrySettings = RetrySettings()
-    """How failures are retried."""
 
     empty_is_none = field_validator("endpoint_url", "region", "bucket", "path", mode="before")(
-        _none_if_empty
+        none_if_empty
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> S3Sink:
+    def _consistent(self) -> S3Config:
         if (self.bucket is None) == (self.path is None):
             raise ValueError("give exactly one of bucket (an object store) or path (a directory)")
         if self.format == "parquet":
@@ -144,60 +141,23 @@ class S3Sink(Model):
         return self
 
 
-class KeyAttribute(Model):
-    """One attribute of a DynamoDB table's primary key."""
-
-    name: str = Field(min_length=1)
-    """Attribute (event field) name."""
-    type: Literal["S", "N", "B"] = "S"
-    """String, number or binary."""
-
-
-class DynamoDBSink(Model):
-    """Items in a DynamoDB table (or a DynamoDB-compatible server), written with BatchWriteItem.
-
-    Numbers are stored exactly (as Decimal), objects and arrays as maps and lists; an event with
-    the same key as a stored item replaces it, so redelivery adds nothing."""
-
-    type: Literal["dynamodb"]
-    inputs: list[str] = Field(min_length=1)
-    """Sources or transforms whose events this sink stores."""
-    table: str = Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")
-    """Table name."""
-    partition_key: KeyAttribute
-    """Partition (hash) key, e.g. ``{name: pagePath}``."""
-    sort_key: KeyAttribute | None = None
-    """Sort (range) key, e.g. ``{name: timestamp, type: N}``."""
-    create_table: bool = False
-    """Create the table (on-demand billing) if it does not exist."""
-    binary_fields: list[str] = Field(default_factory=list)
-    """Fields holding base64 text, stored as binary."""
-    endpoint_url: str | None = None
-    """Endpoint of a DynamoDB-compatible server; none: AWS."""
-    region: str | None = None
-    """Region; none: the AWS configuration's."""
-    max_attempts: int = Field(default=8, ge=1, le=50)
-    """Attempts for unprocessed items and throttled calls (with backoff) before the batch is
-    retried as a whole."""
-    batch: BatchSettings = BatchSettings()
-    """When batches are taken from the buffer."""
-    retry: RetrySettings = RetrySettings()
-    """How failures are retried."""
-
-    empty_is_none = field_validator("endpoint_url", "region", mode="before")(_none_if_empty)
-
-    @model_validator(mode="after")
-    def _keys_differ(self) -> DynamoDBSink:
-        if self.sort_key is not None and self.sort_key.name == self.partition_key.name:
-            raise ValueError("the sort key must differ from the partition key")
-        return self
-
-
-def s3_compression(config: S3Sink) -> str:
+def s3_compression(config: S3Config) -> str:
     """The compression actually used."""
     if config.format == "ndjson":
         return "gzip"
     return config.compression or "zstd"
 
 
-__all__ = ["DynamoDBSink", "KeyAttribute", "ObjectSchema", "S3Sink", "s3_compression"]
+def validate(config: S3Config, context: ValidationContext) -> list[Problem]:
+    """The ids of stored events are kept at least as long as the buffer keeps what a replay can
+    send again."""
+    retention = float(getattr(context.buffer, "retention", 0.0))
+    if config.dedupe_window < retention:
+        return [
+            (
+                ("dedupe_window",),
+                f"{config.dedupe_window:g} s is shorter than buffer.retention ({retention:g} s): "
+                "a replay of what the buffer still holds would store events twice",
+            )
+        ]
+    return []

@@ -20,12 +20,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from headrace.config.object_sinks import DynamoDBSink as DynamoConfig
 from headrace.drivers.aws import aws_client, error_code, translate
 from headrace.errors import TransientSinkError
 from headrace.retry import RetryPolicy
-from headrace.runtime.state import Checkpoint
-from headrace.sinks.base import APPEND, MERGE
+from headrace.sinks.base import APPEND, MERGE, READ
+from headrace.sinks.dynamodb.config import DynamoDBConfig as DynamoConfig
+from headrace.storage.state import Checkpoint
 from headrace.types import Event, FailedRecord, WriteResult
 
 log = logging.getLogger("headrace.sinks.dynamodb")
@@ -103,7 +103,7 @@ def item_size(item: dict[str, dict[str, Any]]) -> int:
 class DynamoDBSink:
     """See the module docstring."""
 
-    capabilities = frozenset({APPEND, MERGE})
+    capabilities = frozenset({APPEND, MERGE, READ})
     commits_checkpoint = False
 
     def __init__(self, sink_id: str, config: DynamoConfig, data_dir: Path) -> None:
@@ -205,10 +205,14 @@ class DynamoDBSink:
             key = tuple(str(item[k.name]) for k in self.keys)
             latest.pop(key, None)
             latest[key] = (event, item)
-        pending = list(latest.values())
+        # a replayed or resent event (its id from outside) never overwrites an item: the table
+        # may hold a later event's item by now, which the replay must not put back in time
+        pending = [pair for pair in latest.values() if not pair[0].may_repeat]
+        repeats = [pair for pair in latest.values() if pair[0].may_repeat]
         try:
             for start in range(0, len(pending), BATCH_ITEMS):
                 failed.extend(self._put_batch(pending[start : start + BATCH_ITEMS]))
+            failed.extend(self._put_one_by_one(repeats, only_new=True))
         except TransientSinkError as exc:
             self._error = str(exc)
             raise
@@ -237,19 +241,45 @@ class DynamoDBSink:
             f"{self.config.max_attempts} attempts"
         )
 
-    def _put_one_by_one(self, chunk: list[tuple[Event, dict[str, Any]]]) -> list[FailedRecord]:
+    def _put_one_by_one(
+        self, chunk: list[tuple[Event, dict[str, Any]]], *, only_new: bool = False
+    ) -> list[FailedRecord]:
+        """Put items one at a time (``only_new``: only where the key holds no item yet)."""
         failed = []
+        condition = (
+            {"ConditionExpression": "attribute_not_exists(#k)",
+             "ExpressionAttributeNames": {"#k": self.config.partition_key.name}}
+            if only_new else {}
+        )  # fmt: skip
         for event, item in chunk:
             try:
-                self.client.put_item(TableName=self.config.table, Item=item)
+                self.client.put_item(TableName=self.config.table, Item=item, **condition)
             except Exception as exc:
                 response = getattr(exc, "response", {})
-                if response.get("Error", {}).get("Code") != "ValidationException":
+                code = response.get("Error", {}).get("Code")
+                if code == "ConditionalCheckFailedException":
+                    continue  # the key holds an item already: the replay adds nothing
+                if code != "ValidationException":
                     raise translate(exc, f"cannot write to table {self.config.table}") from exc
                 failed.append(
                     FailedRecord(event, "rejected", str(response["Error"].get("Message")))
                 )
         return failed
+
+
+def healthcheck(config: DynamoConfig) -> str | None:
+    """Whether the table exists (or may be created); nothing is written."""
+    try:
+        client = aws_client("dynamodb", endpoint_url=config.endpoint_url, region=config.region,
+                            max_attempts=1)  # fmt: skip
+        client.describe_table(TableName=config.table)
+    except TransientSinkError as exc:
+        return str(exc)
+    except Exception as exc:
+        if error_code(exc) == "ResourceNotFoundException" and config.create_table:
+            return None  # created when the sink opens
+        return str(translate(exc, f"table {config.table} is not usable"))
+    return None
 
 
 __all__ = ["DynamoDBSink", "attribute_size", "item_size", "to_attribute"]

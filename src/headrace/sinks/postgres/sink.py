@@ -30,15 +30,15 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from headrace.config.models import PostgresSink as PostgresConfig
 from headrace.drivers.postgres import connection_errors, data_errors
 from headrace.errors import PoolBusy, TransientSinkError
-from headrace.runtime.state import Checkpoint
-from headrace.sinks import pg_copy
 from headrace.sinks.base import APPEND, MERGE
-from headrace.sinks.lake_catalog import parse_time_us
-from headrace.sinks.pg_connect import ConnectionPool
-from headrace.sinks.pg_table import SYSTEM_TYPES, PostgresTable
+from headrace.sinks.postgres import copy as pg_copy
+from headrace.sinks.postgres.config import PostgresConfig
+from headrace.sinks.postgres.connect import ConnectionPool, describe
+from headrace.sinks.postgres.table import SYSTEM_TYPES, PostgresTable
+from headrace.storage.lake_catalog import parse_time_us
+from headrace.storage.state import Checkpoint
 from headrace.types import Event, FailedRecord, WriteResult
 
 log = logging.getLogger("headrace.sinks.postgres")
@@ -61,11 +61,12 @@ class _TableChanged(Exception):
 class PostgresSink:
     """Stores batches in one PostgreSQL table; see the module docstring."""
 
-    capabilities = frozenset({APPEND, MERGE})
     commits_checkpoint = False
 
     def __init__(self, sink_id: str, config: PostgresConfig, data_dir: Path) -> None:
         self.id = sink_id
+        # what this table's config makes of it: merge keeps one row per dedupe_key
+        self.capabilities = frozenset({APPEND, MERGE} if config.write_mode == "merge" else {APPEND})
         self.config = config
         self.table = PostgresTable(config)
         self.columns: dict[str, str] = dict(config.columns)
@@ -423,3 +424,30 @@ def _why_unfit(name: str) -> str | None:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def healthcheck(config: PostgresConfig) -> str | None:
+    """Connect and check the table's schema can be used (nothing is written)."""
+    from headrace.sinks.postgres.connect import connect
+
+    dsn = config.dsn.get_secret_value() if config.dsn else ""
+    try:
+        conn = connect(dsn, config.connect_timeout)
+    except TransientSinkError as exc:
+        return str(exc)
+    try:
+        row = conn.execute(
+            "SELECT has_schema_privilege(n.oid, 'CREATE') OR EXISTS (SELECT 1 FROM pg_tables "
+            "WHERE schemaname = %s AND tablename = %s), n.oid IS NOT NULL FROM (SELECT 1) one "
+            "LEFT JOIN pg_namespace n ON n.nspname = %s",
+            (config.schema_name, config.table, config.schema_name),
+        ).fetchone()
+    except Exception as exc:
+        return f"PostgreSQL: {describe(exc, dsn)}"
+    finally:
+        conn.close()
+    if row is None or not row[1]:
+        return f'schema "{config.schema_name}" does not exist'
+    if not row[0]:
+        return f'cannot create table "{config.table}" in schema "{config.schema_name}"'
+    return None

@@ -34,9 +34,9 @@ from typing import Any
 import msgspec
 
 from headrace.awsconfig import configured_region
-from headrace.config.transform_models import PythonTransform
 from headrace.transforms import TransformContext, TransformResult
-from headrace.transforms.pyworker import frame
+from headrace.transforms.python.config import PythonConfig
+from headrace.transforms.python.pyworker import frame
 from headrace.types import Event, FailedRecord, ProcessingFailure
 
 log = logging.getLogger("headrace.transforms.python")
@@ -70,7 +70,7 @@ class WorkerFailed(Exception):
 _BASE_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT")
 
 
-def worker_env(config: PythonTransform) -> dict[str, str]:
+def worker_env(config: PythonConfig) -> dict[str, str]:
     """The environment of the transform's worker processes (without ``PYTHONPATH``)."""
     names = [*_BASE_ENV, *(n for n in os.environ if n.startswith("LC_")), *config.inherit_env]
     env = {name: os.environ[name] for name in names if name in os.environ}
@@ -199,7 +199,7 @@ class _Worker:
 class PythonFunctionTransform:
     """Runs a user function over batches; see the module docstring."""
 
-    def __init__(self, transform_id: str, config: PythonTransform) -> None:
+    def __init__(self, transform_id: str, config: PythonConfig) -> None:
         self.id = transform_id
         self.config = config
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -416,6 +416,18 @@ def events_of_output(event: Event, payload: bytes) -> list[Event]:
                 for n, item in enumerate(items)
             ]
     return [event.with_raw(payload)]
+
+
+def healthcheck(config: PythonConfig) -> str | None:
+    """Whether the function imports in a worker process (started and stopped again)."""
+    worker = _Worker(config.function, worker_env(config))
+    try:
+        worker.start()
+    except (WorkerFailed, ValueError) as exc:
+        return str(exc)
+    finally:
+        worker.kill()
+    return None
 
 
 __all__ = ["PythonFunctionTransform"]

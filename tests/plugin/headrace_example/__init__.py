@@ -1,0 +1,1 @@
+"""An example headrace plugin (see docs/extending.md)."""
