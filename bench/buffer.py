@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from headrace.buffer.records import FORMAT_ARRAY, FORMAT_OBJECT, BufferedRequest, encode_frame
-from headrace.buffer.segments import SegmentWriter
+from headrace.buffer.local.frames import encode_frame
+from headrace.buffer.local.segments import SegmentWriter
+from headrace.buffer.records import FORMAT_ARRAY, FORMAT_OBJECT, BufferedRequest
 from headrace.ids import new_base_id
 
 Commit = Callable[[list[bytes]], None]

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import msgspec
 
-from headrace.buffer.reader import BufferReader
-from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame, expand_events
-from headrace.buffer.segments import SegmentWriter
+from headrace.buffer.local.frames import encode_frame
+from headrace.buffer.local.reader import SegmentReader
+from headrace.buffer.local.segments import SegmentWriter
+from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, expand_events
 from headrace.ids import new_base_id
 from headrace.sinks.lake.config import LakeConfig
 from headrace.sinks.lake.sink import LakeSink
@@ -61,7 +62,7 @@ def fill(buffer_dir: Path, requests: int, batch: int) -> None:
 
 
 def read_events(buffer_dir: Path) -> list[Event]:
-    items, _ = BufferReader(buffer_dir, {}, set()).poll(1 << 40)
+    items = SegmentReader(buffer_dir, "bench", {}, set()).poll(1 << 40).items
     return [event for item in items for event in expand_events(item.request)]
 
 

@@ -37,6 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from support.buffer import checkpoint
+
 FIELDS = {"requestid": "string", "contextid": "string", "callerid": "string",
           "component": "string", "action": "string", "type": "string", "n": "int64",
           "price": "float64", "at": "timestamp"}  # fmt: skip
@@ -115,7 +117,7 @@ def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
             sink = S3Sink("s3", config, data_dir)
             sink.open()
             for n, batch in enumerate(batches):
-                sink.write(batch, state.Checkpoint("s3", {"seg": n}))
+                sink.write(batch, checkpoint("s3", {"seg": n}))
             assert sink.flush(conn, force=True) == 1
             sink.close()
             conn.close()
@@ -130,7 +132,7 @@ def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
             sink = LakeSink("lake", LakeConfig(type="lake", inputs=["web"]), data_dir)
             sink.open()
             for n, batch in enumerate(batches):
-                sink.write(batch, state.Checkpoint("lake", {"seg": n}))
+                sink.write(batch, checkpoint("lake", {"seg": n}))
             sink.close()
             conn.close()
 

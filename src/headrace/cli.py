@@ -367,7 +367,7 @@ def replay(
     server delivers them within a second; otherwise they go out when it next starts. Data older
     than the buffer's retention is gone.
     """
-    from headrace.buffer.replay import replay_range
+    from headrace.buffer import open_buffer
 
     pipeline = _load(config_path)
     source_id = _source_of_stream(pipeline, stream)
@@ -382,14 +382,8 @@ def replay(
     if until_us <= since_us:
         raise click.BadParameter("must be after --since", param_hint="--until")
     with _progress(f"queueing {stream}", None, sys.stderr.isatty()) as advance:
-        count = replay_range(
-            data_dir / "buffer",
-            stream=stream,
-            since_us=since_us,
-            until_us=until_us,
-            sinks=list(sinks) or None,
-            progress=advance,
-        )
+        buffer = open_buffer(pipeline.buffer, data_dir)
+        count = buffer.replay(stream, since_us, until_us, list(sinks) or None, advance)
     click.echo(
         f"queued {count} event(s) of {stream} for delivery to {', '.join(sinks) or 'all its sinks'}"
     )
@@ -496,13 +490,18 @@ def dlq_show(data_dir: Path, dead_letter_id: int) -> None:
 
 
 @dlq.command("replay")
+@config_option
 @data_dir_option
 @click.option("--sink", help="Only this sink's dead letters.")
 @click.option("--reason", help="Only this reason.")
 @click.option("--id", "ids", type=int, multiple=True, help="Only these dead letters (repeatable).")
-def dlq_replay(data_dir: Path, sink: str | None, reason: str | None, ids: tuple[int, ...]) -> None:
+def dlq_replay(
+    config_path: Path | None, data_dir: Path, sink: str | None, reason: str | None,
+    ids: tuple[int, ...],
+) -> None:  # fmt: skip
     """Send dead letters back to the sink that refused them (e.g. after fixing its schema)."""
-    from headrace.buffer.replay import replay_dead_letters
+    from headrace.buffer import open_buffer
+    from headrace.buffer.records import dead_letter_requests
     from headrace.storage.state import get_dead_letter, list_dead_letters, mark_replayed
 
     conn = _state_conn(data_dir)
@@ -522,7 +521,8 @@ def dlq_replay(data_dir: Path, sink: str | None, reason: str | None, ids: tuple[
     if not letters:
         click.echo("nothing to replay")
         return
-    count = replay_dead_letters(data_dir / "buffer", letters)
+    open_buffer(_load(config_path).buffer, data_dir).requeue(dead_letter_requests(letters))
+    count = len(letters)
     mark_replayed(conn, letters)
     click.echo(f"queued {count} dead letter(s) for delivery")
 
@@ -700,7 +700,7 @@ def badrows_replay(
     if not rows:
         click.echo("nothing to replay")
         return
-    outcome = replay_bad_rows(data_dir / "buffer", pipeline, rows)
+    outcome = replay_bad_rows(data_dir, pipeline, rows)
     store.mark_replayed(outcome.rows or [])
     click.echo(
         f"queued {outcome.events} event(s) from {len(rows)} bad row(s); "

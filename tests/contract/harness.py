@@ -26,6 +26,7 @@ from headrace.errors import TransientSinkError
 from headrace.sinks.base import Sink
 from headrace.storage.state import Checkpoint, DeadLetter
 from headrace.types import Event, WriteResult
+from support.buffer import checkpoint
 from support.events import KEY_FIELD, SOURCE
 from support.statedb import dead_letters, saved_positions
 from support.tcpproxy import TcpProxy
@@ -240,7 +241,7 @@ class OpenSink:
     def checkpoint(self, **kw: Any) -> Checkpoint:
         """A checkpoint for the next batch: one segment, a little further each time."""
         self._offset += 100
-        return Checkpoint(SINK_ID, {SEGMENT: self._offset}, **kw)
+        return checkpoint(SINK_ID, {SEGMENT: self._offset}, **kw)
 
     def write(self, events: Sequence[Event], checkpoint: Checkpoint | None = None) -> WriteResult:
         """``sink.write`` as the runtime calls it."""

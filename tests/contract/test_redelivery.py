@@ -21,6 +21,7 @@ from contract.harness import (
     sinks_for,
 )
 from contract.sinks_under_test import SINKS
+from headrace.buffer.local.reader import PositionAck
 from headrace.types import Event, FailedRecord
 from support.events import SOURCE, STREAM, T0, batch, ids
 
@@ -53,10 +54,12 @@ def test_the_checkpoint_is_saved_with_the_data(entry: SinkUnderTest, opened: Ope
         dead=[FailedRecord(undecodable, "decode_error", "not JSON")],
         on_apply=[lambda conn, undelivered: applied.append(set(undelivered))],
     )
-    checkpoint.positions["000000000000.seg"] = 9000
+    acknowledged = checkpoint.ack
+    assert isinstance(acknowledged, PositionAck)
+    acknowledged.positions["000000000000.seg"] = 9000
     events = batch(ids("e", 4))
     assert opened.write(events, checkpoint).failed == []
-    assert opened.positions() == (dict(checkpoint.positions), {"000000000000.seg"})
+    assert opened.positions() == (dict(acknowledged.positions), {"000000000000.seg"})
     assert [(d.event_id, d.reason) for d in opened.dead_letters()] == [
         (undecodable.id, "decode_error")
     ]
@@ -89,8 +92,8 @@ def test_a_failed_write_saves_neither_data_nor_positions(
     assert opened.rows() == []
     # the runtime hands the batch over again: stored once, positions saved
     retry = opened.checkpoint()
-    retry.positions = dict(failing.positions)
+    retry.ack.positions = dict(failing.ack.positions)
     assert opened.write(events, retry).failed == []
-    assert opened.positions() == (dict(failing.positions), set())
+    assert opened.positions() == (dict(failing.ack.positions), set())
     opened.settle()
     assert_stores_exactly(opened.rows(), events)

@@ -46,7 +46,7 @@ def test_write_raises_transient_while_unavailable_and_stores_once_when_back(
     assert_stores_exactly(opened.rows(), events)
     assert opened.sink.health() is None
     if entry.commits_checkpoint:
-        assert opened.positions() == (dict(checkpoint.positions), set())
+        assert opened.positions() == (dict(checkpoint.ack.positions), set())
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_uploads_raise_transient_while_unavailable_and_store_once_when_back(
     checkpoint = opened.checkpoint()
     with opened.outage.during():
         assert opened.write(events, checkpoint).failed == []  # into the spool
-        assert opened.positions() == (dict(checkpoint.positions), set())
+        assert opened.positions() == (dict(checkpoint.ack.positions), set())
         for _attempt in range(2):
             with pytest.raises(TransientSinkError):
                 opened.settle()

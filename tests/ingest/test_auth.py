@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headrace.buffer.reader import BufferReader
+from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
 from headrace.config.sources import HttpSource
@@ -249,7 +249,7 @@ async def test_signed_deliveries_over_http_keep_their_delivery_id(data_dir: Path
             )
     finally:
         await app.shutdown()
-    items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 20)
+    items = SegmentReader(data_dir / "buffer", "test", {}, set()).poll(1 << 20).items
     events = [e for item in items for e in expand_events(item.request)]
     assert [(e.id, e.may_repeat) for e in events] == [(SW_ID, True), (SW_ID, True)]
 

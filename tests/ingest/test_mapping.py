@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from headrace.buffer.reader import BufferReader
+from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
 from headrace.errors import ConfigError
@@ -44,7 +44,7 @@ async def test_the_map_reshapes_events_and_copies_request_metadata(data_dir: Pat
             assert response.json()["ids"] == ["7"]  # id_field reads the event as sent
     finally:
         await app.shutdown()
-    items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 20)
+    items = SegmentReader(data_dir / "buffer", "test", {}, set()).poll(1 << 20).items
     (event,) = [e for item in items for e in expand_events(item.request)]
     assert event.data == {"order_id": 7, "amount": 12.5, "system": "shop", "ip": "203.0.113.9",
                           "agent": "shop/1.0", "by": "checkout", "stream": "orders"}  # fmt: skip

@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from headrace.buffer.reader import BufferReader
+from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
 from headrace.ingest.app import IngestApp
@@ -62,7 +62,7 @@ async def test_python_authorizer_decides_caches_and_attaches_its_principal(
             assert (broken.status_code, broken.json()["error"]) == (401, "authorizer_error")
     finally:
         await app.shutdown()
-    items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 20)
+    items = SegmentReader(data_dir / "buffer", "test", {}, set()).poll(1 << 20).items
     stored = [e.data for item in items for e in expand_events(item.request)]
     assert stored == [{"a": 1, "user": "ada", "tier": "gold"}] * 3
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headrace.buffer.reader import BufferReader
+from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.records import expand_events
 from headrace.cli import main
 from headrace.config.load import parse_pipeline
@@ -49,7 +49,7 @@ async def client_for(
 
 
 def stored(data_dir: Path) -> list[dict[str, Any]]:
-    items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 24)
+    items = SegmentReader(data_dir / "buffer", "test", {}, set()).poll(1 << 24).items
     return [e.data for item in items for e in expand_events(item.request)]
 
 
@@ -160,7 +160,7 @@ async def test_replay_delivers_what_now_passes_once(data_dir: Path, tmp_path: Pa
         main, ["badrows", "replay", "--data-dir", str(data_dir), "--config", str(config)]
     )
     assert "nothing to replay" in again.output
-    items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 24)
+    items = SegmentReader(data_dir / "buffer", "test", {}, set()).poll(1 << 24).items
     replayed = [e for item in items for e in expand_events(item.request) if e.may_repeat]
     assert [e.data for e in replayed] == [BAD]
 

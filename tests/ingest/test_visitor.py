@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from headrace.buffer.reader import BufferReader
+from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
 from headrace.ingest.app import IngestApp
@@ -96,7 +96,7 @@ async def test_visitor_in_a_map_hashes_the_request_and_keeps_no_address(
                 assert sent.status_code == 202
     finally:
         await app.shutdown()
-    items, _ = BufferReader(data_dir / "buffer", {}, set()).poll(1 << 20)
+    items = SegmentReader(data_dir / "buffer", "test", {}, set()).poll(1 << 20).items
     events = [e for item in items for e in expand_events(item.request)]
     visitors = [e.data["visitor"] for e in events]
     assert visitors[0] == visitors[1] != visitors[2] and len(visitors[0]) == 16

@@ -5,8 +5,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
-from headrace.buffer.segments import SegmentWriter
+from headrace.buffer.local.frames import encode_frame
+from headrace.buffer.local.segments import SegmentWriter
+from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
 from headrace.config.base import BatchSettings, RetrySettings
 from headrace.errors import TerminalSinkError, TransientSinkError
 from headrace.ids import new_base_id
@@ -14,6 +15,7 @@ from headrace.runtime.delivery import DeliveryWorker
 from headrace.storage import state
 from headrace.telemetry.metrics import Registry, key
 from headrace.types import Event, FailedRecord, WriteResult
+from support.buffer import local_buffer
 
 
 class RecordingSink:
@@ -86,7 +88,7 @@ def run_worker(
         ["src"],
         batch=BatchSettings(max_events=max_events, max_age=0.05),
         retry=retry or RetrySettings(initial_backoff=0.01, max_backoff=0.02),
-        buffer_dir=data_dir / "buffer",
+        buffer=local_buffer(data_dir),
         state_path=data_dir / "state.db",
         metrics=metrics,
         stop=stop,
@@ -172,51 +174,6 @@ def test_events_of_other_sources_are_skipped_but_passed(data_dir: Path) -> None:
     run_worker(data_dir, sink, until=lambda: delivered(sink) == [2])
 
 
-def test_retention_removes_only_sealed_delivered_expired_segments(data_dir: Path) -> None:
-    import os
-
-    from headrace.buffer.segments import list_segments
-    from headrace.runtime.delivery import remove_expired_segments
-
-    buffer_dir = data_dir / "buffer"
-    fill(buffer_dir, [[{"n": 1}]])
-    fill(buffer_dir, [[{"n": 2}]])
-    old, new = list_segments(buffer_dir)
-    conn = state.connect(data_dir / "state.db")
-    state.init_schema(conn)
-    for name in (old, new):
-        os.utime(buffer_dir / name, (0, 0))  # both long past retention
-    state.Checkpoint("a", {old: 1, new: 1}, {old, new}).apply(conn)
-    state.Checkpoint("b", {old: 1}, {old}).apply(conn)  # sink b has not finished the new one
-    assert remove_expired_segments(buffer_dir, conn, ["a", "b"], retention=3600) == [old]
-    assert list_segments(buffer_dir) == [new]
-    assert remove_expired_segments(buffer_dir, conn, ["a", "b"], retention=3600) == []
-
-
-def test_a_nearly_full_buffer_gives_up_delivered_segments_before_their_retention(
-    data_dir: Path,
-) -> None:
-    from headrace.buffer.segments import list_segments
-    from headrace.runtime.delivery import remove_expired_segments
-
-    buffer_dir = data_dir / "buffer"
-    for n in range(4):
-        fill(buffer_dir, [[{"n": n, "pad": "x" * 400}]])
-    names = list_segments(buffer_dir)
-    conn = state.connect(data_dir / "state.db")
-    state.init_schema(conn)
-    state.Checkpoint("a", dict.fromkeys(names[:3], 1), set(names[:3])).apply(
-        conn
-    )  # last one undelivered
-    total = sum((buffer_dir / n).stat().st_size for n in names)
-    removed = remove_expired_segments(buffer_dir, conn, ["a"], retention=3600, max_bytes=total)
-    assert removed == names[:1]  # just enough to get under 80%, oldest first
-    assert (
-        remove_expired_segments(buffer_dir, conn, ["a"], retention=3600, max_bytes=1) == names[1:3]
-    )
-    assert list_segments(buffer_dir) == names[3:]  # undelivered data is never removed
-
-
 def test_an_unexpected_error_ends_the_worker_visibly(data_dir: Path) -> None:
     (data_dir / "buffer").write_text("not a directory")  # every read of the buffer fails
     metrics = Registry()
@@ -224,7 +181,7 @@ def test_an_unexpected_error_ends_the_worker_visibly(data_dir: Path) -> None:
     state.init_schema(conn)
     worker = DeliveryWorker(
         RecordingSink(), ["src"], batch=BatchSettings(), retry=RetrySettings(),
-        buffer_dir=data_dir / "buffer", state_path=data_dir / "state.db", metrics=metrics,
+        buffer=local_buffer(data_dir), state_path=data_dir / "state.db", metrics=metrics,
         stop=threading.Event(),
     )  # fmt: skip
     worker.thread.start()

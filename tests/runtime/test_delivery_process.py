@@ -9,8 +9,10 @@ from pathlib import Path
 
 import msgspec
 
-from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
-from headrace.buffer.segments import SegmentWriter
+from headrace.buffer.local.frames import encode_frame
+from headrace.buffer.local.positions import load_positions
+from headrace.buffer.local.segments import SegmentWriter
+from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
 from headrace.config.load import parse_pipeline
 from headrace.ids import new_base_id
 from headrace.runtime.delivery_process import run_delivery
@@ -49,14 +51,14 @@ def test_a_sink_that_cannot_open_does_not_hold_up_the_others(data_dir: Path) -> 
         deadline = time.monotonic() + 15
         published: dict[str, object] = {}
         while time.monotonic() < deadline:
-            delivered = state.load_positions(conn, "b_lake")[0]
+            delivered = load_positions(conn, "b_lake")[0]
             path = data_dir / "run" / "delivery.json"
             published = msgspec.json.decode(path.read_bytes()) if path.exists() else {}
             if delivered and published.get("unhealthy"):
                 break
             time.sleep(0.1)
-        assert state.load_positions(conn, "b_lake")[0], "b_lake never delivered"
-        assert not state.load_positions(conn, "a_broken")[0]
+        assert load_positions(conn, "b_lake")[0], "b_lake never delivered"
+        assert not load_positions(conn, "a_broken")[0]
         unhealthy = published["unhealthy"]
         assert isinstance(unhealthy, dict) and list(unhealthy) == ["a_broken"]
         assert "cannot open" in unhealthy["a_broken"]

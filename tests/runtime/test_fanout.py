@@ -10,9 +10,10 @@ from typing import Any
 
 import msgspec
 
-from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
-from headrace.buffer.replay import replay_dead_letters
-from headrace.buffer.segments import SegmentWriter
+from headrace.buffer.local.frames import encode_frame
+from headrace.buffer.local.positions import load_positions
+from headrace.buffer.local.segments import SegmentWriter
+from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, dead_letter_requests
 from headrace.config.base import BatchSettings, RetrySettings
 from headrace.config.graph import routes_of
 from headrace.config.load import parse_pipeline
@@ -24,6 +25,8 @@ from headrace.telemetry.metrics import Registry
 from headrace.transforms import TransformContext
 from headrace.transforms.graph import SinkTransforms
 from headrace.types import Event, FailedRecord, WriteResult
+from support.buffer import fill as fill_buffer
+from support.buffer import local_buffer
 
 
 def fill(buffer_dir: Path, batches: list[list[dict[str, Any]]]) -> None:
@@ -91,7 +94,7 @@ def start(data_dir: Path, sink: Sink, stop: threading.Event) -> DeliveryWorker:
     worker = DeliveryWorker(
         sink, ["src"], batch=BatchSettings(max_age=0.05),
         retry=RetrySettings(initial_backoff=0.01, max_backoff=0.05),
-        buffer_dir=data_dir / "buffer", state_path=data_dir / "state.db",
+        buffer=local_buffer(data_dir), state_path=data_dir / "state.db",
         metrics=Registry(), stop=stop, transforms=transforms,
     )  # fmt: skip
     worker.thread.start()
@@ -119,8 +122,8 @@ def test_a_failing_sink_does_not_block_the_other_and_each_has_its_own_transforms
     # good: filtered to clicks, stamped; its position is saved although flaky keeps failing
     assert sorted(e.data["n"] for e in good.events) == [1, 1, 3, 5, 7, 9]
     assert all(e.data["timestamp"] == e.received_at_us // 1000 for e in good.events)
-    assert state.load_positions(conn, "good")[0]
-    assert not state.load_positions(conn, "flaky")[0]
+    assert load_positions(conn, "good")[0]
+    assert not load_positions(conn, "flaky")[0]
     stop.set()
     for w in workers:
         w.thread.join(10)
@@ -156,7 +159,7 @@ def test_transform_failures_go_to_the_sinks_dead_letters(data_dir: Path) -> None
     stop = threading.Event()
     worker = DeliveryWorker(
         sink, ["src"], batch=BatchSettings(max_age=0.05), retry=RetrySettings(),
-        buffer_dir=data_dir / "buffer", state_path=data_dir / "state.db",
+        buffer=local_buffer(data_dir), state_path=data_dir / "state.db",
         metrics=Registry(), stop=stop, transforms=transforms,
     )  # fmt: skip
     worker.thread.start()
@@ -221,7 +224,7 @@ def test_dedupe_state_commits_in_the_lake_transaction(data_dir: Path) -> None:
         stop = threading.Event()
         worker = DeliveryWorker(
             sink, ["src"], batch=BatchSettings(max_age=0.05), retry=RetrySettings(),
-            buffer_dir=data_dir / "buffer", state_path=data_dir / "state.db",
+            buffer=local_buffer(data_dir), state_path=data_dir / "state.db",
             metrics=Registry(), stop=stop, transforms=transforms,
         )  # fmt: skip
         worker.thread.start()
@@ -272,7 +275,7 @@ def deliver_with(data_dir: Path, sink: Sink, until: Any) -> None:
     stop = threading.Event()
     worker = DeliveryWorker(
         sink, ["src"], batch=BatchSettings(max_age=0.05), retry=RetrySettings(),
-        buffer_dir=data_dir / "buffer", state_path=data_dir / "state.db",
+        buffer=local_buffer(data_dir), state_path=data_dir / "state.db",
         metrics=Registry(), stop=stop, transforms=transforms,
     )  # fmt: skip
     worker.thread.start()
@@ -292,7 +295,7 @@ def test_a_replayed_sink_refusal_is_transformed_once(data_dir: Path) -> None:
     (dead,) = state.list_dead_letters(conn, sink="out")
     assert dead.data == '{"id":2,"status":"new"}'  # as it came, not as the transforms made it
     sink.refuse = set()
-    replay_dead_letters(data_dir / "buffer", [dead])
+    fill_buffer(data_dir, dead_letter_requests([dead]))
     deliver_with(data_dir, sink, lambda: len(sink.events) == 2)
     assert [e.data for e in sink.events] == [
         {"id": 1, "status": "ingested", "client_status": "new"},

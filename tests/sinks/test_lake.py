@@ -7,11 +7,13 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from headrace.buffer.local.positions import load_positions
 from headrace.query.lake import LakeQuery, export_csv, query_events
 from headrace.sinks.lake.config import CompactionSettings, LakeConfig, StreamSchema
 from headrace.sinks.lake.sink import LakeSink
 from headrace.storage import state
 from headrace.types import Event
+from support.buffer import checkpoint
 
 T0 = 1_763_800_000_000_000  # 2025-11-22T08:26:40Z in µs
 
@@ -140,9 +142,9 @@ def test_ids_that_may_repeat_are_stored_once(data_dir: Path) -> None:
 
 def test_checkpoint_commits_with_the_files(data_dir: Path) -> None:
     lake = open_lake(data_dir)
-    lake.write([event(1, {"a": 1})], state.Checkpoint("lake", {"seg-a": 123}, {"seg-a"}))
+    lake.write([event(1, {"a": 1})], checkpoint("lake", {"seg-a": 123}, finished={"seg-a"}))
     conn = state.connect(data_dir / "state.db")
-    assert state.load_positions(conn, "lake") == ({"seg-a": 123}, {"seg-a"})
+    assert load_positions(conn, "lake") == ({"seg-a": 123}, {"seg-a"})
 
 
 def test_compaction_merges_small_files_and_keeps_every_row(data_dir: Path) -> None:

@@ -19,11 +19,13 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from headrace.buffer.local.positions import load_positions
 from headrace.sinks.s3.config import S3Config
 from headrace.sinks.s3.objectstore import DirectoryStore
 from headrace.sinks.s3.sink import S3_SCHEMA, S3Sink
 from headrace.storage import state
 from headrace.types import Event
+from support.buffer import checkpoint as acked
 
 T0 = 1_763_800_000_000_000  # 2025-11-22T08:26:40Z
 
@@ -52,7 +54,7 @@ def events(n: int, stream: str = "clicks", **extra: Any) -> list[Event]:
 
 
 def checkpoint(sink: str = "s3") -> state.Checkpoint:
-    return state.Checkpoint(sink, {"seg": 10})
+    return acked(sink, {"seg": 10})
 
 
 def opened(cfg: S3Config, data_dir: Path) -> S3Sink:
@@ -81,7 +83,7 @@ def test_parquet_objects_under_firehose_keys_with_bad_records_in_the_error_prefi
     del batch[9].data["requestid"]
     sink.write(batch, checkpoint())
     conn = state.connect(data_dir / "state.db")
-    assert state.load_positions(conn, "s3")[0] == {"seg": 10}  # committed with the events
+    assert load_positions(conn, "s3")[0] == {"seg": 10}  # committed with the events
     assert objects(moto_url, bucket) == {}  # buffering: nothing is due yet
     sink.close()  # a clean stop uploads what is gathered
     found = objects(moto_url, bucket)
@@ -257,7 +259,7 @@ def test_a_store_that_is_down_keeps_events_in_the_spool_until_it_is_back(
     sink.write(events(3), checkpoint())  # taken: the batch is durable in the spool
     assert "SlowDown" in (sink.health() or "")
     conn = state.connect(data_dir / "state.db")
-    assert state.load_positions(conn, "s3")[0] == {"seg": 10}
+    assert load_positions(conn, "s3")[0] == {"seg": 10}
     sink.close()  # does not wait out retries against a failing store
     assert objects(moto_url, bucket) == {}
     throttling_proxy.throttle = 0

@@ -16,8 +16,8 @@ from headrace.config.load import parse_pipeline
 from headrace.errors import ConfigError
 from headrace.sinks.s3.config import S3Config
 from headrace.sinks.s3.sink import S3Sink
-from headrace.storage import state
 from headrace.types import Event
+from support.buffer import checkpoint
 
 HOUR_US = 3600 * 1_000_000
 T0 = (time.time_ns() // 1000 // HOUR_US) * HOUR_US + 60_000_000  # a minute into this hour
@@ -60,7 +60,7 @@ def opened(cfg: S3Config, data_dir: Path) -> S3Sink:
 
 
 def write(sink: S3Sink, events: list[Event]) -> None:
-    sink.write(events, state.Checkpoint("s3", {"seg": 1}))
+    sink.write(events, checkpoint("s3", {"seg": 1}))
 
 
 def flush(sink: S3Sink) -> None:

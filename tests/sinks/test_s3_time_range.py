@@ -11,6 +11,7 @@ from headrace.sinks.s3.config import S3Config
 from headrace.sinks.s3.sink import S3_SCHEMA, S3Sink
 from headrace.storage import state
 from headrace.types import Event
+from support.buffer import checkpoint
 
 T0 = 1_763_800_000_000_000
 
@@ -30,7 +31,7 @@ def test_an_event_time_past_year_9999_goes_to_the_error_prefix(
         batch = [Event("good", "clicks", "web", T0, {"ts": "2024-01-01T00:00:00Z"}),
                  Event("far", "clicks", "web", T0, {"ts": 1e18}),
                  Event("past", "clicks", "web", T0, {"ts": -1e17})]  # fmt: skip
-        sink.write(batch, state.Checkpoint("s3", {"seg": 1}))
+        sink.write(batch, checkpoint("s3", {"seg": 1}))
     finally:
         sink.close()
     conn.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from headrace.buffer.local.positions import load_positions
 from headrace.storage import state
 
 
@@ -20,7 +21,7 @@ def saved_positions(data_dir: Path, sink: str) -> tuple[dict[str, int], set[str]
         return {}, set()
     conn = state.connect(path, readonly=True)
     try:
-        return state.load_positions(conn, sink)
+        return load_positions(conn, sink)
     finally:
         conn.close()
 

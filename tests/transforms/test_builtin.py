@@ -11,6 +11,7 @@ from headrace.transforms import TransformContext
 from headrace.transforms.builtin.apply import Dedupe, Filter, Remap
 from headrace.transforms.builtin.config import DedupeConfig, FilterConfig, RemapConfig
 from headrace.types import Event
+from support.buffer import checkpoint
 
 T0 = 1_763_800_000_000_000
 
@@ -67,7 +68,7 @@ def _commit(state_path: Path, hooks: list[Any]) -> None:
     conn = state.connect(state_path)
     state.init_schema(conn)
     conn.execute("BEGIN IMMEDIATE")
-    state.Checkpoint("sink", {"seg": 1}, on_apply=hooks).apply(conn)
+    checkpoint("sink", {"seg": 1}, on_apply=hooks).apply(conn)
     conn.execute("COMMIT")
     conn.close()
 
@@ -111,7 +112,7 @@ def test_dedupe_forgets_events_that_went_to_the_dead_letter_store(tmp_path: Path
     state.init_schema(conn)
     conn.execute("BEGIN IMMEDIATE")
     refused = [FailedRecord(result.events[1], "rejected", "the sink refused it")]
-    state.Checkpoint("sink", {"seg": 1}, on_apply=result.on_commit).apply(conn, refused)
+    checkpoint("sink", {"seg": 1}, on_apply=result.on_commit).apply(conn, refused)
     conn.execute("COMMIT")
     # a is remembered; b never reached the sink, so its replay from the dead-letter store passes
     replay = dedupe.apply([ev(2, {"k": "a"}), ev(3, {"k": "b"})])

@@ -15,9 +15,9 @@ import msgspec
 import pytest
 
 from enrichservice import Behaviour, lookup_service
-from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
-from headrace.buffer.replay import replay_dead_letters
-from headrace.buffer.segments import SegmentWriter
+from headrace.buffer.local.frames import encode_frame
+from headrace.buffer.local.segments import SegmentWriter
+from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, dead_letter_requests
 from headrace.config.base import BatchSettings, RetrySettings
 from headrace.config.load import parse_pipeline
 from headrace.ids import new_base_id
@@ -29,6 +29,8 @@ from headrace.transforms.enrich.config import EnrichConfig
 from headrace.transforms.enrich.lookup import EnrichHttp
 from headrace.transforms.graph import SinkTransforms
 from headrace.types import Event, WriteResult
+from support.buffer import fill as fill_buffer
+from support.buffer import local_buffer
 
 
 @pytest.fixture
@@ -463,7 +465,7 @@ sinks:
         stop = threading.Event()
         worker = DeliveryWorker(
             sink, ["src"], batch=BatchSettings(max_age=0.05), retry=RetrySettings(),
-            buffer_dir=data_dir / "buffer", state_path=data_dir / "state.db",
+            buffer=local_buffer(data_dir), state_path=data_dir / "state.db",
             metrics=Registry(), stop=stop, transforms=transforms,
         )  # fmt: skip
         worker.thread.start()
@@ -473,7 +475,7 @@ sinks:
             b.always_fail = False
             time.sleep(0.4)  # past reset_after, so the replay meets a half-open circuit
             letters = state.list_dead_letters(conn, sink="out")
-            replay_dead_letters(data_dir / "buffer", letters)
+            fill_buffer(data_dir, dead_letter_requests(letters))
             state.mark_replayed(conn, letters)
             _wait(lambda: len(sink.events) == 5)
             assert sorted(e.data["species"] for e in sink.events) == [

@@ -47,6 +47,8 @@ class Polled:
     items: list[ReadItem]
     progress: Any
     """Everything read (opaque): give it to the batch's ``Acknowledgement.include``."""
+    advanced: bool
+    """Whether it read anything at all (also data for other sinks, or an end of data)."""
 
 
 class Acknowledgement(Protocol):
@@ -102,8 +104,9 @@ class BufferWriter(Protocol):
     frames_committed: int
     """Requests committed so far."""
 
-    def start(self) -> None:
-        """Open (in the running event loop)."""
+    def start(self) -> int:
+        """Open (in the running event loop), first making this writer's earlier data readable;
+        returns the torn tails cut off (for ``headrace_buffer_torn_tails_total``)."""
 
     async def commit(self, request: BufferedRequest) -> None:
         """Return once ``request`` is durable; raise ``BufferFull`` if it cannot be taken."""

@@ -26,8 +26,8 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, encode_frame
-from headrace.buffer.segments import CapacityGuard, GroupCommitter, SegmentWriter
+from headrace.buffer import open_buffer
+from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
 from headrace.config.base import NAME_PATTERN, Limits
 from headrace.config.models import Pipeline
 from headrace.config.sources import HttpSource, RateLimit
@@ -157,20 +157,7 @@ class IngestApp:
         self.noop_endpoint = noop_endpoint
         self.writer_name = writer_name
         self.run_dir = data_dir / "run"
-        buffer = pipeline.buffer
-        buffer_dir = data_dir / "buffer"
-        buffer_dir.mkdir(parents=True, exist_ok=True)
-        self.committer = GroupCommitter(
-            SegmentWriter(
-                buffer_dir,
-                writer_name,
-                segment_bytes=buffer.segment_bytes,
-                segment_age=buffer.segment_age,
-            ),
-            CapacityGuard(
-                buffer_dir, max_bytes=buffer.max_bytes, min_free_bytes=buffer.min_free_bytes
-            ),
-        )
+        self.writer = open_buffer(pipeline.buffer, data_dir).writer(writer_name)
         self.metrics = m.Registry()
         sources = pipeline.http_sources().items()
         self._auth = {sid: SourceAuth(src, sid, data_dir) for sid, src in sources if src.auth}
@@ -232,10 +219,9 @@ class IngestApp:
 
     async def startup(self) -> None:
         """Open the buffer writer (recovering this writer's earlier segments)."""
-        self.committer.start()
-        for recovery in self.committer.writer.recovered:
-            if recovery.torn_bytes:
-                self.metrics.add(m.key("headrace_buffer_torn_tails_total"))
+        torn = self.writer.start()
+        if torn:
+            self.metrics.add(m.key("headrace_buffer_torn_tails_total"), torn)
         self._metrics_task = asyncio.create_task(self._publish_metrics())
         self._started = True
 
@@ -246,7 +232,7 @@ class IngestApp:
         if self._pending_writes:
             await asyncio.gather(*self._pending_writes, return_exceptions=True)
         if self._started:
-            await asyncio.to_thread(self.committer.stop)
+            await asyncio.to_thread(self.writer.stop)
             self._refresh_gauges()
             with contextlib.suppress(OSError):
                 m.write_snapshot(self.run_dir, self.writer_name, self.metrics)
@@ -260,9 +246,9 @@ class IngestApp:
                 m.write_snapshot(self.run_dir, self.writer_name, self.metrics)
 
     def _refresh_gauges(self) -> None:
-        self.metrics.set(m.key("headrace_buffer_bytes"), self.committer.guard.buffer_bytes)
+        self.metrics.set(m.key("headrace_buffer_bytes"), self.writer.stored_bytes())
         self.metrics.set(
-            m.key("headrace_buffer_commits_total", writer=self.writer_name), self.committer.commits
+            m.key("headrace_buffer_commits_total", writer=self.writer_name), self.writer.commits
         )
 
     # -- ASGI --------------------------------------------------------------------------------
@@ -481,19 +467,17 @@ class IngestApp:
                     ) from exc
                 decoded = Decoded(FORMAT_ARRAY, len(mapped), body_out, mapped)
             if count:
-                frame = encode_frame(
-                    BufferedRequest(
-                        received_at_us,
-                        base.to_bytes(16, "big"),
-                        stream,
-                        source_id,
-                        count,
-                        decoded.fmt,
-                        decoded.body,
-                        ids,
-                    )
+                request = BufferedRequest(
+                    received_at_us,
+                    base.to_bytes(16, "big"),
+                    stream,
+                    source_id,
+                    count,
+                    decoded.fmt,
+                    decoded.body,
+                    ids,
                 )
-                await self.committer.commit(frame)
+                await self.writer.commit(request)
         except RequestRejected as exc:
             self.metrics.add(
                 m.key("headrace_requests_rejected_total", source=source_id, reason=exc.reason)
@@ -730,10 +714,9 @@ class IngestApp:
 
     async def _readyz(self, send: Send) -> None:
         problems: dict[str, str] = {}
-        if not self.committer.healthy:
-            problems["buffer"] = f"cannot write: {self.committer.last_error}"
-        elif self.committer.guard.reason:
-            problems["buffer"] = self.committer.guard.reason
+        buffer_problem = self.writer.problem()
+        if buffer_problem:
+            problems["buffer"] = buffer_problem
         status = read_delivery_status(self.run_dir)
         if status is None:
             problems["delivery"] = "the delivery process is not running"

@@ -146,7 +146,7 @@ class ReplayOutcome:
     skipped: int = 0  # truncated, or their source is gone
 
 
-def replay_bad_rows(buffer_dir: Path, pipeline: Any, rows: list[BadRow]) -> ReplayOutcome:
+def replay_bad_rows(data_dir: Path, pipeline: Any, rows: list[BadRow]) -> ReplayOutcome:
     """Check bad rows again with the current pipeline and queue the events that now pass.
 
     Event ids derive from the row, so replaying a row twice never stores an event twice.
@@ -155,8 +155,8 @@ def replay_bad_rows(buffer_dir: Path, pipeline: Any, rows: list[BadRow]) -> Repl
 
     import msgspec
 
+    from headrace.buffer import open_buffer
     from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
-    from headrace.buffer.replay import _ReplayWriter
     from headrace.config.sources import HttpSource
     from headrace.errors import RequestRejected
     from headrace.ingest.decode import decompress, parse_events
@@ -165,51 +165,52 @@ def replay_bad_rows(buffer_dir: Path, pipeline: Any, rows: list[BadRow]) -> Repl
 
     outcome = ReplayOutcome(rows=[])
     assert outcome.rows is not None
-    with _ReplayWriter(buffer_dir, "badrows") as out:
-        for row in rows:
-            source = pipeline.sources.get(row.source)
-            if not row.complete or not isinstance(source, HttpSource):
-                outcome.skipped += 1
-                continue
-            limits = pipeline.limits_for(source)
-            try:
-                body = decompress(row.raw, None, limits)
-                decoded = parse_events(body, declared_format=source.format, content_type=None,
-                                       limits=limits, need_values=True)  # fmt: skip
-            except RequestRejected:
-                outcome.still_bad += 1
-                continue
-            assert decoded.events is not None
-            check = SchemaCheck(source) if source.json_schema else None
-            passing = []
-            for index, event in enumerate(decoded.events):
-                stored, problems = check.check(index, event) if check else (event, [])
-                if not problems:
-                    passing.append((index, stored))
-            if len(passing) < len(decoded.events):
-                outcome.still_bad += 1
-            if not passing:
-                continue
-            if source.map is not None:  # as at ingest; request metadata is not kept, so it is null
-                mapper = Mapper(source.map)
-                meta = RequestMeta(row.stream, row.source, None, None, row.received_at_us, {})
-                passing = [(i, mapper.apply(e, meta)) for i, e in passing]
-            ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"headrace:badrow:{row.id}:{row.received_at_us}:{i}"))
-                   for i, _ in passing]  # fmt: skip
-            out.add(
-                BufferedRequest(
-                    received_at_us=row.received_at_us,
-                    base_id=bytes(16),
-                    stream=row.stream,
-                    source=row.source,
-                    count=len(passing),
-                    fmt=FORMAT_ARRAY,
-                    body=msgspec.json.encode([e for _, e in passing]),
-                    ids=ids,
-                    replay=True,
-                )
+    requests: list[BufferedRequest] = []
+    for row in rows:
+        source = pipeline.sources.get(row.source)
+        if not row.complete or not isinstance(source, HttpSource):
+            outcome.skipped += 1
+            continue
+        limits = pipeline.limits_for(source)
+        try:
+            body = decompress(row.raw, None, limits)
+            decoded = parse_events(body, declared_format=source.format, content_type=None,
+                                   limits=limits, need_values=True)  # fmt: skip
+        except RequestRejected:
+            outcome.still_bad += 1
+            continue
+        assert decoded.events is not None
+        check = SchemaCheck(source) if source.json_schema else None
+        passing = []
+        for index, event in enumerate(decoded.events):
+            stored, problems = check.check(index, event) if check else (event, [])
+            if not problems:
+                passing.append((index, stored))
+        if len(passing) < len(decoded.events):
+            outcome.still_bad += 1
+        if not passing:
+            continue
+        if source.map is not None:  # as at ingest; request metadata is not kept, so it is null
+            mapper = Mapper(source.map)
+            meta = RequestMeta(row.stream, row.source, None, None, row.received_at_us, {})
+            passing = [(i, mapper.apply(e, meta)) for i, e in passing]
+        ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"headrace:badrow:{row.id}:{row.received_at_us}:{i}"))
+               for i, _ in passing]  # fmt: skip
+        requests.append(
+            BufferedRequest(
+                received_at_us=row.received_at_us,
+                base_id=bytes(16),
+                stream=row.stream,
+                source=row.source,
+                count=len(passing),
+                fmt=FORMAT_ARRAY,
+                body=msgspec.json.encode([e for _, e in passing]),
+                ids=ids,
+                replay=True,
             )
-            outcome.events += len(passing)
-            if len(passing) == len(decoded.events):
-                outcome.rows.append(row.id)
+        )
+        outcome.events += len(passing)
+        if len(passing) == len(decoded.events):
+            outcome.rows.append(row.id)
+    open_buffer(pipeline.buffer, data_dir).requeue(requests)
     return outcome

@@ -1,8 +1,9 @@
-"""The delivery process: one worker thread per sink, plus upkeep of the buffer and the sinks.
+"""The delivery worker of one sink: read its buffer, batch, transform, write, acknowledge.
 
-A ``DeliveryWorker`` reads the buffer after its sink's saved positions, gathers a batch until one
-of its limits (events, bytes, age) is reached, hands it to the sink and saves the positions only
-once the sink has the events. Transient failures are retried with exponential backoff and full
+A ``DeliveryWorker`` reads the buffer after what its sink acknowledged, gathers a batch until one
+of its limits (events, bytes, age) is reached, hands it to the sink and acknowledges the batch
+(in the state-database transaction that commits it, then to the buffer) only once the sink has
+the events. Transient failures are retried with exponential backoff and full
 jitter; terminal ones send the events to the dead-letter store with the reason and attempts.
 On stop, the batch in hand is delivered (or left in the buffer if the sink is failing) and
 nothing more is read.
@@ -10,7 +11,6 @@ nothing more is read.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 import threading
@@ -21,9 +21,8 @@ from pathlib import Path
 
 import msgspec
 
-from headrace.buffer.reader import BufferReader, ReadItem
+from headrace.buffer import Acknowledgement, Buffer, BufferReader, ReadItem
 from headrace.buffer.records import expand_events
-from headrace.buffer.segments import is_sealed, list_segments, recover_dead_writers
 from headrace.config.base import BatchSettings, RetrySettings
 from headrace.errors import TerminalSinkError, is_transient
 from headrace.sinks.base import Sink
@@ -39,9 +38,8 @@ POLL_INTERVAL = 0.05
 
 @dataclass
 class _Batch:
+    ack: Acknowledgement
     events: list[Event] = field(default_factory=list)
-    positions: dict[str, int] = field(default_factory=dict)
-    finished: set[str] = field(default_factory=set)
     bytes: int = 0
     started: float | None = None
     undecodable: list[FailedRecord] = field(default_factory=list)
@@ -64,7 +62,7 @@ class _Batch:
         return list(out.values())
 
     def empty(self) -> bool:
-        return not self.positions and not self.finished
+        return self.ack.empty
 
 
 class DeliveryWorker:
@@ -77,7 +75,7 @@ class DeliveryWorker:
         *,
         batch: BatchSettings,
         retry: RetrySettings,
-        buffer_dir: Path,
+        buffer: Buffer,
         state_path: Path,
         metrics: Registry,
         stop: threading.Event,
@@ -90,11 +88,10 @@ class DeliveryWorker:
         self.inputs = set(inputs)
         self.batch_settings = batch
         self.retry = retry.policy()
-        self.buffer_dir = buffer_dir
+        self.buffer = buffer
         self.state_path = state_path
         self.metrics = metrics
         self.stop = stop
-        self.committed: dict[str, int] = {}
         self.reader: BufferReader | None = None
         self._k_delivered = key("headrace_events_delivered_total", sink=sink.id)
         self._k_retries = key("headrace_sink_retries_total", sink=sink.id)
@@ -123,37 +120,35 @@ class DeliveryWorker:
 
     def _run(self) -> None:
         self._conn = state.connect(self.state_path)
-        positions, done = state.load_positions(self._conn, self.sink.id)
-        self.committed = dict(positions)
-        self.reader = BufferReader(self.buffer_dir, positions, done)
+        reader = self.reader = self.buffer.reader(self.sink.id, self._conn)
         self.metrics.set(self._k_healthy, 1)
-        batch = _Batch()
+        batch = _Batch(reader.acknowledgement())
         settings = self.batch_settings
         while True:
             stopping = self.stop.is_set()
             got_any = False
             if not stopping and len(batch.events) < settings.max_events:
-                items, finished = self.reader.poll(
+                polled = reader.poll(
                     max(settings.max_bytes - batch.bytes, 1),
                     settings.max_events - len(batch.events),
                 )
-                got_any = bool(items or finished)
-                self._add(batch, items, finished)
+                got_any = polled.advanced
+                batch.ack.include(polled.progress)
+                self._add(batch, polled.items)
             now = time.monotonic()
             full = len(batch.events) >= settings.max_events or batch.bytes >= settings.max_bytes
             aged = batch.started is not None and now - batch.started >= settings.max_age
             if not batch.empty() and (full or aged or stopping or not batch.events):
                 if not self._deliver(batch):
                     return  # stopped while the sink was failing: the batch stays buffered
-                batch = _Batch()
+                batch = _Batch(reader.acknowledgement())
             if stopping:
                 return
             if not got_any:
                 self.stop.wait(POLL_INTERVAL)
 
-    def _add(self, batch: _Batch, items: list[ReadItem], finished: list[str]) -> None:
+    def _add(self, batch: _Batch, items: list[ReadItem]) -> None:
         for item in items:
-            batch.positions[item.segment] = item.end
             if not self.wants(item):
                 continue
             batch.bytes += item.size
@@ -164,17 +159,13 @@ class DeliveryWorker:
             except (msgspec.DecodeError, ValueError) as exc:
                 request = item.request
                 event = Event(
-                    f"{item.segment}@{item.end}",
+                    item.where,
                     request.stream,
                     request.source,
                     request.received_at_us,
                     {"_raw": request.body.decode("utf-8", "replace")},
                 )
                 batch.undecodable.append(FailedRecord(event, "decode_error", str(exc)))
-        batch.finished.update(finished)
-        for name in finished:
-            assert self.reader is not None
-            batch.positions[name] = self.reader.positions[name]
 
     def _deliver(self, batch: _Batch) -> bool:
         """Hand ``batch`` to the sink, retrying; ``False`` if stopped before it succeeded."""
@@ -237,9 +228,7 @@ class DeliveryWorker:
 
     def _checkpoint(self, batch: _Batch, attempt: int) -> state.Checkpoint:
         dead = [*batch.undecodable, *batch.refused]
-        return state.Checkpoint(
-            self.sink.id, batch.positions, batch.finished, attempt, dead, list(batch.hooks)
-        )
+        return state.Checkpoint(self.sink.id, batch.ack, attempt, dead, list(batch.hooks))
 
     def _transform(self, batch: _Batch) -> None:
         """Run the sink's transforms once per batch (a retried write reuses their output)."""
@@ -271,7 +260,7 @@ class DeliveryWorker:
             raise
 
     def _delivered(self, batch: _Batch, failed: list[FailedRecord]) -> None:
-        self.committed.update(batch.positions)
+        batch.ack.settle()
         self.metrics.add(
             self._k_delivered,
             len(batch.events) - len(failed) + len(batch.undecodable) + len(batch.refused),
@@ -286,59 +275,10 @@ class DeliveryWorker:
         """Update the backlog gauges (called from the upkeep thread)."""
         if self.reader is None:
             return
-        committed = self.committed.copy()  # atomic under the GIL; the worker thread updates it
-        reader = BufferReader(self.buffer_dir, committed, self.reader.done.copy())
-        self.metrics.set(
-            key("headrace_sink_backlog_bytes", sink=self.sink.id), reader.backlog_bytes(committed)
-        )
-        oldest = reader.oldest_unread_received_at(committed)
+        backlog = self.reader.backlog()
+        self.metrics.set(key("headrace_sink_backlog_bytes", sink=self.sink.id), backlog.bytes)
+        oldest = backlog.oldest_received_at_us
         age = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1_000_000)
         self.metrics.set(
             key("headrace_sink_oldest_undelivered_age_seconds", sink=self.sink.id), age
         )
-
-
-def remove_expired_segments(
-    buffer_dir: Path,
-    conn: sqlite3.Connection,
-    sinks: list[str],
-    retention: float,
-    max_bytes: int | None = None,
-) -> list[str]:
-    """Delete sealed segments every sink has delivered once they are older than ``retention``;
-    past 80% of ``max_bytes``, the oldest delivered ones go early (retention yields to room for
-    new events, so a full buffer always means an undelivered backlog)."""
-    finished = state.segments_finished_by_all(conn, sinks)
-    cutoff = time.time() - retention
-    sizes = {}
-    for name in list_segments(buffer_dir):
-        with contextlib.suppress(FileNotFoundError):
-            sizes[name] = (buffer_dir / name).stat().st_size
-    excess = sum(sizes.values()) - int(0.8 * max_bytes) if max_bytes else 0
-    removed = []
-    for name in sizes:  # oldest first
-        path = buffer_dir / name
-        if name not in finished or not is_sealed(path):
-            continue
-        try:
-            expired = path.stat().st_mtime <= cutoff
-            if not expired and excess <= 0:
-                continue
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        if not expired:
-            log.warning(
-                "buffer over 80%% of its limit: removed delivered %s before its retention", name
-            )
-        excess -= sizes[name]
-        state.forget_segment(conn, name)
-        removed.append(name)
-    return removed
-
-
-def recover_segments(buffer_dir: Path, metrics: Registry) -> None:
-    """Seal the segments of writers that died, counting torn tails."""
-    for recovery in recover_dead_writers(buffer_dir):
-        if recovery.torn_bytes:
-            metrics.add(key("headrace_buffer_torn_tails_total"))

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import msgspec
 
+from headrace.buffer import Buffer, open_buffer
 from headrace.config.graph import sources_of
 from headrace.config.models import Pipeline
 from headrace.retry import RetryPolicy
-from headrace.runtime.delivery import DeliveryWorker, recover_segments, remove_expired_segments
+from headrace.runtime.delivery import DeliveryWorker
 from headrace.sinks import build_sink
 from headrace.sinks.base import RAW, Sink
 from headrace.storage import state
@@ -98,14 +99,13 @@ def _maintain_loop(
 def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> int:
     """Deliver until ``stop`` is set, then drain the batches in hand; returns the exit status
     (1 when a sink's worker died: the supervisor starts the process again)."""
-    buffer_dir = data_dir / "buffer"
-    buffer_dir.mkdir(parents=True, exist_ok=True)
+    buffer = open_buffer(pipeline.buffer, data_dir)
     run_dir = data_dir / "run"
     state_path = data_dir / "state.db"
     conn = state.connect(state_path)
     state.init_schema(conn, [LAKE_SCHEMA])
     metrics = m.Registry()
-    recover_segments(buffer_dir, metrics)
+    _recover(buffer, metrics)
     openers = {}
     for sink_id, config in pipeline.sinks.items():
         sink = build_sink(sink_id, config, data_dir)
@@ -117,7 +117,7 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> i
             sources_of(pipeline, sink_id),
             batch=pipeline.sinks[sink_id].batch,
             retry=pipeline.sinks[sink_id].retry,
-            buffer_dir=buffer_dir,
+            buffer=buffer,
             state_path=state_path,
             metrics=metrics,
             stop=stop,
@@ -147,21 +147,13 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> i
             try:
                 if now - last_recover >= RECOVER_EVERY:
                     last_recover = now
-                    recover_segments(buffer_dir, metrics)
+                    _recover(buffer, metrics)
                 if now - last_retention >= RETENTION_EVERY:
                     last_retention = now
-                    removed = remove_expired_segments(
-                        buffer_dir,
-                        conn,
-                        list(openers),
-                        pipeline.buffer.retention,
-                        pipeline.buffer.max_bytes,
-                    )
-                    if removed:
-                        log.info("retention removed %d delivered segment(s)", len(removed))
+                    buffer.expire(conn, list(openers))
                 for worker in workers:
                     worker.observe()
-                corrupt = sum(w.reader.corrupt_segments for w in workers if w.reader is not None)
+                corrupt = sum(w.reader.corrupt for w in workers if w.reader is not None)
                 metrics.set(m.key("headrace_buffer_corrupt_segments_total"), corrupt)
                 _publish(run_dir, openers, metrics)
             except Exception:
@@ -179,6 +171,13 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> i
             (run_dir / "delivery.json").unlink()
         conn.close()
     return status
+
+
+def _recover(buffer: Buffer, metrics: m.Registry) -> None:
+    """Make what writers that died left readable, counting torn tails."""
+    torn = buffer.recover()
+    if torn:
+        metrics.add(m.key("headrace_buffer_torn_tails_total"), torn)
 
 
 def _publish(run_dir: Path, openers: dict[str, SinkOpener], metrics: m.Registry) -> None:

@@ -26,7 +26,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from headrace.buffer.segments import recover_dead_writers
+from headrace.buffer import open_buffer
 from headrace.config.models import Pipeline
 from headrace.errors import HeadraceError
 from headrace.retry import RetryPolicy
@@ -195,11 +195,11 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
     data_dir = options.data_dir
     lock_fd = lock_data_dir(data_dir)
     shutil.rmtree(data_dir / "run", ignore_errors=True)
-    # Writers that died left unsealed segments: cut torn tails (logged by recovery) and count them.
+    # Writers that died left data a reader cannot take yet: recovery cuts torn tails (logged)
     startup_metrics = m.Registry()
-    for recovery in recover_dead_writers(data_dir / "buffer"):
-        if recovery.torn_bytes:
-            startup_metrics.add(m.key("headrace_buffer_torn_tails_total"))
+    torn = open_buffer(pipeline.buffer, data_dir).recover()
+    if torn:
+        startup_metrics.add(m.key("headrace_buffer_torn_tails_total"), torn)
     m.write_snapshot(data_dir / "run", "supervisor", startup_metrics)
     sock = reserve_port(options.host, options.port)
     address = (options.host, int(sock.getsockname()[1]))

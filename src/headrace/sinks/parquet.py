@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from headrace.buffer.segments import fsync_dir as fsync_path  # works for files as well
+from headrace.storage.files import fsync_path
 from headrace.storage.lake_catalog import INT64_MAX, INT64_MIN, parse_time_us
 
 _json = msgspec.json.Encoder()

@@ -1,16 +1,18 @@
 """Delivery state in ``<data>/state.db`` (SQLite, WAL, synchronous=FULL).
 
 Tables:
-- ``positions(sink, segment, offset, done)``: how far each sink has durably taken each segment.
+- what the buffer keeps of each sink's progress (``headrace.buffer``: the local buffer's
+  ``positions``), written through the batch's acknowledgement.
 - ``dead_letters``: events a sink refused for good, with the typed reason, the error text, the
   attempts and the original event; ``replayed_at_us`` marks those sent back for delivery. One
   letter per (sink, event id): an event that fails again (a replayed letter, a replayed range)
   updates its letter (attempts added, last reason, error and failed-at) instead of adding one.
 - the lake catalog (``lake_files``, ``lake_columns``, ``lake_garbage``), see ``sinks.lake``.
 
-A sink that can commit atomically with its own data (the lake, whose catalog lives here) writes
-its positions and dead letters in the same transaction as its data; other sinks' positions are
-written right after a successful write (sinks dedupe by event id, so redelivery is harmless).
+A sink that can commit atomically with its own data (the lake, whose catalog lives here) applies
+the batch's ``Checkpoint`` (acknowledgement and dead letters) in the same transaction as its data;
+for other sinks the runtime applies it right after a successful write (sinks dedupe by event id,
+so a redelivery is harmless).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -28,10 +30,6 @@ from headrace.storage.sqlite import open_database, open_readonly
 from headrace.types import Event, FailedRecord
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS positions (
-    sink TEXT NOT NULL, segment TEXT NOT NULL, offset INTEGER NOT NULL, done INTEGER NOT NULL,
-    PRIMARY KEY (sink, segment)
-);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sink TEXT NOT NULL, reason TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
@@ -58,13 +56,21 @@ def init_schema(conn: sqlite3.Connection, extra: Iterable[str] = ()) -> None:
         conn.executescript(script)
 
 
+class Recordable(Protocol):
+    """What the buffer saves of a batch's acknowledgement (``headrace.buffer.Acknowledgement``)."""
+
+    def record(self, conn: sqlite3.Connection) -> None:
+        """Save it in the caller's transaction."""
+
+
 @dataclass
 class Checkpoint:
-    """Positions to save once a batch is stored, plus any dead letters found while storing it."""
+    """What committing a batch saves besides the sink's data: the buffer's acknowledgement, the
+    dead letters found, and the state of the transforms on the way."""
 
     sink: str
-    positions: dict[str, int] = field(default_factory=dict)
-    finished: set[str] = field(default_factory=set)
+    ack: Recordable | None = None
+    """The batch's acknowledgement to the buffer (none: nothing to acknowledge, in tests)."""
     attempts: int = 1
     dead: list[FailedRecord] = field(default_factory=list)
     """Records refused before the sink saw them (undecodable), saved with the positions."""
@@ -73,17 +79,10 @@ class Checkpoint:
     the ids of the batch's events that went to the dead-letter store instead of the sink."""
 
     def apply(self, conn: sqlite3.Connection, failed: Iterable[FailedRecord] = ()) -> None:
-        """Write the positions and dead letters; the caller owns the transaction."""
+        """Record the acknowledgement and the dead letters; the caller owns the transaction."""
         failed = [*self.dead, *failed]
-        conn.executemany(
-            "INSERT INTO positions (sink, segment, offset, done) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (sink, segment) DO UPDATE SET offset = excluded.offset, "
-            "done = excluded.done",
-            [
-                (self.sink, seg, off, int(seg in self.finished))
-                for seg, off in self.positions.items()
-            ],
-        )
+        if self.ack is not None:
+            self.ack.record(conn)
         add_dead_letters(conn, self.sink, failed, self.attempts)
         if self.on_apply:
             undelivered = {f.event.id for f in failed}
@@ -127,37 +126,6 @@ def add_dead_letters(
             ),
         )
     return count
-
-
-def load_positions(conn: sqlite3.Connection, sink: str) -> tuple[dict[str, int], set[str]]:
-    """A sink's saved offsets and the segments it has finished."""
-    positions: dict[str, int] = {}
-    done: set[str] = set()
-    for segment, offset, finished in conn.execute(
-        "SELECT segment, offset, done FROM positions WHERE sink = ?", (sink,)
-    ):
-        positions[segment] = offset
-        if finished:
-            done.add(segment)
-    return positions, done
-
-
-def segments_finished_by_all(conn: sqlite3.Connection, sinks: list[str]) -> set[str]:
-    """Segments every one of ``sinks`` has read to the end."""
-    if not sinks:
-        return set()
-    marks = ",".join("?" * len(sinks))
-    rows = conn.execute(
-        f"SELECT segment FROM positions WHERE done = 1 AND sink IN ({marks}) "
-        "GROUP BY segment HAVING COUNT(DISTINCT sink) = ?",
-        (*sinks, len(sinks)),
-    )
-    return {row[0] for row in rows}
-
-
-def forget_segment(conn: sqlite3.Connection, segment: str) -> None:
-    """Drop the positions of a removed segment."""
-    conn.execute("DELETE FROM positions WHERE segment = ?", (segment,))
 
 
 @dataclass(frozen=True)

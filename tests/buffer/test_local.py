@@ -6,27 +6,22 @@ from pathlib import Path
 
 import pytest
 
-from headrace.buffer.reader import BufferReader
-from headrace.buffer.records import (
-    FORMAT_ARRAY,
-    FORMAT_NDJSON,
-    FORMAT_OBJECT,
-    KIND_DATA,
-    KIND_SEAL,
-    SEAL_FRAME,
-    BufferedRequest,
-    encode_frame,
-    expand_events,
-    scan_frames,
-)
-from headrace.buffer.segments import (
-    CapacityGuard,
-    GroupCommitter,
+from headrace.buffer.local.frames import KIND_DATA, KIND_SEAL, SEAL_FRAME, encode_frame, scan_frames
+from headrace.buffer.local.reader import SegmentReader
+from headrace.buffer.local.segments import (
     SegmentWriter,
     is_sealed,
     list_segments,
     recover_dead_writers,
     recover_segment,
+)
+from headrace.buffer.local.writer import CapacityGuard, LocalWriter
+from headrace.buffer.records import (
+    FORMAT_ARRAY,
+    FORMAT_NDJSON,
+    FORMAT_OBJECT,
+    BufferedRequest,
+    expand_events,
 )
 from headrace.errors import BufferFull
 from headrace.ids import event_ids, new_base_id
@@ -143,20 +138,21 @@ def test_reader_reads_across_segments_and_knows_when_one_is_finished(tmp_path: P
     w.open()
     for i in range(6):
         w.append([encode_frame(request(b'{"i":%d}' % i))])
-    reader = BufferReader(tmp_path, {}, set())
-    items, finished = reader.poll(1 << 20)
+    reader = SegmentReader(tmp_path, "t", {}, set())
+    polled = reader.poll(1 << 20)
+    items, finished = polled.items, polled.progress.finished
     assert [expand_events(i.request)[0].data["i"] for i in items] == list(range(6))
     assert finished and all(is_sealed(tmp_path / n) for n in finished)
     w.close()
-    again = BufferReader(tmp_path, reader.positions, reader.done)
-    assert again.poll(1 << 20)[0] == []
+    again = SegmentReader(tmp_path, "t", reader.positions, reader.done)
+    assert again.poll(1 << 20).items == []
 
 
 def test_reader_takes_a_frame_larger_than_its_budget(tmp_path: Path) -> None:
     w = writer(tmp_path)
     w.open()
     w.append([encode_frame(request(b'{"big":"' + b"x" * 10_000 + b'"}'))])
-    items, _ = BufferReader(tmp_path, {}, set()).poll(100)
+    items = SegmentReader(tmp_path, "t", {}, set()).poll(100).items
     assert len(items) == 1
     w.close()
 
@@ -164,27 +160,27 @@ def test_reader_takes_a_frame_larger_than_its_budget(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_concurrent_commits_share_fsyncs(tmp_path: Path) -> None:
     guard = CapacityGuard(tmp_path, max_bytes=1 << 30, min_free_bytes=0)
-    committer = GroupCommitter(writer(tmp_path), guard)
+    committer = LocalWriter(writer(tmp_path), guard)
     committer.start()
-    await asyncio.gather(*(committer.commit(encode_frame(request())) for _ in range(500)))
+    await asyncio.gather(*(committer.commit(request()) for _ in range(500)))
     committer.stop()
     assert committer.frames_committed == 500
     assert committer.commits < 500  # many requests rode on one fsync
-    items, _ = BufferReader(tmp_path, {}, set()).poll(1 << 24)
+    items = SegmentReader(tmp_path, "t", {}, set()).poll(1 << 24).items
     assert len(items) == 500
 
 
 @pytest.mark.anyio
 async def test_a_full_buffer_refuses_before_writing(tmp_path: Path) -> None:
     guard = CapacityGuard(tmp_path, max_bytes=100, min_free_bytes=0)
-    committer = GroupCommitter(writer(tmp_path), guard, refresh_every=0.01)
+    committer = LocalWriter(writer(tmp_path), guard, refresh_every=0.01)
     committer.start()
-    await committer.commit(encode_frame(request(b'{"pad":"' + b"x" * 200 + b'"}')))
+    await committer.commit(request(b'{"pad":"' + b"x" * 200 + b'"}'))
     await asyncio.sleep(0.1)  # the guard measures again
     with pytest.raises(BufferFull):
-        await committer.commit(encode_frame(request()))
+        await committer.commit(request())
     committer.stop()
-    items, _ = BufferReader(tmp_path, {}, set()).poll(1 << 24)
+    items = SegmentReader(tmp_path, "t", {}, set()).poll(1 << 24).items
     assert len(items) == 1
 
 
@@ -204,13 +200,13 @@ def test_a_failed_fsync_abandons_the_segment_and_loses_no_stored_frame(
 ) -> None:
     import errno
 
-    from headrace.buffer import segments
+    from headrace.buffer.local import segments
 
     w = writer(tmp_path)
     w.open()
     w.append([encode_frame(request(b'{"n":1}'))])
     first = w.name
-    reader = BufferReader(tmp_path, {}, set())
+    reader = SegmentReader(tmp_path, "t", {}, set())
     real = segments.os.fdatasync
 
     def full_disk(fd: int) -> None:
@@ -220,14 +216,16 @@ def test_a_failed_fsync_abandons_the_segment_and_loses_no_stored_frame(
     with pytest.raises(BufferFull, match=r"disk .* full"):
         w.append([encode_frame(request(b'{"n":2}'))])
     monkeypatch.setattr(segments.os, "fdatasync", real)
-    seen = [e.data["n"] for item in reader.poll(1 << 20)[0] for e in expand_events(item.request)]
+    seen = [e.data["n"] for item in reader.poll(1 << 20).items for e in expand_events(item.request)]
     w.append([encode_frame(request(b'{"n":3}'))])
     assert w.name != first  # the next append started a new segment
     recover_dead_writers(tmp_path)  # seals the abandoned one (its writer released it)
     assert is_sealed(tmp_path / first)
-    seen += [e.data["n"] for item in reader.poll(1 << 20)[0] for e in expand_events(item.request)]
+    seen += [
+        e.data["n"] for item in reader.poll(1 << 20).items for e in expand_events(item.request)
+    ]
     assert seen[0] == 1 and seen[-1] == 3  # 2 may be delivered (at least once), nothing is lost
-    assert reader.corrupt_segments == 0
+    assert reader.corrupt == 0
     w.close()
 
 
@@ -246,7 +244,7 @@ def test_a_failed_roll_does_not_fail_frames_already_stored(
     monkeypatch.setattr(w, "_start_segment", real_start)
     w.append([encode_frame(request(b'{"n":2}'))])
     w.close()
-    items, _ = BufferReader(tmp_path, {}, set()).poll(1 << 20)
+    items = SegmentReader(tmp_path, "t", {}, set()).poll(1 << 20).items
     assert [expand_events(i.request)[0].data["n"] for i in items] == [1, 2]
 
 

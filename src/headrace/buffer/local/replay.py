@@ -1,4 +1,4 @@
-"""Sending stored events back through delivery: a time range of the buffer, or dead letters.
+"""Sending stored events back through delivery: a time range of the buffer, or given requests.
 
 Replayed requests are appended to the buffer by a one-shot writer, marked ``replay`` and
 restricted to the chosen sinks; they keep their event ids, so a sink that already holds an event
@@ -8,23 +8,15 @@ next starts.
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
 
-from headrace.buffer.records import (
-    FORMAT_ARRAY,
-    KIND_DATA,
-    BufferedRequest,
-    encode_frame,
-    scan_frames,
-)
-from headrace.buffer.segments import SegmentWriter, list_segments, writer_of
-from headrace.storage.state import DeadLetter
+from headrace.buffer.local.frames import KIND_DATA, encode_frame, scan_frames
+from headrace.buffer.local.segments import SegmentWriter, list_segments, writer_of
+from headrace.buffer.records import BufferedRequest
 
 SEGMENT_BYTES = 64 * 1024**2
 FLUSH_BYTES = 4 * 1024**2
@@ -101,27 +93,11 @@ def replay_range(
     return events
 
 
-def replay_dead_letters(buffer_dir: Path, letters: list[DeadLetter]) -> int:
-    """Queue dead letters for delivery to the sink that refused them; returns events queued."""
-    groups: dict[tuple[str, str, str], list[DeadLetter]] = defaultdict(list)
-    for letter in letters:
-        groups[(letter.sink, letter.stream, letter.source)].append(letter)
-    with _ReplayWriter(buffer_dir, "dlq") as out:
-        for (sink, stream, source), group in groups.items():
-            body = b"[" + b",".join(letter.data.encode() for letter in group) + b"]"
-            out.add(
-                BufferedRequest(
-                    received_at_us=group[0].received_at_us,
-                    base_id=os.urandom(16),
-                    stream=stream,
-                    source=source,
-                    count=len(group),
-                    fmt=FORMAT_ARRAY,
-                    body=body,
-                    ids=[letter.event_id for letter in group],
-                    received_ats_us=[letter.received_at_us for letter in group],
-                    sinks=[sink],
-                    replay=True,
-                )
-            )
-    return len(letters)
+def append_requests(buffer_dir: Path, requests: Iterable[BufferedRequest]) -> int:
+    """Append ``requests`` in a one-shot segment of their own; returns the events they hold."""
+    events = 0
+    with _ReplayWriter(buffer_dir, "requeue") as out:
+        for request in requests:
+            out.add(request)
+            events += request.count
+    return events

@@ -1,4 +1,4 @@
-"""Segment files of the local buffer: writing with group commit, recovery after a crash, listing.
+"""Segment files of the local buffer: appending, recovery after a crash, listing.
 
 Layout: ``<data>/buffer/<created µs, 16 hex digits>-<writer>.seg``; names sort by creation time.
 Each writer (an ingest worker slot ``w0``, ``w1``…, or a one-shot ``replay-…`` writer) appends to
@@ -9,20 +9,18 @@ recovery cuts off its torn tail (counted and logged) and seals it. See ``records
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
 import logging
 import os
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from headrace.buffer.records import HEADER_SIZE, SEAL_FRAME, scan_frames
+from headrace.buffer.local.frames import HEADER_SIZE, SEAL_FRAME, scan_frames
 from headrace.errors import BufferFull
+from headrace.storage.files import fsync_path
 
 log = logging.getLogger("headrace.buffer")
 
@@ -60,15 +58,6 @@ def is_sealed(path: Path) -> bool:
             return f.read(len(SEAL_FRAME)) == SEAL_FRAME
     except FileNotFoundError:
         return False
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a new or removed directory entry durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def directory_bytes(directory: Path) -> int:
@@ -209,7 +198,7 @@ class SegmentWriter:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.rename(hidden, self.directory / name)
-            fsync_dir(self.directory)
+            fsync_path(self.directory)
         except OSError:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -289,141 +278,11 @@ def _as_buffer_error(exc: OSError) -> BufferFull:
     return BufferFull(f"the buffer cannot be written: {exc.strerror}")
 
 
-class CapacityGuard:
-    """Refuses appends while the buffer is over its size or the disk is nearly full."""
-
-    def __init__(self, directory: Path, *, max_bytes: int, min_free_bytes: int) -> None:
-        self.directory = directory
-        self.max_bytes = max_bytes
-        self.min_free_bytes = min_free_bytes
-        self.reason: str | None = None
-        self.buffer_bytes = 0
-
-    def refresh(self) -> None:
-        """Measure the buffer and the disk again."""
-        self.buffer_bytes = directory_bytes(self.directory)
-        stats = os.statvfs(self.directory)
-        free = stats.f_bavail * stats.f_frsize
-        if self.buffer_bytes >= self.max_bytes:
-            self.reason = (
-                f"the buffer holds {self.buffer_bytes} bytes, its limit is {self.max_bytes}"
-            )
-        elif free < self.min_free_bytes:
-            self.reason = f"the disk has {free} bytes free, below the {self.min_free_bytes} reserve"
-        else:
-            self.reason = None
-
-
-class GroupCommitter:
-    """Durable appends from an asyncio loop: concurrent requests share one write and one fsync."""
-
-    def __init__(
-        self, writer: SegmentWriter, guard: CapacityGuard, *, refresh_every: float = 1.0
-    ) -> None:
-        self.writer = writer
-        self.guard = guard
-        self.refresh_every = refresh_every
-        self.commits = 0
-        self.frames_committed = 0
-        self.healthy = True
-        self.last_error: str | None = None
-        self._pending: deque[tuple[bytes, asyncio.Future[None]]] = deque()
-        self._wake = threading.Condition()
-        self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Open the writer and start the commit thread."""
-        self._loop = asyncio.get_running_loop()
-        self.writer.open()
-        self.guard.refresh()
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._thread.start()
-
-    async def commit(self, frame: bytes) -> None:
-        """Return once ``frame`` is on disk; raise ``BufferFull`` if the buffer cannot take it."""
-        if self.guard.reason is not None:
-            raise BufferFull(self.guard.reason)
-        assert self._loop is not None
-        future: asyncio.Future[None] = self._loop.create_future()
-        with self._wake:
-            self._pending.append((frame, future))
-            self._wake.notify()
-        await future
-
-    def _run(self) -> None:
-        last_refresh = time.monotonic()
-        while True:
-            with self._wake:
-                if not self._pending and not self._stopping:
-                    self._wake.wait(timeout=self.refresh_every)
-                batch = list(self._pending)
-                self._pending.clear()
-                stopping = self._stopping
-            if batch:
-                self._commit_batch(batch)
-            now = time.monotonic()
-            if now - last_refresh >= self.refresh_every:
-                last_refresh = now
-                self._housekeeping()
-            if stopping and not batch:
-                return
-
-    def _commit_batch(self, batch: list[tuple[bytes, asyncio.Future[None]]]) -> None:
-        error: BaseException | None = None
-        try:
-            self.writer.append([frame for frame, _ in batch])
-            self.commits += 1
-            self.frames_committed += len(batch)
-            self.healthy, self.last_error = True, None
-        except BufferFull as exc:
-            error = exc
-            self.healthy, self.last_error = False, str(exc)
-        except Exception as exc:  # never leave a request waiting on a dead thread
-            log.exception("buffer: commit failed")
-            error = BufferFull(f"the buffer cannot be written: {exc}")
-            self.healthy, self.last_error = False, str(exc)
-        assert self._loop is not None
-        futures = [future for _, future in batch]
-        self._loop.call_soon_threadsafe(_settle, futures, error)
-
-    def _housekeeping(self) -> None:
-        try:
-            self.writer.maybe_roll()
-            self.guard.refresh()
-        except OSError as exc:
-            self.healthy, self.last_error = False, str(exc)
-            self.writer._abandon_current()
-
-    def stop(self) -> None:
-        """Commit what is pending, seal the segment and stop the thread."""
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        if self._thread is not None:
-            self._thread.join()
-        self.writer.close()
-
-
-def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-
-
 __all__ = [
     "HEADER_SIZE",
-    "CapacityGuard",
-    "GroupCommitter",
     "Recovery",
     "SegmentWriter",
     "directory_bytes",
-    "fsync_dir",
     "is_sealed",
     "list_segments",
     "recover_dead_writers",
