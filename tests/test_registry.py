@@ -10,7 +10,7 @@ import pytest
 from headrace.config.base import SinkConfig
 from headrace.config.load import parse_pipeline
 from headrace.errors import ConfigError
-from headrace.registry import UnknownComponent, components, register
+from headrace.registry import UnknownComponent, components, register, unregister
 
 
 def test_every_built_in_registers_itself() -> None:
@@ -47,9 +47,12 @@ def test_a_component_registered_late_is_known_to_the_pipeline_models() -> None:
     pipeline = parse_pipeline(
         "sources: {web: {type: http}}\nsinks: {out: {type: late_test_sink, inputs: [web]}}\n"
     )
-    assert isinstance(pipeline.sinks["out"], _Late)
-    with pytest.raises(ValueError, match="registered twice"):
-        register("sink", "late_test_sink", config=_Late, implementation="builtins:dict")
+    try:
+        assert isinstance(pipeline.sinks["out"], _Late)
+        with pytest.raises(ValueError, match="registered twice"):
+            register("sink", "late_test_sink", config=_Late, implementation="builtins:dict")
+    finally:
+        unregister("sink", "late_test_sink")
 
 
 def test_write_mode_is_checked_against_the_registered_capabilities() -> None:

@@ -173,8 +173,8 @@ def serve(
     A 2xx answer means the events are on disk (fsync'd) and will be delivered at least once,
     whatever happens to the process afterwards.
     """
-    from headrace.runtime.serve import ServeOptions
-    from headrace.runtime.serve import serve as run_server
+    from headrace.server.supervisor import ServeOptions
+    from headrace.server.supervisor import serve as run_server
     from headrace.telemetry.logs import setup_logging
 
     pipeline = _load(config_path)
@@ -557,8 +557,8 @@ def keys_create(
     config_path: Path | None, data_dir: Path, source: str, name: str, rate: str | None
 ) -> None:
     """Issue a key. It is shown once; only its hash is stored."""
-    from headrace.ingest.authorizers.api_key import ApiKeyAuth
-    from headrace.ingest.keys import KeyStore
+    from headrace.authorizers.api_key import ApiKeyAuth
+    from headrace.storage.api_keys import KeyStore
 
     pipeline = _load(config_path)
     found = pipeline.sources.get(source)
@@ -584,8 +584,8 @@ def keys_create(
 @click.option("--source", help="Only this source's keys.")
 def keys_list(data_dir: Path, source: str | None) -> None:
     """List keys (never the keys themselves)."""
-    from headrace.ingest.keys import KeyStore
     from headrace.query.lake import iso
+    from headrace.storage.api_keys import KeyStore
 
     issued = KeyStore(data_dir).list(source)
     if not issued:
@@ -607,7 +607,7 @@ def keys_list(data_dir: Path, source: str | None) -> None:
 @click.argument("key_id", type=int)
 def keys_revoke(data_dir: Path, key_id: int) -> None:
     """Revoke a key; ingest refuses it within seconds."""
-    from headrace.ingest.keys import KeyStore
+    from headrace.storage.api_keys import KeyStore
 
     if not KeyStore(data_dir).revoke(key_id):
         raise click.UsageError(f"no live key with id {key_id}")

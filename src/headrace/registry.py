@@ -19,7 +19,7 @@ How a component registers (a sink here; transforms, authorizers and warehouses a
     )
 
 Built-in components are the modules and packages directly under ``headrace.sinks``,
-``headrace.transforms``, ``headrace.ingest.authorizers`` and ``headrace.loads.warehouses``: each is
+``headrace.transforms``, ``headrace.authorizers`` and ``headrace.loads.warehouses``: each is
 imported once when the registry is first used, and those that call ``register`` are components
 (the others are helpers, which keep their imports light). Third-party packages declare an entry
 point in the group ``headrace.sinks`` (``headrace.transforms``, ``headrace.authorizers``,
@@ -49,7 +49,7 @@ KINDS: tuple[Kind, ...] = ("sink", "transform", "authorizer", "warehouse")
 BUILTIN_PACKAGES: dict[Kind, str] = {
     "sink": "headrace.sinks",
     "transform": "headrace.transforms",
-    "authorizer": "headrace.ingest.authorizers",
+    "authorizer": "headrace.authorizers",
     "warehouse": "headrace.loads.warehouses",
 }
 ENTRY_POINT_GROUPS: dict[Kind, str] = {
@@ -204,6 +204,14 @@ def register(
                 model.model_rebuild(force=True)
 
 
+def unregister(kind: Kind, name: str) -> None:
+    """Forget a component type (for tests that register one of their own)."""
+    with _lock:
+        _registry.components[kind].pop(name, None)
+        for model in _unions_in:
+            model.model_rebuild(force=True)
+
+
 def rebuild_on_registration(model: type[Model]) -> type[Model]:
     """Mark a model that uses ``ComponentUnion``: its schema is built again whenever a component
     registers after the registry was first loaded (used as a class decorator)."""
@@ -287,4 +295,5 @@ __all__ = [
     "components",
     "rebuild_on_registration",
     "register",
+    "unregister",
 ]

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headrace.authorizers import RequestFacts, SourceAuth
 from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
 from headrace.config.sources import HttpSource
 from headrace.errors import RequestRejected
 from headrace.ingest.app import IngestApp
-from headrace.ingest.authorizers import RequestFacts, SourceAuth
 
 # The Standard Webhooks specification's reference vector.
 SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

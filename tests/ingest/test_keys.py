@@ -7,11 +7,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from headrace.authorizers.api_key import ApiKeyCheck
 from headrace.cli import main
 from headrace.config.load import parse_pipeline
 from headrace.ingest.app import IngestApp
-from headrace.ingest.authorizers.api_key import ApiKeyCheck
-from headrace.ingest.keys import KeyStore
+from headrace.storage.api_keys import KeyStore
 
 PIPELINE = json.dumps({
     "sources": {"app": {"type": "http", "auth": {"type": "api_key", "query": "key"}}},

@@ -11,7 +11,7 @@ from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
 from headrace.errors import ConfigError
 from headrace.ingest.app import IngestApp
-from headrace.ingest.keys import KeyStore
+from headrace.storage.api_keys import KeyStore
 
 PIPELINE = json.dumps({
     "sources": {"orders": {

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from exportserver import COMPRESS, DSN, FileServer, csv_rows, pg_rows, write
+from headrace.authorizers import Principal, RequestFacts
+from headrace.authorizers.hmac import HmacAuth, HmacCheck
 from headrace.config.bulk import BulkExportSource
-from headrace.ingest.authorizers import Principal, RequestFacts
-from headrace.ingest.authorizers.hmac import HmacAuth, HmacCheck
 from headrace.loads.worker import LoadRunner
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123").decode()

@@ -2,12 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from headrace.sinks.keys import (
-    DEFAULT_TIME_PREFIX,
-    KeyTemplate,
-    PartitionKeyMissing,
-    object_name,
-)
+from headrace.keys import DEFAULT_TIME_PREFIX, KeyTemplate, PartitionKeyMissing, object_name
 from headrace.storage.lake_catalog import partition_of
 
 T = 1_763_800_000_123_456  # 2025-11-22T08:26:40.123456Z

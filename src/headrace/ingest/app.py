@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from headrace.authorizers import RequestFacts, SourceAuth
 from headrace.buffer import open_buffer
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
 from headrace.config.base import NAME_PATTERN, Limits
@@ -35,7 +36,6 @@ from headrace.dashboard.access import MISDIRECTED, ReadAccess
 from headrace.dashboard.routes import Dashboard
 from headrace.errors import BufferFull, RequestRejected
 from headrace.ids import event_ids, new_base_id
-from headrace.ingest.authorizers import RequestFacts, SourceAuth
 from headrace.ingest.badrows import REASONS, BadRowStore
 from headrace.ingest.decode import Decoded, decompress, parse_events
 from headrace.ingest.limits import CorsPolicy, TokenBucket

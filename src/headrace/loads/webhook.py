@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from headrace.authorizers import RequestFacts, SourceAuth
 from headrace.config.base import Limits
 from headrace.config.bulk import BulkExportSource
 from headrace.errors import RequestRejected
-from headrace.ingest.authorizers import RequestFacts, SourceAuth
 from headrace.loads.history import LoadHistory
 
 KINDS = {"data.full_table_exported": "full", "data.incremental_table_exported": "incremental"}

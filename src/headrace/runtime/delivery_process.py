@@ -6,6 +6,8 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
 from pathlib import Path
 
 import msgspec
@@ -96,7 +98,18 @@ def _maintain_loop(
                 metrics.set(m.key("headrace_lake_compactions_total", sink=sink_id), compactions)
 
 
-def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> int:
+class Joinable(Protocol):
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+Background = Callable[[Pipeline, Path, threading.Event, m.Registry], Sequence[Joinable]]
+"""Starts work that runs beside delivery in its process (the bulk-load workers), returning its
+threads, which are joined at shutdown."""
+
+
+def run_delivery(
+    pipeline: Pipeline, data_dir: Path, stop: threading.Event, background: Background | None = None
+) -> int:
     """Deliver until ``stop`` is set, then drain the batches in hand; returns the exit status
     (1 when a sink's worker died: the supervisor starts the process again)."""
     buffer = open_buffer(pipeline.buffer, data_dir)
@@ -128,9 +141,7 @@ def run_delivery(pipeline: Pipeline, data_dir: Path, stop: threading.Event) -> i
     ]
     for worker in workers:
         worker.thread.start()
-    from headrace.loads.worker import start_load_workers
-
-    load_runners = start_load_workers(pipeline, data_dir, stop, metrics)
+    load_runners = background(pipeline, data_dir, stop, metrics) if background else []
     upkeep = threading.Thread(target=_maintain_loop, args=(openers, stop, metrics), daemon=True)
     upkeep.start()
     last_recover = last_retention = 0.0

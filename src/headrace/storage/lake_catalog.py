@@ -140,6 +140,6 @@ _HOUR_US = 3600 * 1_000_000
 @functools.lru_cache(maxsize=4096)
 def _partition_of_hour(hour: int) -> str:
     # rendering the template costs ~3 µs; a batch's events almost always share a few hours
-    from headrace.sinks.keys import LAKE_PARTITION
+    from headrace.keys import LAKE_PARTITION
 
     return LAKE_PARTITION.render(hour * _HOUR_US)

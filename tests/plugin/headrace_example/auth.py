@@ -8,8 +8,8 @@ from urllib.parse import parse_qsl
 
 from pydantic import SecretStr
 
+from headrace.authorizers import ANONYMOUS, AuthSetup, Principal, RequestFacts
 from headrace.config.base import AuthorizerConfig
-from headrace.ingest.authorizers import ANONYMOUS, AuthSetup, Principal, RequestFacts
 from headrace.registry import register
 
 

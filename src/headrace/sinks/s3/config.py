@@ -117,7 +117,7 @@ class S3Config(SinkConfig):
             raise ValueError("ndjson is written gzip-compressed")
         if self.time_source == "event" and not self.time_field:
             raise ValueError("time_source event needs a time_field")
-        from headrace.sinks.keys import KeyTemplate
+        from headrace.keys import KeyTemplate
 
         for name, template in (("prefix", self.prefix), ("error_prefix", self.error_prefix)):
             parsed = KeyTemplate(template)  # a ValueError says what is wrong

@@ -35,9 +35,7 @@ from typing import Any
 import msgspec
 
 from headrace.errors import TransientSinkError
-from headrace.retry import RetryPolicy
-from headrace.sinks.base import APPEND, RAW
-from headrace.sinks.keys import (
+from headrace.keys import (
     DEFAULT_TIME_PREFIX,
     ERROR_FORMAT,
     ERROR_PARTITIONING,
@@ -47,6 +45,8 @@ from headrace.sinks.keys import (
     lookup,
     object_name,
 )
+from headrace.retry import RetryPolicy
+from headrace.sinks.base import APPEND, RAW
 from headrace.sinks.parquet import parquet_bytes, table_from_records
 from headrace.sinks.s3.config import S3Config, s3_compression
 from headrace.sinks.s3.objectstore import DirectoryStore, ObjectStore, S3Store

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from headrace.sinks.keys import lookup
+from headrace.keys import lookup
 from headrace.storage.lake_catalog import parse_time_us
 from headrace.storage.state import connect
 from headrace.transforms import CommitHook, TransformContext, TransformResult

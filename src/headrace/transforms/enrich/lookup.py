@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from headrace.keys import lookup
 from headrace.retry import RetryPolicy
-from headrace.sinks.keys import lookup
 from headrace.transforms import TransformContext, TransformResult
 from headrace.transforms.enrich.config import EnrichConfig
 from headrace.transforms.enrich.health import Breaker, CircuitOpen, KeyFailures, TtlLru

@@ -113,6 +113,7 @@ def delivery_main(
     pipeline: Pipeline, data_dir: Path, log_cfg: dict[str, Any], supervisor: int
 ) -> None:
     """Entry point of the delivery process."""
+    from headrace.loads.worker import start_load_workers
     from headrace.runtime.delivery_process import run_delivery
 
     _die_with_parent(supervisor)
@@ -134,7 +135,7 @@ def delivery_main(
         except BlockingIOError:
             if stop.wait(0.2):
                 return
-    raise SystemExit(run_delivery(pipeline, data_dir, stop))
+    raise SystemExit(run_delivery(pipeline, data_dir, stop, start_load_workers))
 
 
 @dataclass

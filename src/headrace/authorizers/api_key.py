@@ -7,10 +7,10 @@ import time
 from typing import Literal
 from urllib.parse import parse_qsl
 
+from headrace.authorizers import AuthSetup, Principal, RequestFacts
 from headrace.config.base import AuthorizerConfig
-from headrace.ingest.authorizers import AuthSetup, Principal, RequestFacts
-from headrace.ingest.keys import ApiKey, KeyStore, hash_key
 from headrace.registry import register
+from headrace.storage.api_keys import ApiKey, KeyStore, hash_key
 
 
 class ApiKeyAuth(AuthorizerConfig):
@@ -62,5 +62,5 @@ class ApiKeyCheck:
 
 register(
     "authorizer", "api_key", config=ApiKeyAuth,
-    implementation="headrace.ingest.authorizers.api_key:ApiKeyCheck",
+    implementation="headrace.authorizers.api_key:ApiKeyCheck",
 )  # fmt: skip

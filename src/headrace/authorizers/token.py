@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from headrace.authorizers import ANONYMOUS, AuthSetup, Principal, RequestFacts
 from headrace.config.base import AuthorizerConfig, NonEmptySecret
-from headrace.ingest.authorizers import ANONYMOUS, AuthSetup, Principal, RequestFacts
 from headrace.registry import register
 
 
@@ -46,5 +46,5 @@ class TokenCheck:
 
 register(
     "authorizer", "token", config=TokenAuth,
-    implementation="headrace.ingest.authorizers.token:TokenCheck",
+    implementation="headrace.authorizers.token:TokenCheck",
 )  # fmt: skip

@@ -13,8 +13,8 @@ from urllib.parse import parse_qsl
 
 from pydantic import Field
 
+from headrace.authorizers import AuthSetup, Principal, RequestFacts
 from headrace.config.base import AuthorizerConfig, Seconds
-from headrace.ingest.authorizers import AuthSetup, Principal, RequestFacts
 from headrace.registry import register
 
 log = logging.getLogger("headrace.ingest.auth")
@@ -104,5 +104,5 @@ def _principal_of(answer: Any) -> Principal | None:
 
 register(
     "authorizer", "python", config=PythonAuth,
-    implementation="headrace.ingest.authorizers.python:PythonCheck",
+    implementation="headrace.authorizers.python:PythonCheck",
 )  # fmt: skip

@@ -24,7 +24,7 @@ from headrace.registry import components
 
 if TYPE_CHECKING:
     from headrace.config.base import AuthorizerConfig
-    from headrace.ingest.keys import ApiKey
+    from headrace.storage.api_keys import ApiKey
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from headrace.authorizers import ANONYMOUS, AuthSetup, Principal, RequestFacts
 from headrace.config.base import AuthorizerConfig, network_list
-from headrace.ingest.authorizers import ANONYMOUS, AuthSetup, Principal, RequestFacts
 from headrace.registry import register
 
 
@@ -46,5 +46,5 @@ class IpAllowCheck:
 
 register(
     "authorizer", "ip_allow", config=IpAllowAuth,
-    implementation="headrace.ingest.authorizers.ip_allow:IpAllowCheck",
+    implementation="headrace.authorizers.ip_allow:IpAllowCheck",
 )  # fmt: skip

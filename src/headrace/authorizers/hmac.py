@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from headrace.authorizers import ANONYMOUS, AuthSetup, Principal, RequestFacts
 from headrace.config.base import AuthorizerConfig, NonEmptySecret, Seconds
-from headrace.ingest.authorizers import ANONYMOUS, AuthSetup, Principal, RequestFacts
 from headrace.registry import register
 from headrace.standard_webhooks import secret_key
 
@@ -157,5 +157,5 @@ class HmacCheck:
 
 register(
     "authorizer", "hmac", config=HmacAuth,
-    implementation="headrace.ingest.authorizers.hmac:HmacCheck",
+    implementation="headrace.authorizers.hmac:HmacCheck",
 )  # fmt: skip
