@@ -7,8 +7,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
