@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from serverproc import kill_leftovers
+from support.serverproc import kill_leftovers
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a moto server (S3 + DynamoDB) shared by the session's tests."""
-    from motoserver import moto_server
+    from support.motoserver import moto_server
 
     with moto_server(tmp_path_factory.mktemp("moto")) as url:
         yield url

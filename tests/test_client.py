@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from headrace.client import AsyncClient, Client, ClientSettings, encode, parse_retry_after
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 PLUGIN = Path(__file__).parent / "plugin"
 PIPELINE = """\

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:

@@ -17,7 +17,7 @@ from headrace.dashboard.access import (
     check_exposure,
     is_loopback,
 )
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 Serve = Callable[..., ServerProcess]
 
@@ -72,7 +72,7 @@ def test_serve_refuses_to_expose_open_reads(
     import subprocess
     import sys
 
-    from serverproc import free_port
+    from support.serverproc import free_port
 
     monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
     result = subprocess.run(

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from dashboard.conftest import wait_until
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 Serve = Callable[..., ServerProcess]
 

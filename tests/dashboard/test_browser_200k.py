@@ -29,7 +29,7 @@ from headrace.ingest.badrows import BadRowStore
 from headrace.recipes import PAGE_HITS
 from headrace.storage import state
 from headrace.types import Event, FailedRecord
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 Serve = Callable[..., ServerProcess]
 DAY_US = 86_400_000_000

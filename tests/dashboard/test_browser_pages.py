@@ -16,7 +16,7 @@ from headrace.ingest.badrows import BadRowStore
 from headrace.recipes import PAGE_HITS
 from headrace.storage import state
 from headrace.types import Event, FailedRecord
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 Serve = Callable[..., ServerProcess]
 DASH = "\u2013"  # an en dash, as in the page's "1\u201350 of 255"

@@ -26,7 +26,7 @@ from dashboard.conftest import (
     wait_until,
     write_lake,
 )
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 Serve = Callable[..., ServerProcess]
 MIN = 60_000_000

@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from dashboard.conftest import wait_until
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 T0 = 1_763_800_000_000  # epoch ms

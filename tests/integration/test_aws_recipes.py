@@ -20,8 +20,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from enrichservice import Behaviour, lookup_service
-from serverproc import ServerProcess
+from support.enrichservice import Behaviour, lookup_service
+from support.serverproc import ServerProcess
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

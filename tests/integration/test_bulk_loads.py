@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from exportserver import (
+from support.exportserver import (
     COMPRESS,
     DSN,
     EXPORT_HOST,
@@ -29,7 +29,7 @@ from exportserver import (
     serving,
     throwaway_schema,
 )
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 SECRET = "cs-secret"
 

@@ -14,7 +14,7 @@ import httpx
 
 from headrace.config.models import default_pipeline
 from headrace.query.lake import LakeQuery, export_csv
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 
 def stored_ids(data_dir: Path, stream: str) -> list[str]:

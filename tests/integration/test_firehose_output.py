@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from exportserver import DSN, throwaway_schema
-from serverproc import ServerProcess
+from support.exportserver import DSN, throwaway_schema
+from support.serverproc import ServerProcess
 
 LOGS = [
     '10.0.0.7 - - [22/Nov/2026:10:00:01 +0000] "GET /pricing HTTP/1.1" 200 5120',

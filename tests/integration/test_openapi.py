@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 PIPELINE = {
     "sources": {

@@ -14,7 +14,7 @@ import boto3
 import httpx
 import pytest
 
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 
 def hits(server: ServerProcess, **params: str) -> httpx.Response:
@@ -116,7 +116,7 @@ def test_page_hits_recipe_on_dynamodb(
     tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """GET /analytics answers from the DynamoDB table with a Query on (pagePath, timestamp)."""
-    from motoserver import AWS_ENV
+    from support.motoserver import AWS_ENV
 
     for name, value in AWS_ENV.items():
         monkeypatch.setenv(name, value)

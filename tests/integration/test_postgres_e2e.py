@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from headrace.config.load import load_pipeline
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 FIELDS = {"key": "text", "split": "text", "environmentName": "text", "treatment": "text",
@@ -135,7 +135,7 @@ def test_the_recipe_stores_gzip_impressions_once_and_exports_them(
 
 
 def test_an_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
-    from pgproxy import CuttableProxy
+    from support.pgproxy import CuttableProxy
 
     proxy = CuttableProxy(("127.0.0.1", 5432))
     schema = f"hr_outage_{uuid.uuid4().hex[:8]}"

@@ -21,8 +21,8 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from exportserver import DSN, throwaway_schema
-from serverproc import ServerProcess
+from support.exportserver import DSN, throwaway_schema
+from support.serverproc import ServerProcess
 
 PIPELINE = """\
 sources:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from serverproc import ServerProcess
+from support.serverproc import ServerProcess
 
 
 def test_one_sink_that_cannot_open_does_not_stop_the_others(tmp_path: Path) -> None:

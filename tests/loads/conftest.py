@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exportserver import CANARY_HOST, EXPORT_HOST, FileServer, serving, throwaway_schema
+from support.exportserver import CANARY_HOST, EXPORT_HOST, FileServer, serving, throwaway_schema
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 from click.testing import CliRunner
 
-from exportserver import COMPRESS, DSN, FileServer, csv_rows, pg_rows, write
 from headrace.cli import main
+from support.exportserver import COMPRESS, DSN, FileServer, csv_rows, pg_rows, write
 
 
 def run(*args: str) -> tuple[int, str]:

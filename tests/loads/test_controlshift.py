@@ -22,7 +22,6 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from exportserver import DSN, FileServer, csv_rows, pg_rows, write
 from headrace.cli import main
 from headrace.config.load import parse_pipeline
 from headrace.config.models import Pipeline
@@ -34,6 +33,7 @@ from headrace.loads.warehouses import LoadPlan
 from headrace.loads.warehouses.duckdb import DuckDBLoader, DuckDBWarehouseConfig
 from headrace.loads.warehouses.redshift import RedshiftLoader, RedshiftWarehouseConfig
 from headrace.loads.worker import LoadRunner
+from support.exportserver import DSN, FileServer, csv_rows, pg_rows, write
 
 SECRET = "cs-webhook-secret"
 TABLES_SQL = Path(__file__).parent / "fixtures" / "controlshift_tables.sql"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from exportserver import write
 from headrace.errors import LoadError
 from headrace.loads import csvfile
 from headrace.loads.csvfile import CsvFile, chunks, compression_of
+from support.exportserver import write
 
 DATA = b'\xef\xbb\xbfid,"na,me"\n1,"a\nb"\n'
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from exportserver import CANARY_HOST, EXPORT_HOST, FileServer
 from headrace.config.bulk import FetchSettings
 from headrace.errors import LoadError
 from headrace.loads.fetch import AddressPolicy, Fetcher, redact_url
+from support.exportserver import CANARY_HOST, EXPORT_HOST, FileServer
 
 ALLOW = ["127.0.0.2/32"]
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from exportserver import write
 from headrace.errors import LoadError
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import (
@@ -17,6 +16,7 @@ from headrace.loads.schema import (
     parse_ddl,
     schema_from_files,
 )
+from support.exportserver import write
 
 PG_DUMP = """
 --

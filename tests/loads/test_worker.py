@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from exportserver import COMPRESS, DSN, FileServer, csv_rows, pg_rows, write
 from headrace.authorizers import Principal, RequestFacts
 from headrace.authorizers.hmac import HmacAuth, HmacCheck
 from headrace.config.bulk import BulkExportSource
 from headrace.loads.worker import LoadRunner
+from support.exportserver import COMPRESS, DSN, FileServer, csv_rows, pg_rows, write
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123").decode()
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from exportserver import csv_rows, write
 from headrace.config.bulk import BulkExportSource
 from headrace.errors import TransientLoadError
 from headrace.loads.history import Job
@@ -17,6 +16,7 @@ from headrace.loads.warehouses import LoadPlan
 from headrace.loads.warehouses.base import LoadResult, Progress
 from headrace.loads.warehouses.duckdb import DuckDBLoader
 from headrace.loads.worker import LoadRunner
+from support.exportserver import csv_rows, write
 
 
 def duck_source(**settings: Any) -> BulkExportSource:

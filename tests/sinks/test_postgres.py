@@ -140,7 +140,7 @@ def test_a_sink_that_started_during_an_outage_turns_healthy_without_traffic(
     schema: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import headrace.sinks.postgres.sink as postgres_module
-    from pgproxy import CuttableProxy
+    from support.pgproxy import CuttableProxy
 
     monkeypatch.setattr(postgres_module, "PROBE_EVERY", 0.0)
     proxy = CuttableProxy(("127.0.0.1", 5432))
@@ -370,7 +370,7 @@ def test_validate_reports_an_unreadable_ddl_file(tmp_path: Path) -> None:
 
 def test_health_follows_the_database_between_writes(schema: str, data_dir: Path) -> None:
     import headrace.sinks.postgres.sink as module
-    from pgproxy import CuttableProxy
+    from support.pgproxy import CuttableProxy
 
     proxy = CuttableProxy(("127.0.0.1", 5432))
     settings = {"type": "postgres", "inputs": ["s"], "schema": schema, "table": "t",

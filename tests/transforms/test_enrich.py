@@ -14,7 +14,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from enrichservice import Behaviour, lookup_service
 from headrace.buffer.local.frames import encode_frame
 from headrace.buffer.local.segments import SegmentWriter
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, dead_letter_requests
@@ -31,6 +30,7 @@ from headrace.transforms.graph import SinkTransforms
 from headrace.types import Event, WriteResult
 from support.buffer import fill as fill_buffer
 from support.buffer import local_buffer
+from support.enrichservice import Behaviour, lookup_service
 
 
 @pytest.fixture

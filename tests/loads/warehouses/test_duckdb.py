@@ -9,12 +9,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from exportserver import COMPRESS, csv_rows, write
 from headrace.errors import LoadError
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import Column, infer_schema, parse_ddl
 from headrace.loads.warehouses import LoadPlan
 from headrace.loads.warehouses.duckdb import DuckDBLoader, DuckDBWarehouseConfig, duckdb_type
+from support.exportserver import COMPRESS, csv_rows, write
 
 DDL = """
 CREATE TABLE public.signatures (

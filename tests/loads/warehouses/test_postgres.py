@@ -9,12 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from exportserver import COMPRESS, DSN, csv_rows, pg_rows, write
 from headrace.errors import LoadError
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import infer_schema, parse_ddl
 from headrace.loads.warehouses import LoadPlan
 from headrace.loads.warehouses.postgres import PostgresLoader, PostgresWarehouseConfig
+from support.exportserver import COMPRESS, DSN, csv_rows, pg_rows, write
 
 DDL = """
 CREATE TABLE public.signatures (

@@ -15,11 +15,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from exportserver import write
 from headrace.loads.csvfile import CsvFile, open_plain
 from headrace.loads.schema import parse_ddl
 from headrace.loads.warehouses import LoadPlan
 from headrace.loads.warehouses.redshift import RedshiftLoader, RedshiftWarehouseConfig
+from support.exportserver import write
 
 DDL = """CREATE TABLE public.signatures (id integer NOT NULL, email character varying(255),
 extra public.hstore, created_at timestamp without time zone, consent boolean, PRIMARY KEY (id));"""

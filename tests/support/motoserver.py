@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from serverproc import free_port
+from support.serverproc import free_port
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
