@@ -237,7 +237,7 @@ def export_round(dsn: str, schema: str, table: str, ours_first: bool) -> tuple[f
 def end_to_end(dsn: str, schema: str, events: int, clients: int) -> float:
     """Events/s from the first POST until every row is committed."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from serverproc import ServerProcess
+    from support.serverproc import ServerProcess
 
     pipeline = {
         "sources": {"impressions": {"type": "http", "path": "/webhooks/split/impressions", "success_status": 200}},
