@@ -197,10 +197,17 @@ def serve(
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def validate(file: Path) -> None:
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also connect to every sink, warehouse and service the file names (writing nothing) "
+    "and report what is unreachable.",
+)
+def validate(file: Path, connect: bool) -> None:
     """Check a pipeline file and report every problem with its line and path.
 
-    Nothing is connected to; exit status 0 when the file is usable, 1 when it is not.
+    Without --connect nothing is connected to. Exit status 0 when the file is usable (and, with
+    --connect, everything it names answers), 1 when it is not.
     """
     from headrace.config.load import load_pipeline
 
@@ -216,6 +223,19 @@ def validate(file: Path) -> None:
         f"{file}: ok ({len(pipeline.sources)} source(s), {len(pipeline.transforms)} transform(s), "
         f"{len(pipeline.sinks)} sink(s))"
     )
+    if connect:
+        from headrace.healthchecks import check_pipeline
+
+        unreachable = 0
+        for where, why in check_pipeline(pipeline):
+            if why is None:
+                click.echo(f"  {where}: reachable")
+            else:
+                unreachable += 1
+                click.echo(f"error: {where}: unreachable: {why}", err=True)
+        if unreachable:
+            click.echo(f"{file}: {unreachable} unreachable", err=True)
+            raise SystemExit(1)
 
 
 @main.command()

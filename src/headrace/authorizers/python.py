@@ -102,7 +102,18 @@ def _principal_of(answer: Any) -> Principal | None:
     return None
 
 
+def healthcheck(config: PythonAuth) -> str | None:
+    """Whether the function imports (the server imports it the same way when it starts)."""
+    module_name, _, attribute = config.function.partition(":")
+    try:
+        getattr(importlib.import_module(module_name), attribute)
+    except Exception as exc:
+        return f"cannot load {config.function}: {type(exc).__name__}: {exc}"
+    return None
+
+
 register(
     "authorizer", "python", config=PythonAuth,
     implementation="headrace.authorizers.python:PythonCheck",
+    healthcheck="headrace.authorizers.python:healthcheck",
 )  # fmt: skip
