@@ -62,3 +62,21 @@ def test_write_mode_is_checked_against_the_registered_capabilities() -> None:
     (problem,) = caught.value.problems
     assert problem.path == "sinks.lake.write_mode" and problem.line == 3
     assert problem.message == "a lake sink cannot merge (it can: append)"
+
+
+def test_heavy_drivers_load_only_when_a_pipeline_uses_them() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from headrace.config.load import parse_pipeline\n"
+        "parse_pipeline('sources: {web: {type: http}}\\n"
+        "sinks:\\n  pg: {type: postgres, inputs: [web], table: t}\\n"
+        "  s3: {type: s3, inputs: [web], path: /tmp/x, format: ndjson}\\n"
+        "  dd: {type: dynamodb, inputs: [web], table: tbl, partition_key: {name: k}}\\n')\n"
+        "print(sorted(m for m in ('psycopg', 'boto3', 'pyarrow', 'duckdb', 'httpx') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
