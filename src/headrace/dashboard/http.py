@@ -1,18 +1,13 @@
-"""The dashboard's ASGI plumbing: its error, its security headers, JSON and file answers."""
+"""The dashboard's ASGI plumbing: its error, its security headers, JSON and file answers (over
+the shared ``headrace.web`` helpers)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-JSON = [(b"content-type", b"application/json")]
-_json = msgspec.json.Encoder()
+from headrace.web import asgi
+from headrace.web.asgi import JSON_HEADERS as JSON
+from headrace.web.asgi import Send, encode_json
 
 
 class DashboardError(Exception):
@@ -40,32 +35,16 @@ GUARDED = [
 ]
 
 
-def whole(text: str, digits: int) -> bool:
-    """Whether ``text`` is a whole number of at most ``digits`` digits."""
-    return text.isascii() and text.isdigit() and len(text) <= digits
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of header ``name`` (lower case), if sent."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 async def send_body(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     """One whole answer (JSON with the guarded headers unless told otherwise)."""
-    length = (b"content-length", str(len(body)).encode())
-    headers = headers or [*JSON, *GUARDED]
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
-    await send({"type": "http.response.body", "body": body})
+    await asgi.send_body(send, status, body, headers or [*JSON, *GUARDED])
 
 
 async def send_json(send: Send, doc: Any, status: int = 200) -> None:
     """``doc`` as a JSON answer."""
-    await send_body(send, status, _json.encode(doc))
+    await send_body(send, status, encode_json(doc))
 
 
 async def json_error(
@@ -76,5 +55,5 @@ async def json_error(
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """``{"error": reason, "message": message}`` with ``status``."""
-    body = _json.encode({"error": reason, "message": message})
+    body = encode_json({"error": reason, "message": message})
     await send_body(send, status, body, [*JSON, *GUARDED, *(extra or [])])

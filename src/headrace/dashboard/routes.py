@@ -12,7 +12,7 @@
     GET /api/dashboard/badrows[/{id}]             bad rows: total, filters, pages (``failures``)
     GET /v1/deadletters                           dead letters, oldest first (like /v1/badrows)
 
-Every path but the tracker and the icon needs the read credentials (``access.ReadAccess``).
+Every path but the tracker and the icon needs the read credentials (``web.access.ReadAccess``).
 Query strings use the events API's words: ``since``, ``until`` (ISO 8601 or epoch), ``sink``,
 and ``field=value`` filters; ``group_by``, ``field`` and ``top`` where they apply.
 """
@@ -29,23 +29,20 @@ from urllib.parse import parse_qsl, unquote
 import msgspec
 
 from headrace.config.models import Pipeline
-from headrace.dashboard.access import MISDIRECTED, ReadAccess
 from headrace.dashboard.http import (
     GUARDED,
     NOSNIFF,
     DashboardError,
-    Receive,
-    Scope,
-    Send,
-    header,
     json_error,
     send_body,
     send_json,
-    whole,
 )
 from headrace.dashboard.stream_views import StreamViews, time_window
 from headrace.query.lake import QueryError
 from headrace.telemetry import metrics as m
+from headrace.web.access import MISDIRECTED, ReadAccess
+from headrace.web.asgi import Receive, Scope, Send
+from headrace.web.request import header, whole
 
 STATIC = Path(__file__).parent / "static"
 PREFIXES = ("/dashboard/", "/api/dashboard/", "/sdk/", "/demo/")

@@ -27,11 +27,13 @@ from typing import Any, BinaryIO, cast
 
 from headrace.config.base import NAME_PATTERN
 from headrace.config.models import Pipeline
-from headrace.dashboard.http import GUARDED, DashboardError, Send, send_json, whole
+from headrace.dashboard.http import GUARDED, DashboardError, send_json
 from headrace.dashboard.readers import StreamReader, open_reader
 from headrace.query.lake import RESERVED_PARAMS, LakeQuery, QueryError, parse_time_param
 from headrace.sinks.lake.config import LakeConfig
 from headrace.sinks.postgres.config import PostgresConfig
+from headrace.web.asgi import Send
+from headrace.web.request import whole
 
 DASHBOARD_PARAMS = RESERVED_PARAMS | {"sink", "group_by", "field", "top", "bucket"}
 PAGEHITS_PARAMS = DASHBOARD_PARAMS | {"stream", "referrer_domain"}

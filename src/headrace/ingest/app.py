@@ -32,7 +32,6 @@ from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
 from headrace.config.base import NAME_PATTERN, Limits
 from headrace.config.models import Pipeline
 from headrace.config.sources import HttpSource, RateLimit
-from headrace.dashboard.access import MISDIRECTED, ReadAccess
 from headrace.dashboard.routes import Dashboard
 from headrace.errors import BufferFull, RequestRejected
 from headrace.ids import event_ids, new_base_id
@@ -43,6 +42,7 @@ from headrace.ingest.mapping import Mapper, RequestMeta
 from headrace.ingest.validation import SchemaCheck, Violation
 from headrace.sinks.lake.config import LakeConfig
 from headrace.telemetry import metrics as m
+from headrace.web.access import MISDIRECTED, ReadAccess
 
 if TYPE_CHECKING:
     from headrace.query.dynamodb import DynamoReader

@@ -189,8 +189,8 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 def serve(pipeline: Pipeline, options: ServeOptions) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit status."""
-    from headrace.dashboard.access import check_exposure
     from headrace.dashboard.history import HistoryRecorder
+    from headrace.web.access import check_exposure
 
     check_exposure(pipeline, options.host)
     data_dir = options.data_dir

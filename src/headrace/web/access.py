@@ -1,4 +1,4 @@
-"""Who may see the dashboard and read events back.
+"""Who may see the dashboard and read events back; which requests may act on operations.
 
 Reads (the dashboard, its JSON endpoints, ``GET`` on streams and readable sources, bad rows and
 dead letters) need a credential when the pipeline names any, and always when the server listens
@@ -15,7 +15,8 @@ While reads are open (loopback, no credential), they are answered only to reques
 point a name of its own at 127.0.0.1 (DNS rebinding) and read the answers as same-origin; the
 Host header still carries that name, and no credential would stop it.
 
-Write endpoints are not governed here: they stay under each source's own ``auth``.
+Write endpoints are not governed here: they stay under each source's own ``auth``. Operator
+requests (retry or cancel a load) must also not come from another site's page (``cross_site``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import ipaddress
 import os
 
 from headrace.config.models import Pipeline
-from headrace.errors import HeadraceError
+from headrace.errors import HeadraceError, RequestRejected
+from headrace.web.asgi import Scope, Send, send_error
+from headrace.web.request import request_headers
 
 ADMIN_TOKEN_ENV = "HEADRACE_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
@@ -75,6 +78,7 @@ class ReadAccess:
         }
         self.header = api.read_header.lower()
         self.header_bytes = self.header.encode("latin-1")
+        self.header_set = frozenset({self.header_bytes})
         self.loopback = is_loopback(listen_host)
 
     @property
@@ -132,3 +136,35 @@ def check_exposure(pipeline: Pipeline, host: str) -> None:
             f"it: set api.read_tokens or api.users in the pipeline file, or {ADMIN_TOKEN_ENV} "
             "in the environment"
         )
+
+
+_HOST = frozenset({b"host"})
+_SITE_HEADERS = frozenset({b"origin", b"host", b"sec-fetch-site"})
+
+
+async def require_read(access: ReadAccess, scope: Scope, send: Send) -> bool:
+    """Whether the request may read: a loopback ``Host`` while reads are open, else a read
+    credential. If not, answers 403 ``misdirected_host`` or 401 ``unauthorized_read``."""
+    if access.misdirected(request_headers(scope, _HOST).get("host")):
+        await send_error(send, RequestRejected(403, "misdirected_host", MISDIRECTED))
+        return False
+    if access.open:
+        return True
+    given = request_headers(scope, access.header_set).get(access.header)
+    if access.allows(given):
+        return True
+    await send_error(send, RequestRejected(401, "unauthorized_read", "reading needs a read token"))
+    return False
+
+
+def cross_site(scope: Scope) -> bool:
+    """Whether an operator request (retry, cancel) comes from another site's page rather than
+    this server's own pages or a client outside a browser. A browser sends saved basic-auth
+    credentials along with a form another site submits, and names that site in ``Origin`` and
+    ``Sec-Fetch-Site``: such a request must not act."""
+    headers = request_headers(scope, _SITE_HEADERS)
+    site = headers.get("sec-fetch-site")
+    origin = headers.get("origin")
+    return site in ("cross-site", "same-site") or (
+        origin is not None and origin.partition("://")[2].rstrip("/") != headers.get("host")
+    )
