@@ -250,7 +250,6 @@ def parse_events(
         body = body[3:].lstrip(_WHITESPACE)
     # Positions and line numbers in errors count what was stripped, as the sender sees them.
     lead = len(raw) - len(body)
-    lead_lines = raw[:lead].count(b"\n")
     if not body:
         raise RequestRejected(400, "empty_body", "the body holds no events")
     fmt_name = _sniff(body, declared_format, content_type)
@@ -258,46 +257,63 @@ def parse_events(
         skimmed = _skim(body, limits, skimmer or _AnyObjects)
         if skimmed is not None:
             return skimmed
-    if fmt_name == "json":
-        try:
-            value = _decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            if declared_format == "auto" and "trailing characters" in str(exc) and body[:1] == b"{":
-                fmt_name = "ndjson"
-            else:
-                raise _json_error(exc, body, offset=lead) from exc
-        except _JSON_ERRORS as exc:
-            raise _json_error(exc, body, offset=lead) from exc
-    if fmt_name == "json":
-        if type(value) is dict:
-            fmt, events = FORMAT_OBJECT, [value]
-        elif type(value) is list:
-            fmt, events = FORMAT_ARRAY, value
-            for index, item in enumerate(events):
-                if type(item) is not dict:
-                    raise RequestRejected(
-                        400,
-                        "not_an_object",
-                        f"item {index} of the array is not a JSON object",
-                        index=index,
-                    )
-        else:
-            raise RequestRejected(
-                400, "not_an_object", "the body must be a JSON object or an array of objects"
-            )
+    found = _json_events(body, lead, declared_format == "auto") if fmt_name == "json" else None
+    if found is None:
+        fmt, events = FORMAT_NDJSON, _ndjson_events(body, lead, raw[:lead].count(b"\n"))
     else:
-        fmt, events = FORMAT_NDJSON, []
-        offset = lead
-        for number, line in enumerate(body.split(b"\n"), start=lead_lines + 1):
-            start, offset = offset, offset + len(line) + 1
-            if not line.strip(_WHITESPACE):
-                continue
-            item = _decode_json(line, line=number, offset=start)
+        fmt, events = found
+    _check_events(body, fmt, events, limits)
+    return Decoded(fmt, len(events), body, events)
+
+
+def _json_events(body: bytes, lead: int, auto: bool) -> tuple[int, list[Any]] | None:
+    """The events of a JSON body (an object, or an array of objects); ``None`` when an ``auto``
+    body turns out to be NDJSON (an object followed by more)."""
+    try:
+        value = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        if auto and "trailing characters" in str(exc) and body[:1] == b"{":
+            return None
+        raise _json_error(exc, body, offset=lead) from exc
+    except _JSON_ERRORS as exc:
+        raise _json_error(exc, body, offset=lead) from exc
+    if type(value) is dict:
+        return FORMAT_OBJECT, [value]
+    if type(value) is list:
+        for index, item in enumerate(value):
             if type(item) is not dict:
                 raise RequestRejected(
-                    400, "not_an_object", f"line {number} is not a JSON object", line=number
+                    400,
+                    "not_an_object",
+                    f"item {index} of the array is not a JSON object",
+                    index=index,
                 )
-            events.append(item)
+        return FORMAT_ARRAY, value
+    raise RequestRejected(
+        400, "not_an_object", "the body must be a JSON object or an array of objects"
+    )
+
+
+def _ndjson_events(body: bytes, lead: int, lead_lines: int) -> list[Any]:
+    """The events of an NDJSON body, one object a line (blank lines skipped)."""
+    events = []
+    offset = lead
+    for number, line in enumerate(body.split(b"\n"), start=lead_lines + 1):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip(_WHITESPACE):
+            continue
+        item = _decode_json(line, line=number, offset=start)
+        if type(item) is not dict:
+            raise RequestRejected(
+                400, "not_an_object", f"line {number} is not a JSON object", line=number
+            )
+        events.append(item)
+    return events
+
+
+def _check_events(body: bytes, fmt: int, events: list[Any], limits: Limits) -> None:
+    """Refuse too many events, and events too deep or with integers out of range (walked only
+    when a cheap scan of the body cannot rule them out)."""
     if len(events) > limits.max_events:
         raise RequestRejected(
             413,
@@ -310,4 +326,3 @@ def parse_events(
     if not flat or body.translate(_NUMBER_SHAPES).find(_LONG_NUMBER) >= 0:
         for event in events:
             _check_shape(event, limits.max_depth)
-    return Decoded(fmt, len(events), body, events)
