@@ -190,14 +190,11 @@ class IngestApp:
             sid: _SourceKeys.of(sid, src.success_status)
             for sid, src in pipeline.http_sources().items()
         }
-        self._bulk: dict[str, Any] = {}  # path: BulkExportEndpoint
-        if pipeline.bulk_sources():
-            from headrace.loads.webhook import BulkExportEndpoint
+        from headrace.loads.api import LoadsApi
+        from headrace.loads.webhook import bulk_endpoints
 
-            for sid, bulk in pipeline.bulk_sources().items():
-                self._bulk[bulk.path.rstrip("/") or "/"] = BulkExportEndpoint(
-                    sid, bulk, data_dir, pipeline.limits_for(bulk)
-                )
+        self._loads = LoadsApi(data_dir, self.read_access)
+        self._bulk = bulk_endpoints(pipeline, data_dir, self.metrics)
         self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
         self.dashboard = Dashboard(
@@ -283,14 +280,11 @@ class IngestApp:
             await self.dashboard(scope, receive, send)
             return
         if path.startswith("/v1/loads"):
-            if method != "GET" and not await self._same_origin(scope, send):
-                return
-            if await self._may_read(scope, send):
-                await self._loads_api(scope, send)
+            await self._loads(scope, receive, send)
             return
         bulk = self._bulk.get(path.rstrip("/") or "/")
         if bulk is not None:
-            await self._bulk_webhook(scope, receive, send, bulk)
+            await bulk(scope, receive, send)
             return
         matched = self.router.match(path)
         if matched is not None:
@@ -333,43 +327,6 @@ class IngestApp:
             )
         else:
             await _error(send, RequestRejected(404, "not_found", f"nothing at {path}"))
-
-    async def _bulk_webhook(self, scope: Scope, receive: Receive, send: Send, bulk: Any) -> None:
-        """A table-export webhook: the load job is recorded durably before the 200."""
-        if scope["method"] != "POST":
-            await _error(send, RequestRejected(405, "method_not_allowed", "POST a webhook here"))
-            return
-        try:
-            headers = _headers(scope, bulk.header_names)
-            raw = await _read_body(receive, headers, bulk.limits.max_body_bytes)
-            client = scope.get("client")
-            facts = RequestFacts(
-                headers, raw, client[0] if client else None, scope.get("query_string", b"")
-            )
-            status, reply = await asyncio.to_thread(bulk.accept, facts, scope["path"])
-        except RequestRejected as exc:
-            self._count_request(bulk.source_id, exc.status)
-            await _error(send, exc)
-            return
-        except Exception:
-            log.exception("bulk export webhook %s failed unexpectedly", bulk.source_id)
-            self._count_request(bulk.source_id, 500)
-            await _error(
-                send, RequestRejected(500, "internal_error", "the request failed; nothing stored")
-            )
-            return
-        self._count_request(bulk.source_id, status)
-        await _send(send, status, _json.encode(reply), JSON_HEADERS + bulk.success_headers)
-
-    async def _loads_api(self, scope: Scope, send: Send) -> None:
-        """``/v1/loads``: the load-job history and its operations (see ``headrace.loads.api``)."""
-        from headrace.loads.api import handle_loads_request
-
-        query = scope.get("query_string", b"").decode("latin-1")
-        status, reply = await asyncio.to_thread(
-            handle_loads_request, self.data_dir, scope["method"], scope["path"], query
-        )
-        await _send(send, status, _json.encode(reply))
 
     async def _preflight(self, scope: Scope, send: Send, policy: CorsPolicy) -> None:
         wanted = {b"origin", b"access-control-request-method", b"access-control-request-headers"}
@@ -664,27 +621,6 @@ class IngestApp:
             return True
         await _error(send, RequestRejected(401, "unauthorized_read", "reading needs a read token"))
         return False
-
-    async def _same_origin(self, scope: Scope, send: Send) -> bool:
-        """Whether an operator request (retry, cancel) comes from this server's own pages or
-        from a client outside a browser; else answer 403. A browser sends saved basic-auth
-        credentials along with a form another site submits, and names that site in ``Origin``
-        and ``Sec-Fetch-Site``: such a request must not act."""
-        headers = _headers(scope, frozenset({b"origin", b"host", b"sec-fetch-site"}))
-        site = headers.get("sec-fetch-site")
-        origin = headers.get("origin")
-        foreign = site in ("cross-site", "same-site") or (
-            origin is not None and origin.partition("://")[2].rstrip("/") != headers.get("host")
-        )
-        if foreign:
-            await _error(
-                send,
-                RequestRejected(
-                    403, "cross_site_request", "operations are taken only from this server's pages"
-                ),
-            )
-            return False
-        return True
 
     async def _badrows(self, scope: Scope, send: Send) -> None:
         """``GET /v1/badrows?source=&reason=&after=&limit=``: kept refusals, oldest first."""

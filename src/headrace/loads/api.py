@@ -4,18 +4,49 @@ GET  /v1/loads?status=&table=&source=&before=&limit=   jobs, newest first
 GET  /v1/loads/{id}                                   one job
 POST /v1/loads/{id}/retry                             run a finished job again
 POST /v1/loads/{id}/cancel                            stop a job that is not loading
+
+The operations are taken only from this server's own pages or from clients outside a browser
+(``web.access.cross_site``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from headrace.errors import RequestRejected
 from headrace.loads.history import STATUSES, LoadHistory
+from headrace.web.access import ReadAccess, cross_site, require_read
+from headrace.web.asgi import Receive, Scope, Send, encode_json, send_body, send_error
 
 _ONE = re.compile(r"^/v1/loads/(\d{1,18})(?:/(retry|cancel))?/?$")
+CROSS_SITE = RequestRejected(
+    403, "cross_site_request", "operations are taken only from this server's pages"
+)
+
+
+class LoadsApi:
+    """``/v1/loads`` as an ASGI handler; each request is answered from a thread."""
+
+    def __init__(self, data_dir: Path, access: ReadAccess) -> None:
+        self.data_dir = data_dir
+        self.access = access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        if method != "GET" and cross_site(scope):
+            await send_error(send, CROSS_SITE)
+            return
+        if not await require_read(self.access, scope, send):
+            return
+        query = scope.get("query_string", b"").decode("latin-1")
+        status, reply = await asyncio.to_thread(
+            handle_loads_request, self.data_dir, method, scope["path"], query
+        )
+        await send_body(send, status, encode_json(reply))
 
 
 def _error(status: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:

@@ -16,6 +16,8 @@ nothing was taken and the sender should see only the error (and retry what it ma
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 from pathlib import Path
@@ -27,8 +29,14 @@ import msgspec
 from headrace.authorizers import RequestFacts, SourceAuth
 from headrace.config.base import Limits
 from headrace.config.bulk import BulkExportSource
+from headrace.config.models import Pipeline
 from headrace.errors import RequestRejected
 from headrace.loads.history import LoadHistory
+from headrace.telemetry import metrics as m
+from headrace.web.asgi import JSON_HEADERS, Receive, Scope, Send, encode_json, send_body, send_error
+from headrace.web.request import client_address, read_body, request_headers
+
+log = logging.getLogger("headrace.loads.webhook")
 
 KINDS = {"data.full_table_exported": "full", "data.incremental_table_exported": "incremental"}
 TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -80,11 +88,28 @@ def parse_export_event(body: bytes) -> tuple[str, str, str] | str:
     return kind, table, url
 
 
+def bulk_endpoints(
+    pipeline: Pipeline, data_dir: Path, metrics: m.Registry | None = None
+) -> dict[str, BulkExportEndpoint]:
+    """The webhooks of the pipeline's ``bulk_export`` sources, by path."""
+    return {
+        source.path.rstrip("/") or "/": BulkExportEndpoint(
+            sid, source, data_dir, pipeline.limits_for(source), metrics
+        )
+        for sid, source in pipeline.bulk_sources().items()
+    }
+
+
 class BulkExportEndpoint:
-    """One ``bulk_export`` source's webhook, as the ingest app calls it (from a thread)."""
+    """One ``bulk_export`` source's webhook: an ASGI handler; ``accept`` runs in a thread."""
 
     def __init__(
-        self, source_id: str, source: BulkExportSource, data_dir: Path, limits: Limits
+        self,
+        source_id: str,
+        source: BulkExportSource,
+        data_dir: Path,
+        limits: Limits,
+        metrics: m.Registry | None = None,
     ) -> None:
         self.source_id = source_id
         self.source = source
@@ -95,7 +120,40 @@ class BulkExportEndpoint:
         )
         self.data_dir = data_dir
         self.success_headers = PROCESSED_HEADERS
+        self.metrics = metrics if metrics is not None else m.Registry()
         self._history: LoadHistory | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A table-export webhook: the load job is recorded durably before the 200."""
+        if scope["method"] != "POST":
+            await send_error(
+                send, RequestRejected(405, "method_not_allowed", "POST a webhook here")
+            )
+            return
+        try:
+            headers = request_headers(scope, self.header_names)
+            raw = await read_body(receive, headers, self.limits.max_body_bytes)
+            query = scope.get("query_string", b"")
+            facts = RequestFacts(headers, raw, client_address(scope), query)
+            status, reply = await asyncio.to_thread(self.accept, facts, scope["path"])
+        except RequestRejected as exc:
+            self._count_request(exc.status)
+            await send_error(send, exc)
+            return
+        except Exception:
+            log.exception("bulk export webhook %s failed unexpectedly", self.source_id)
+            self._count_request(500)
+            await send_error(
+                send, RequestRejected(500, "internal_error", "the request failed; nothing stored")
+            )
+            return
+        self._count_request(status)
+        await send_body(send, status, encode_json(reply), JSON_HEADERS + self.success_headers)
+
+    def _count_request(self, status: int) -> None:
+        self.metrics.add(
+            m.key("headrace_requests_total", source=self.source_id, status=str(status))
+        )
 
     @property
     def history(self) -> LoadHistory:
