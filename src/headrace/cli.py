@@ -745,7 +745,7 @@ def docs(kind: str, type_name: str | None) -> None:
     KIND is sources, transforms, sinks, authorizers, warehouses or pipeline; TYPE_NAME picks one
     type (``headrace docs sinks postgres``). Components installed by plugins are listed too.
     """
-    from headrace.config import models
+    from headrace.config import buffers, models
     from headrace.config.base import Limits
     from headrace.registry import components
 
@@ -756,7 +756,8 @@ def docs(kind: str, type_name: str | None) -> None:
     elif kind == "sources":
         found = dict(models.SOURCE_TYPES)
     else:
-        found = {"pipeline": models.Pipeline, "buffer": models.LocalBuffer, "limits": Limits}
+        found = {"pipeline": models.Pipeline, "buffer": buffers.LocalBuffer,
+                 "buffer-nats": buffers.NatsBuffer, "limits": Limits}  # fmt: skip
     names = [type_name] if type_name else sorted(found)
     for name in names:
         entry = found.get(name)

@@ -163,7 +163,7 @@ async def test_concurrent_commits_share_fsyncs(tmp_path: Path) -> None:
     committer = LocalWriter(writer(tmp_path), guard)
     committer.start()
     await asyncio.gather(*(committer.commit(request()) for _ in range(500)))
-    committer.stop()
+    committer.stop_blocking()
     assert committer.frames_committed == 500
     assert committer.commits < 500  # many requests rode on one fsync
     items = SegmentReader(tmp_path, "t", {}, set()).poll(1 << 24).items
@@ -179,7 +179,7 @@ async def test_a_full_buffer_refuses_before_writing(tmp_path: Path) -> None:
     await asyncio.sleep(0.1)  # the guard measures again
     with pytest.raises(BufferFull):
         await committer.commit(request())
-    committer.stop()
+    committer.stop_blocking()
     items = SegmentReader(tmp_path, "t", {}, set()).poll(1 << 24).items
     assert len(items) == 1
 

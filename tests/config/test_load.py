@@ -11,14 +11,9 @@ from click.testing import CliRunner
 
 from headrace.cli import main
 from headrace.config.base import Limits
+from headrace.config.buffers import LocalBuffer
 from headrace.config.load import format_path, load_pipeline, parse_pipeline
-from headrace.config.models import (
-    DEFAULT_SINK_ID,
-    DEFAULT_SOURCE_ID,
-    LocalBuffer,
-    Pipeline,
-    default_pipeline,
-)
+from headrace.config.models import DEFAULT_SINK_ID, DEFAULT_SOURCE_ID, Pipeline, default_pipeline
 from headrace.config.sources import HttpSource
 from headrace.errors import ConfigError, ConfigProblem
 from headrace.sinks.lake.config import LakeConfig

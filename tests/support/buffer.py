@@ -14,7 +14,7 @@ from headrace.buffer.local import LocalBuffer
 from headrace.buffer.local.positions import POSITIONS_SCHEMA
 from headrace.buffer.local.reader import PositionAck, SegmentReader
 from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
-from headrace.config.models import LocalBuffer as LocalBufferSettings
+from headrace.config.buffers import LocalBuffer as LocalBufferSettings
 from headrace.ids import new_base_id
 from headrace.storage import state
 

@@ -1,7 +1,7 @@
 """Where accepted requests wait for delivery, behind one interface (``base``): ingest commits to a
 ``BufferWriter``, delivery reads per sink from a ``BufferReader`` and acknowledges what the sink
-committed. ``local`` (segment files, the default) is the implementation here; ``open_buffer`` picks
-the one the pipeline's ``buffer:`` names."""
+committed. ``local`` (segment files, the default) and ``nats`` (a NATS JetStream stream, for many
+machines) implement it; ``open_buffer`` picks the one the pipeline's ``buffer:`` names."""
 
 from __future__ import annotations
 
@@ -19,11 +19,16 @@ from headrace.buffer.base import (
 )
 
 if TYPE_CHECKING:
-    from headrace.config.models import LocalBuffer as LocalBufferSettings
+    from headrace.config.buffers import LocalBuffer as LocalBufferSettings
+    from headrace.config.buffers import NatsBuffer as NatsBufferSettings
 
 
-def open_buffer(settings: LocalBufferSettings, data_dir: Path) -> Buffer:
-    """The buffer ``settings`` describe, keeping its data under ``data_dir``."""
+def open_buffer(settings: LocalBufferSettings | NatsBufferSettings, data_dir: Path) -> Buffer:
+    """The buffer ``settings`` describe (the local one keeps its data under ``data_dir``)."""
+    if settings.type == "nats":
+        from headrace.buffer.nats import NatsBuffer
+
+        return NatsBuffer(settings, data_dir)
     from headrace.buffer.local import LocalBuffer
 
     return LocalBuffer(settings, data_dir)

@@ -38,6 +38,12 @@ class ReadItem:
     """Bytes it takes in the buffer (what batch limits count)."""
     where: str
     """Where it is stored, for people (an id for an undecodable request's dead letter)."""
+    deliveries: int = 1
+    """How many times it has been handed out (more than 1: a worker died, or did not
+    acknowledge in time)."""
+    final: bool = False
+    """Delivered as many times as the buffer allows: its events go to the dead letters
+    (``redelivered_too_often``) instead of the sink."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class Backlog:
 
     bytes: int
     oldest_received_at_us: int | None
+    messages: int | None = None
+    """Stored requests not yet acknowledged, where the buffer counts them."""
 
 
 class BufferReader(Protocol):
@@ -117,8 +125,8 @@ class BufferWriter(Protocol):
     def stored_bytes(self) -> int:
         """Bytes the buffer holds (for the ``headrace_buffer_bytes`` gauge)."""
 
-    def stop(self) -> None:
-        """Commit what is pending and release the writer (blocking: run it in a thread)."""
+    async def stop(self) -> None:
+        """Commit what is pending and release the writer."""
 
 
 class Buffer(Protocol):
@@ -127,9 +135,10 @@ class Buffer(Protocol):
     def writer(self, name: str) -> BufferWriter:
         """The writer of one ingest worker (``name`` is unique among the running workers)."""
 
-    def reader(self, sink: str, conn: sqlite3.Connection) -> BufferReader:
+    def reader(self, sink: str, conn: sqlite3.Connection, sources: list[str]) -> BufferReader:
         """The reader of one sink, starting after what it acknowledged (``conn``: the state
-        database, where acknowledgements are recorded)."""
+        database, where acknowledgements are recorded; ``sources``: the sources it reads, so a
+        buffer that can filter by source hands out only theirs)."""
 
     def recover(self) -> int:
         """Make what writers that died left readable, cutting off torn tails (each logged);

@@ -19,9 +19,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from headrace.config.base import NAME_PATTERN, Limits, Model
+from headrace.config.buffers import LocalBuffer, NatsBuffer
 from headrace.config.bulk import BulkExportSource
 from headrace.config.graph import graph_problems
-from headrace.config.models import SOURCE_TYPES, ApiSettings, LocalBuffer, Pipeline
+from headrace.config.models import SOURCE_TYPES, ApiSettings, Pipeline
 from headrace.config.sources import HttpSource
 from headrace.errors import ConfigError, ConfigProblem
 from headrace.registry import Kind, UnknownComponent, ValidationContext, components
@@ -256,6 +257,21 @@ def _component_checks(
     return out
 
 
+BUFFER_TYPES: dict[str, type[Model]] = {"local": LocalBuffer, "nats": NatsBuffer}
+
+
+def _validate_buffer(data: Any, problems: _Problems) -> Model | None:
+    """The ``buffer:`` section, by its ``type`` (``local`` when none is given)."""
+    body = data if data is not None else {}
+    kind = body.get("type", "local") if isinstance(body, dict) else None
+    model = BUFFER_TYPES.get(str(kind)) if kind is not None else LocalBuffer
+    if model is None:
+        known = ", ".join(BUFFER_TYPES)
+        problems.add(("buffer", "type"), f'unknown buffer type "{kind}" (available: {known})')
+        return None
+    return _validate_model(model, body, ("buffer",), problems)
+
+
 def _as_mapping(data: Any) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
@@ -368,7 +384,7 @@ def parse_pipeline(
     sources = _validate_components("sources", raw.get("sources"), None, problems)
     transforms = _validate_components("transforms", raw.get("transforms"), "transform", problems)
     sinks = _validate_components("sinks", raw.get("sinks"), "sink", problems)
-    buffer = _validate_model(LocalBuffer, raw.get("buffer") or {}, ("buffer",), problems)
+    buffer = _validate_buffer(raw.get("buffer"), problems)
     limits = _validate_model(Limits, raw.get("limits") or {}, ("limits",), problems)
     api = _validate_model(ApiSettings, raw.get("api") or {}, ("api",), problems)
     _check_graph(raw, sources, problems)

@@ -8,40 +8,22 @@ and register themselves (``headrace.registry``); the unions here are built from 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
 from headrace.config.base import (
-    Bytes,
     Limits,
     Model,
     NonEmptySecret,
-    Seconds,
     SinkConfig,
     TransformConfig,
 )
+from headrace.config.buffers import LocalBuffer, NatsBuffer
 from headrace.config.bulk import BulkExportSource
 from headrace.config.graph import routes_of
 from headrace.config.sources import HttpSource
 from headrace.registry import ComponentUnion, components, rebuild_on_registration
-
-
-class LocalBuffer(Model):
-    """The embedded durable buffer: checksummed segment files, fsync'd with group commit."""
-
-    type: Literal["local"] = "local"
-    max_bytes: Bytes = 10 * 1024**3
-    """Largest the buffer may grow; past it, ingest answers 503 with Retry-After."""
-    min_free_bytes: Bytes = 256 * 1024**2
-    """Free disk space kept in reserve; below it, ingest answers 503 with Retry-After."""
-    segment_bytes: Bytes = 64 * 1024**2
-    """A segment file is closed and a new one started past this size."""
-    segment_age: Seconds = 300.0
-    """...or past this age, so retention can remove old data."""
-    retention: Seconds = 24 * 3600.0
-    """How long delivered data is kept for ``headrace replay`` (less when the buffer nears
-    ``max_bytes``: room for new events comes first)."""
 
 
 class ApiSettings(Model):
@@ -81,7 +63,7 @@ class Pipeline(Model):
     """How events are changed on the way, keyed by id."""
     sinks: dict[str, Sink] = Field(default_factory=dict)
     """Where events are delivered, keyed by id."""
-    buffer: LocalBuffer = LocalBuffer()
+    buffer: Annotated[LocalBuffer | NatsBuffer, Field(discriminator="type")] = LocalBuffer()
     """Where accepted events wait for delivery."""
     limits: Limits = Limits()
     """Default request limits for http sources."""

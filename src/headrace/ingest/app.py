@@ -229,7 +229,7 @@ class IngestApp:
         if self._pending_writes:
             await asyncio.gather(*self._pending_writes, return_exceptions=True)
         if self._started:
-            await asyncio.to_thread(self.writer.stop)
+            await self.writer.stop()
             self._refresh_gauges()
             with contextlib.suppress(OSError):
                 m.write_snapshot(self.run_dir, self.writer_name, self.metrics)

@@ -97,6 +97,7 @@ class DeliveryWorker:
         self._k_retries = key("headrace_sink_retries_total", sink=sink.id)
         self._k_healthy = key("headrace_sink_healthy", sink=sink.id)
         self._k_dropped = key("headrace_events_dropped_total", sink=sink.id)
+        self._k_redelivered = key("headrace_buffer_redeliveries_total", sink=sink.id)
         self._conn: sqlite3.Connection | None = None
         self.thread = threading.Thread(target=self.run, name=f"deliver-{sink.id}", daemon=True)
 
@@ -120,7 +121,7 @@ class DeliveryWorker:
 
     def _run(self) -> None:
         self._conn = state.connect(self.state_path)
-        reader = self.reader = self.buffer.reader(self.sink.id, self._conn)
+        reader = self.reader = self.buffer.reader(self.sink.id, self._conn, sorted(self.inputs))
         self.metrics.set(self._k_healthy, 1)
         batch = _Batch(reader.acknowledgement())
         settings = self.batch_settings
@@ -149,11 +150,16 @@ class DeliveryWorker:
 
     def _add(self, batch: _Batch, items: list[ReadItem]) -> None:
         for item in items:
+            if item.deliveries > 1:
+                self.metrics.add(self._k_redelivered)
             if not self.wants(item):
                 continue
             batch.bytes += item.size
             if batch.started is None:
                 batch.started = time.monotonic()
+            if item.final:
+                batch.undecodable.extend(_given_up(item))
+                continue
             try:
                 batch.events.extend(expand_events(item.request))
             except (msgspec.DecodeError, ValueError) as exc:
@@ -282,3 +288,19 @@ class DeliveryWorker:
         self.metrics.set(
             key("headrace_sink_oldest_undelivered_age_seconds", sink=self.sink.id), age
         )
+
+
+def _given_up(item: ReadItem) -> list[FailedRecord]:
+    """The events of a request the buffer delivered as many times as it allows (workers died
+    on it): dead letters, so the rest of the stream goes on."""
+    why = (
+        f"delivered {item.deliveries} times without being acknowledged (a worker died or timed "
+        f"out on it each time); stored at {item.where}"
+    )
+    try:
+        events = expand_events(item.request)
+    except (msgspec.DecodeError, ValueError):
+        request = item.request
+        body = {"_raw": request.body.decode("utf-8", "replace")}
+        events = [Event(item.where, request.stream, request.source, request.received_at_us, body)]
+    return [FailedRecord(e, "redelivered_too_often", why) for e in events]

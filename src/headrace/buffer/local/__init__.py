@@ -25,7 +25,7 @@ from headrace.buffer.local.retention import remove_expired_segments
 from headrace.buffer.local.segments import SegmentWriter, recover_dead_writers
 from headrace.buffer.local.writer import CapacityGuard, LocalWriter
 from headrace.buffer.records import BufferedRequest
-from headrace.config.models import LocalBuffer as LocalBufferSettings
+from headrace.config.buffers import LocalBuffer as LocalBufferSettings
 
 log = logging.getLogger("headrace.buffer")
 
@@ -49,7 +49,7 @@ class LocalBuffer:
         )
         return LocalWriter(segments, guard)
 
-    def reader(self, sink: str, conn: sqlite3.Connection) -> SegmentReader:
+    def reader(self, sink: str, conn: sqlite3.Connection, sources: list[str]) -> SegmentReader:
         return SegmentReader.for_sink(self.directory, sink, conn)
 
     def recover(self) -> int:

@@ -147,8 +147,12 @@ class LocalWriter:
             self.healthy, self.last_error = False, str(exc)
             self.writer._abandon_current()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """Commit what is pending, seal the segment and stop the thread."""
+        await asyncio.to_thread(self.stop_blocking)
+
+    def stop_blocking(self) -> None:
+        """``stop`` for a caller that is not a coroutine."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
