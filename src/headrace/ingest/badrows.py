@@ -7,11 +7,13 @@
 
 Reasons: ``schema_violation``, ``decode_error`` (invalid JSON, bad gzip, not an object, too deep,
 numbers out of range), ``size_violation`` (too large, too many events), ``mapping_error``. Ingest workers write
-from a thread so the event loop never waits on SQLite.
+from a thread so the event loop never waits on SQLite (``BadRowKeeper``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -21,6 +23,7 @@ from typing import Any
 
 from headrace.storage.sqlite import open_database
 
+log = logging.getLogger("headrace.ingest")
 RAW_LIMIT = 64 * 1024
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bad_rows (
@@ -134,6 +137,30 @@ class BadRowStore:
             self._connection().executemany(
                 "UPDATE bad_rows SET replayed_at_us = ? WHERE id = ?", [(now, i) for i in ids]
             )
+
+
+class BadRowKeeper:
+    """Keeps refusals in a ``BadRowStore`` from a thread: an answer never waits for SQLite."""
+
+    def __init__(self, store: BadRowStore) -> None:
+        self.store = store
+        self.pending: set[asyncio.Future[None]] = set()
+
+    def keep(self, rows: list[tuple[str, str, str, str, str, int, bytes]]) -> None:
+        """Start writing ``rows`` (as ``BadRowStore.add`` takes them); a failure is logged."""
+        future = asyncio.get_running_loop().run_in_executor(None, self.store.add, rows)
+        self.pending.add(future)
+        future.add_done_callback(self._written)
+
+    def _written(self, future: asyncio.Future[None]) -> None:
+        self.pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("cannot keep bad rows: %s", future.exception())
+
+    async def drain(self) -> None:
+        """Wait until the rows being written are written."""
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
 
 
 @dataclass
