@@ -640,7 +640,7 @@ def badrows() -> None:
 
 
 def _badrow_store(data_dir: Path) -> Any:
-    from headrace.ingest.badrows import BadRowStore
+    from headrace.storage.badrows import BadRowStore
 
     if not (data_dir / "badrows.db").exists():
         raise click.UsageError(f"no bad rows in {data_dir}")

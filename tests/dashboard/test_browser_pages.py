@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from dashboard.conftest import artifact, canvas_ink, drawn, legend, show, wait_until, write_lake
-from headrace.ingest.badrows import BadRowStore
+from headrace.storage.badrows import BadRowStore
 from headrace.recipes import PAGE_HITS
 from headrace.storage import state
 from headrace.types import Event, FailedRecord

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from dashboard.conftest import app_client
-from headrace.ingest.badrows import BadRowStore
+from headrace.storage.badrows import BadRowStore
 from headrace.storage import state
 from headrace.types import Event, FailedRecord
 

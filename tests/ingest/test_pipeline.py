@@ -19,8 +19,9 @@ from headrace.buffer.records import BufferedRequest, expand_events
 from headrace.config.load import parse_pipeline
 from headrace.config.models import LocalBuffer
 from headrace.errors import BufferFull
-from headrace.ingest.badrows import BadRowKeeper, BadRowStore
+from headrace.ingest.badrows import BadRowKeeper
 from headrace.ingest.pipeline import SourcePipeline, noop
+from headrace.storage.badrows import BadRowStore
 from headrace.telemetry import metrics as m
 from web.answers import Recorder, body_of, request
 

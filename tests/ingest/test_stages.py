@@ -21,7 +21,7 @@ from headrace.config.models import LocalBuffer
 from headrace.config.sources import HttpSource, RateLimit
 from headrace.errors import BufferFull, RequestRejected
 from headrace.ids import event_ids, new_base_id
-from headrace.ingest.badrows import BadRowKeeper, BadRowStore
+from headrace.ingest.badrows import BadRowKeeper
 from headrace.ingest.decode import Decoded
 from headrace.ingest.mapping import Mapper
 from headrace.ingest.stages import (
@@ -36,6 +36,7 @@ from headrace.ingest.stages import (
 )
 from headrace.ingest.validation import SchemaCheck
 from headrace.storage.api_keys import ApiKey
+from headrace.storage.badrows import BadRowStore
 from web.answers import request
 
 LIMITS = Limits()

@@ -6,7 +6,7 @@
     OPTIONS <source path>                a CORS preflight, for a source with ``cors:``
     GET     /v1/streams/{stream}/events  read stored events (``reads``)
     GET     <source path>                read a source with ``read:`` set (``reads``)
-    GET     /v1/badrows                  kept refusals (``badrows_api``)
+    GET     /v1/badrows                  kept refusals (``web.failures``)
     GET     /openapi.json                the pipeline's sources as an OpenAPI document
     GET     /healthz  /readyz  /metrics  liveness, readiness, Prometheus metrics (``health``)
     POST    /_noop                       with ``--noop-endpoint``: the benchmark's ceiling
@@ -28,14 +28,16 @@ from headrace.buffer import open_buffer
 from headrace.config.models import Pipeline
 from headrace.errors import RequestRejected
 from headrace.ingest import health
-from headrace.ingest.badrows import BadRowKeeper, BadRowStore
-from headrace.ingest.badrows_api import BadRowsApi
+from headrace.ingest.badrows import BadRowKeeper
 from headrace.ingest.pipeline import SourcePipeline, noop
 from headrace.ingest.reads import EventReads
 from headrace.ingest.routes import Router, path_is_stream_api
+from headrace.storage.badrows import BadRowStore
+from headrace.storage.failures import BAD_ROWS
 from headrace.telemetry import metrics as m
 from headrace.web.access import ReadAccess
 from headrace.web.asgi import Receive, Scope, Send, send_error, send_json
+from headrace.web.failures import FailuresApi
 
 log = logging.getLogger("headrace.ingest")
 
@@ -83,7 +85,7 @@ class IngestApp:
             for sid, source in pipeline.http_sources().items()
         }
         self.reads = EventReads(pipeline, data_dir, access)
-        self.badrows_api = BadRowsApi(self.badrows, access)
+        self.badrows_api = FailuresApi(BAD_ROWS, data_dir, access)
         self.health = health.Health(self.writer, self.run_dir, (writer_name, self.metrics))
         self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
