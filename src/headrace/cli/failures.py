@@ -4,12 +4,37 @@ ingest): list, show, replay."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import click
 
 from headrace.cli.common import config_option, data_dir_option, load_or_exit, state_conn
+
+
+class _Kept(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def replayed_at_us(self) -> int | None: ...
+
+
+K = TypeVar("K", bound=_Kept)
+
+
+def _pending(
+    ids: tuple[int, ...], get: Callable[[int], K | None], after: Callable[[int], list[K]]
+) -> list[K]:
+    """The failures to replay: those of ``ids`` not replayed yet, else every page ``after``
+    lists (the filters' pending failures, oldest first)."""
+    if ids:
+        return [row for i in ids if (row := get(i)) is not None and row.replayed_at_us is None]
+    rows: list[K] = []
+    while batch := after(rows[-1].id if rows else 0):
+        rows.extend(batch)
+    return rows
 
 
 @click.group()
@@ -93,19 +118,13 @@ def dlq_replay(
     from headrace.storage.state import get_dead_letter, list_dead_letters, mark_replayed
 
     conn = state_conn(data_dir)
-    if ids:
-        letters = [
-            dl
-            for i in ids
-            if (dl := get_dead_letter(conn, i)) is not None and dl.replayed_at_us is None
-        ]
-    else:
-        letters, after = [], 0
-        while batch := list_dead_letters(
+    letters = _pending(
+        ids,
+        lambda i: get_dead_letter(conn, i),
+        lambda after: list_dead_letters(
             conn, sink=sink, reason=reason, limit=10_000, after_id=after
-        ):
-            letters.extend(batch)
-            after = batch[-1].id
+        ),
+    )
     if not letters:
         click.echo("nothing to replay")
         return
@@ -191,13 +210,11 @@ def badrows_replay(
 
     pipeline = load_or_exit(config_path)
     store = _badrow_store(data_dir)
-    if ids:
-        rows = [r for i in ids if (r := store.get(i)) is not None and r.replayed_at_us is None]
-    else:
-        rows, after = [], 0
-        while batch := store.find(source=source, reason=reason, after_id=after, limit=10_000):
-            rows.extend(batch)
-            after = batch[-1].id
+    rows = _pending(
+        ids,
+        store.get,
+        lambda after: store.find(source=source, reason=reason, after_id=after, limit=10_000),
+    )
     if not rows:
         click.echo("nothing to replay")
         return
