@@ -88,9 +88,9 @@ async def app_client(
     """An in-process ingest app (dashboard included) over ``data_dir``, and a client for it."""
     from headrace.config.load import parse_pipeline
     from headrace.config.models import default_pipeline
-    from headrace.ingest.app import IngestApp
+    from headrace.server.app import WorkerApp
 
-    app = IngestApp(parse_pipeline(pipeline) if pipeline else default_pipeline(), data_dir)
+    app = WorkerApp(parse_pipeline(pipeline) if pipeline else default_pipeline(), data_dir)
     await app.startup()
     try:
         transport = httpx.ASGITransport(app=app, client=client)

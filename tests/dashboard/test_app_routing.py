@@ -10,7 +10,7 @@ import pytest
 
 from headrace.config.load import parse_pipeline
 from headrace.errors import ConfigError
-from headrace.ingest.app import IngestApp
+from headrace.server.app import WorkerApp
 
 
 def pipeline(path: str) -> str:
@@ -22,7 +22,7 @@ def pipeline(path: str) -> str:
 
 @pytest.mark.anyio
 async def test_the_dashboard_answers_get_slash_even_beside_a_source_there(data_dir: Path) -> None:
-    app = IngestApp(parse_pipeline(pipeline("/")), data_dir)
+    app = WorkerApp(parse_pipeline(pipeline("/")), data_dir)
     await app.startup()
     try:
         transport = httpx.ASGITransport(app=app)

@@ -25,9 +25,9 @@ import pytest
 
 from dashboard.conftest import artifact, show, write_lake
 from dashboard.test_useragent import REAL
-from headrace.ingest.badrows import BadRowStore
 from headrace.recipes import PAGE_HITS
 from headrace.storage import state
+from headrace.storage.badrows import BadRowStore
 from headrace.types import Event, FailedRecord
 from support.serverproc import ServerProcess
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 
 from dashboard.conftest import artifact, canvas_ink, drawn, legend, show, wait_until, write_lake
-from headrace.ingest.badrows import BadRowStore
 from headrace.recipes import PAGE_HITS
 from headrace.storage import state
+from headrace.storage.badrows import BadRowStore
 from headrace.types import Event, FailedRecord
 from support.serverproc import ServerProcess
 

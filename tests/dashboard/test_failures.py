@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from dashboard.conftest import app_client
-from headrace.ingest.badrows import BadRowStore
 from headrace.storage import state
+from headrace.storage.badrows import BadRowStore
 from headrace.types import Event, FailedRecord
 
 T0 = 1_763_800_000_000_000

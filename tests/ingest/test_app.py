@@ -11,7 +11,7 @@ from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
 from headrace.config.models import Pipeline, default_pipeline
-from headrace.ingest.app import IngestApp
+from headrace.server.app import WorkerApp
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +35,7 @@ sinks:
 """
 
 
-async def started(app: IngestApp) -> AsyncIterator[httpx.AsyncClient]:
+async def started(app: WorkerApp) -> AsyncIterator[httpx.AsyncClient]:
     await app.startup()
     try:
         async with httpx.AsyncClient(
@@ -48,7 +48,7 @@ async def started(app: IngestApp) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def client(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in started(IngestApp(default_pipeline(), data_dir)):
+    async for c in started(WorkerApp(default_pipeline(), data_dir)):
         yield c
 
 
@@ -106,7 +106,7 @@ async def test_invalid_stream_names_and_unknown_paths(client: httpx.AsyncClient)
 
 
 async def test_configured_sources(configured: Pipeline, data_dir: Path) -> None:
-    async for client in started(IngestApp(configured, data_dir)):
+    async for client in started(WorkerApp(configured, data_dir)):
         split = await client.post(
             "/webhooks/split/impressions", content=gzip.compress(b'[{"k":"u1"}]')
         )
@@ -137,11 +137,11 @@ async def test_configured_sources(configured: Pipeline, data_dir: Path) -> None:
 async def test_a_full_buffer_answers_503_with_retry_after(
     configured: Pipeline, data_dir: Path
 ) -> None:
-    app = IngestApp(configured, data_dir)
+    app = WorkerApp(configured, data_dir)
     async for client in started(app):
         first = await client.post("/v1/streams/orders/events", json={"pad": "x" * 3000})
         assert first.status_code == 202
-        app.writer.guard.refresh()  # type: ignore[attr-defined]  # the local buffer measures now
+        app.ingest.writer.guard.refresh()  # type: ignore[attr-defined]  # the local buffer measures now
         full = await client.post("/v1/streams/orders/events", json={"a": 1})
         assert full.status_code == 503 and full.json()["error"] == "buffer_full"
         assert int(full.headers["retry-after"]) > 0

@@ -17,7 +17,7 @@ from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
 from headrace.config.sources import HttpSource
 from headrace.errors import RequestRejected
-from headrace.ingest.app import IngestApp
+from headrace.server.app import WorkerApp
 
 # The Standard Webhooks specification's reference vector.
 SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -227,7 +227,7 @@ sinks:
 
 @pytest.mark.anyio
 async def test_signed_deliveries_over_http_keep_their_delivery_id(data_dir: Path) -> None:
-    app = IngestApp(parse_pipeline(SIGNED), data_dir)
+    app = WorkerApp(parse_pipeline(SIGNED), data_dir)
     await app.startup()
     try:
         async with httpx.AsyncClient(
@@ -288,7 +288,7 @@ sinks:
 async def test_refused_requests_neither_use_the_rate_nor_become_bad_rows_nor_claim_ids(
     data_dir: Path,
 ) -> None:
-    app = IngestApp(parse_pipeline(MIXED), data_dir)
+    app = WorkerApp(parse_pipeline(MIXED), data_dir)
     await app.startup()
     url = "/v1/streams/hooks/events"
     try:
@@ -305,4 +305,4 @@ async def test_refused_requests_neither_use_the_rate_nor_become_bad_rows_nor_cla
             assert by_token.status_code == 202 and by_token.json()["ids"] != [SW_ID]
     finally:
         await app.shutdown()
-    assert app.badrows.find() == []
+    assert app.ingest.badrows.find() == []

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from headrace.authorizers.api_key import ApiKeyCheck
 from headrace.cli import main
 from headrace.config.load import parse_pipeline
-from headrace.ingest.app import IngestApp
+from headrace.server.app import WorkerApp
 from headrace.storage.api_keys import KeyStore
 
 PIPELINE = json.dumps({
@@ -37,7 +37,7 @@ async def test_api_keys_in_header_or_query_revocation_and_per_key_rates(
     store = KeyStore(data_dir)
     plain, plain_key = store.create("app", "server", None)
     _, slow_key = store.create("app", "widget", 1.0)
-    app = IngestApp(parse_pipeline(PIPELINE), data_dir)
+    app = WorkerApp(parse_pipeline(PIPELINE), data_dir)
     await app.startup()
     url = "/v1/streams/app/events"
     try:

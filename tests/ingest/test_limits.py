@@ -8,8 +8,8 @@ import pytest
 from headrace.config.load import parse_pipeline
 from headrace.config.sources import RateLimit
 from headrace.errors import RequestRejected
-from headrace.ingest.app import IngestApp
 from headrace.ingest.limits import TokenBucket
+from headrace.server.app import WorkerApp
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
@@ -47,7 +47,7 @@ sinks:
 
 @pytest.mark.anyio
 async def test_rate_limit_and_cors_over_http(data_dir: Path) -> None:
-    app = IngestApp(parse_pipeline(PIPELINE), data_dir)
+    app = WorkerApp(parse_pipeline(PIPELINE), data_dir)
     await app.startup()
     url = "/v1/streams/web/events"
     shop = {"origin": "https://shop.example"}
@@ -106,7 +106,7 @@ sinks:
 
 @pytest.mark.anyio
 async def test_read_tokens_guard_events_and_bad_rows(data_dir: Path) -> None:
-    app = IngestApp(parse_pipeline(READ_GUARDED), data_dir)
+    app = WorkerApp(parse_pipeline(READ_GUARDED), data_dir)
     await app.startup()
     try:
         async with httpx.AsyncClient(

@@ -10,7 +10,7 @@ from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
 from headrace.errors import ConfigError
-from headrace.ingest.app import IngestApp
+from headrace.server.app import WorkerApp
 from headrace.storage.api_keys import KeyStore
 
 PIPELINE = json.dumps({
@@ -32,7 +32,7 @@ PIPELINE = json.dumps({
 @pytest.mark.anyio
 async def test_the_map_reshapes_events_and_copies_request_metadata(data_dir: Path) -> None:
     _, key = KeyStore(data_dir).create("orders", "checkout", None)
-    app = IngestApp(parse_pipeline(PIPELINE), data_dir)
+    app = WorkerApp(parse_pipeline(PIPELINE), data_dir)
     await app.startup()
     try:
         transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5000))

@@ -9,7 +9,7 @@ import pytest
 from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
-from headrace.ingest.app import IngestApp
+from headrace.server.app import WorkerApp
 
 AUTHORIZER = """
 CALLS = []
@@ -43,7 +43,7 @@ async def test_python_authorizer_decides_caches_and_attaches_its_principal(
     monkeypatch.syspath_prepend(str(tmp_path))
     import hr_test_authorizer  # type: ignore[import-not-found]
 
-    app = IngestApp(parse_pipeline(PIPELINE), data_dir)
+    app = WorkerApp(parse_pipeline(PIPELINE), data_dir)
     await app.startup()
     url = "/v1/streams/api/events"
     try:
@@ -88,7 +88,7 @@ async def test_cached_answers_stand_only_for_the_same_request_shape(
         '"map": {"copy": {"user": "$principal", "tier": "$context.tier"}}',
         '"path": "/in/{stream}/events"',
     )
-    app = IngestApp(parse_pipeline(text), data_dir)
+    app = WorkerApp(parse_pipeline(text), data_dir)
     await app.startup()
     try:
         async with httpx.AsyncClient(

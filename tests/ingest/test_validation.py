@@ -17,7 +17,7 @@ from headrace.buffer.records import expand_events
 from headrace.cli import main
 from headrace.config.load import parse_pipeline
 from headrace.errors import ConfigError
-from headrace.ingest.app import IngestApp
+from headrace.server.app import WorkerApp
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -36,8 +36,8 @@ def pipeline_text(**source: Any) -> str:
 
 async def client_for(
     data_dir: Path, text: str
-) -> AsyncIterator[tuple[httpx.AsyncClient, IngestApp]]:
-    app = IngestApp(parse_pipeline(text), data_dir)
+) -> AsyncIterator[tuple[httpx.AsyncClient, WorkerApp]]:
+    app = WorkerApp(parse_pipeline(text), data_dir)
     await app.startup()
     try:
         async with httpx.AsyncClient(
@@ -53,8 +53,8 @@ def stored(data_dir: Path) -> list[dict[str, Any]]:
     return [e.data for item in items for e in expand_events(item.request)]
 
 
-async def settle(app: IngestApp) -> None:
-    while app._pending_writes:
+async def settle(app: WorkerApp) -> None:
+    while app.ingest.keeper.pending:
         await asyncio.sleep(0.01)
 
 
@@ -71,7 +71,7 @@ async def test_an_invalid_event_refuses_the_request_and_is_kept(data_dir: Path) 
             {"index": 1, "path": "/action", "message": "'hover' is not one of ['click', 'view']"}
         ]
         await settle(app)
-        (row,) = app.badrows.find()
+        (row,) = app.ingest.badrows.find()
         assert (row.reason, row.source, row.path) == ("schema_violation", "clicks", "/action")
         assert json.loads(row.raw) == [GOOD, BAD]
     assert stored(data_dir) == []
@@ -87,7 +87,7 @@ async def test_keep_valid_stores_the_valid_and_lists_the_rest(data_dir: Path) ->
         assert (response.status_code, body["accepted"], len(body["ids"])) == (202, 1, 1)
         assert [r["index"] for r in body["rejected"]] == [1, 2]
         await settle(app)
-        assert [json.loads(r.raw) for r in app.badrows.find()] == [BAD, {"action": "view"}]
+        assert [json.loads(r.raw) for r in app.ingest.badrows.find()] == [BAD, {"action": "view"}]
         listed = (await client.get("/v1/badrows", params={"source": "clicks"})).json()["bad_rows"]
         assert [r["reason"] for r in listed] == ["schema_violation", "schema_violation"]
     assert stored(data_dir) == [GOOD]
@@ -119,7 +119,7 @@ async def test_decode_refusals_are_bad_rows_and_auth_refusals_are_not(data_dir: 
         assert (await client.post("/v1/streams/clicks/events", content=b'{"a":')).status_code == 400
         assert (await client.post("/v1/streams/open/events", json={})).status_code == 401
         await settle(app)
-        (row,) = app.badrows.find()
+        (row,) = app.ingest.badrows.find()
         assert (row.reason, row.raw, row.source) == ("decode_error", b'{"a":', "clicks")
 
 

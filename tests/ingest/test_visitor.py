@@ -12,8 +12,8 @@ import pytest
 from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.records import expand_events
 from headrace.config.load import parse_pipeline
-from headrace.ingest.app import IngestApp
 from headrace.ingest.visitor import SALT_DIR, VisitorHasher
+from headrace.server.app import WorkerApp
 
 
 def at(day: str, hour: int = 12) -> int:
@@ -85,7 +85,7 @@ async def test_visitor_in_a_map_hashes_the_request_and_keeps_no_address(
         "sources": {"hits": {"type": "http", "map": {"copy": {"visitor": "$visitor"}}}},
         "sinks": {"lake": {"type": "lake", "inputs": ["hits"]}},
     }))  # fmt: skip
-    app = IngestApp(pipeline, data_dir)
+    app = WorkerApp(pipeline, data_dir)
     await app.startup()
     try:
         for agent in ("Firefox", "Firefox", "Chrome"):

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from headrace.storage import failures
 from support.serverproc import ServerProcess
 
 
@@ -189,10 +190,14 @@ def test_a_replayed_dead_letter_that_fails_again_updates_its_own_letter(tmp_path
     data_dir = tmp_path / "data"
 
     def letters() -> list[tuple[Any, ...]]:
-        with sqlite3.connect(data_dir / "state.db") as conn:
-            return conn.execute(
-                "SELECT event_id, attempts, failed_at_us, replayed_at_us FROM dead_letters"
-            ).fetchall()
+        with failures.reading(data_dir, failures.DEAD_LETTERS) as conn:  # None until the first
+            return (
+                []
+                if conn is None
+                else conn.execute(
+                    "SELECT event_id, attempts, failed_at_us, replayed_at_us FROM dead_letters"
+                ).fetchall()
+            )
 
     server = ServerProcess(data_dir, config=config).start()
     try:

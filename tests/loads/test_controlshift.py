@@ -26,13 +26,13 @@ from headrace.cli import main
 from headrace.config.load import parse_pipeline
 from headrace.config.models import Pipeline
 from headrace.errors import LoadError
-from headrace.ingest.app import IngestApp
 from headrace.loads.csvfile import CsvFile
 from headrace.loads.schema import Column, parse_ddl, schema_from_files
 from headrace.loads.warehouses import LoadPlan
 from headrace.loads.warehouses.duckdb import DuckDBLoader, DuckDBWarehouseConfig
 from headrace.loads.warehouses.redshift import RedshiftLoader, RedshiftWarehouseConfig
 from headrace.loads.worker import LoadRunner
+from headrace.server.app import WorkerApp
 from support.exportserver import DSN, FileServer, csv_rows, pg_rows, write
 
 SECRET = "cs-webhook-secret"
@@ -66,8 +66,8 @@ def signature(body: bytes) -> dict[str, str]:
 
 
 @pytest.fixture
-async def app(pg_schema: str, data_dir: Path) -> AsyncIterator[IngestApp]:
-    app = IngestApp(pipeline(pg_schema, TABLES_SQL), data_dir)
+async def app(pg_schema: str, data_dir: Path) -> AsyncIterator[WorkerApp]:
+    app = WorkerApp(pipeline(pg_schema, TABLES_SQL), data_dir)
     await app.startup()
     try:
         yield app
@@ -75,13 +75,13 @@ async def app(pg_schema: str, data_dir: Path) -> AsyncIterator[IngestApp]:
         await app.shutdown()
 
 
-async def deliver(app: IngestApp, body: bytes) -> httpx.Response:
+async def deliver(app: WorkerApp, body: bytes) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         return await client.post("/webhooks/controlshift", content=body, headers=signature(body))
 
 
-def run_jobs(app: IngestApp, data_dir: Path, seconds: float = 60) -> None:
+def run_jobs(app: WorkerApp, data_dir: Path, seconds: float = 60) -> None:
     """Fetch and load every job of the source (the serve process's load worker, in-line)."""
     runner = LoadRunner("controlshift", app.pipeline.bulk_sources()["controlshift"], data_dir)
     deadline = time.monotonic() + seconds
@@ -96,7 +96,7 @@ def run_jobs(app: IngestApp, data_dir: Path, seconds: float = 60) -> None:
 
 @pytest.mark.anyio
 async def test_the_url_is_fetched_as_the_json_decodes_it(
-    app: IngestApp, data_dir: Path, pg_schema: str, export_server: FileServer
+    app: WorkerApp, data_dir: Path, pg_schema: str, export_server: FileServer
 ) -> None:
     # ControlShift's \u0026 is an "&" once decoded; an "&amp;" the sender put in a query value
     # is its own and must reach the export server byte for byte (S3 would refuse a signature
@@ -213,7 +213,7 @@ def pg_types(schema: str, table: str) -> dict[str, str]:
 
 @pytest.mark.anyio
 async def test_a_full_export_loads_with_the_tables_sql_schema(
-    app: IngestApp, data_dir: Path, pg_schema: str, export_server: FileServer
+    app: WorkerApp, data_dir: Path, pg_schema: str, export_server: FileServer
 ) -> None:
     url = export_server.add("/signatures_full.csv.gz", gzip.compress(signatures_csv(500)))
     answer = await deliver(app, controlshift_body("signatures", url + "?X-Amz-Signature=abc"))

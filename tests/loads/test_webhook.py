@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from headrace.config.load import parse_pipeline
-from headrace.ingest.app import IngestApp
 from headrace.loads.history import LoadHistory
+from headrace.server.app import WorkerApp
 
 pytestmark = pytest.mark.anyio
 
@@ -54,7 +54,7 @@ def signed(body: bytes, key: str = "s3cret") -> dict[str, str]:
 
 @pytest.fixture
 async def client(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = IngestApp(parse_pipeline(PIPELINE), data_dir)
+    app = WorkerApp(parse_pipeline(PIPELINE), data_dir)
     await app.startup()
     try:
         async with httpx.AsyncClient(

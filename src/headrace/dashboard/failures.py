@@ -1,74 +1,35 @@
 """The dashboard's pages of kept failures: dead letters (``state.db``, events a sink refused for
-good) and bad rows (``badrows.db``, events refused at ingest). Read-only SQL over those SQLite
-tables; the stores' own modules write them.
+good) and bad rows (``badrows.db``, events refused at ingest). The SQL is the failures query
+builder's (``storage.failures``); this module shapes its answers for the pages.
 
 Each page answers newest first, with the total that matches the filters, the filters' choices
 (each counted under the other filters), and a keyset cursor (``before`` = the last id shown), so
-page 500 costs what page 1 does. Values are always bound parameters; the only identifiers in the
-SQL are this module's own constants.
+page 500 costs what page 1 does.
 
-    GET /api/dashboard/deadletters?sink=&reason=&replayed=true&before=&limit=
+    GET /api/dashboard/deadletters?sink=&reason=&stream=&replayed=true&before=&limit=
     GET /api/dashboard/deadletters/{id}
-    GET /api/dashboard/badrows?source=&reason=&replayed=true&before=&limit=
+    GET /api/dashboard/badrows?source=&reason=&stream=&replayed=true&before=&limit=
     GET /api/dashboard/badrows/{id}
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from headrace.storage import failures
+from headrace.storage.failures import BAD_ROWS, DEAD_LETTERS, FailureFilter, FailureKind
+
 PREVIEW = 2000  # characters of an event or a raw body shown in a list; the detail has it all
 MAX_PAGE = 500
+PAGES = {"deadletters": DEAD_LETTERS, "badrows": BAD_ROWS}  # the path's word, the kind
 # the lake names the field a value did not fit: 'field "total" is declared float64; got str'
 _FIELD_IN_ERROR = re.compile(r'field "((?:[^"\\]|\\.)*)"')
 
 
 class FailureQueryError(Exception):
     """A listing that cannot be answered as asked (a 400)."""
-
-
-@dataclass(frozen=True)
-class Store:
-    """One failure table: where it lives and what its columns mean."""
-
-    file: str
-    table: str
-    owner: str  # the column naming who refused (sink) or whose request it was (source)
-    at: str  # the column of the failure's time, µs
-    body: str  # the column holding the event (or raw request)
-
-
-DEAD_LETTERS = Store("state.db", "dead_letters", "sink", "failed_at_us", "data")
-BAD_ROWS = Store("badrows.db", "bad_rows", "source", "received_at_us", "raw")
-
-
-def _connect(path: Path) -> sqlite3.Connection | None:
-    if not path.exists():
-        return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def _conditions(
-    store: Store, filters: dict[str, str], include_replayed: bool, skip: str | None = None
-) -> tuple[str, list[Any]]:
-    """`` WHERE …`` for the filters (all but ``skip``) and its arguments."""
-    parts: list[str] = []
-    args: list[Any] = []
-    for column in (store.owner, "reason", "stream"):
-        value = filters.get(column)
-        if value and column != skip:
-            parts.append(f"{column} = ?")
-            args.append(value)
-    if not include_replayed:
-        parts.append("replayed_at_us IS NULL")
-    return (" WHERE " + " AND ".join(parts)) if parts else "", args
 
 
 def _page_bounds(values: dict[str, str]) -> tuple[int, int | None]:
@@ -82,34 +43,24 @@ def _page_bounds(values: dict[str, str]) -> tuple[int, int | None]:
     return int(limit_text), int(before_text) if before_text else None
 
 
-def list_failures(data_dir: Path, store: Store, values: dict[str, str]) -> dict[str, Any]:
+def list_failures(data_dir: Path, kind: FailureKind, values: dict[str, str]) -> dict[str, Any]:
     """A page of failures, newest first, with the matching total and the filters' choices."""
     limit, before = _page_bounds(values)
-    include_replayed = values.get("replayed") == "true"
-    empty: dict[str, Any] = {"total": 0, "rows": [], "next_before": None,
-                             "choices": {store.owner: [], "reason": [], "stream": []}}  # fmt: skip
-    conn = _connect(data_dir / store.file)
-    if conn is None:
-        return empty
-    try:
-        where, args = _conditions(store, values, include_replayed)
-        total = int(conn.execute(f"SELECT count(*) FROM {store.table}{where}", args).fetchone()[0])
-        page_where = where + (" AND " if where else " WHERE ") + "id < ?" if before else where
-        rows = conn.execute(
-            f"SELECT * FROM {store.table}{page_where} ORDER BY id DESC LIMIT ?",
-            [*args, *([before] if before else []), limit],
-        ).fetchall()
+    found = FailureFilter.from_params(kind, values)
+    columns = failures.filter_columns(kind)
+    with failures.reading(data_dir, kind) as conn:
+        if conn is None:  # nothing kept yet
+            return {"total": 0, "rows": [], "next_before": None,
+                    "choices": {column: [] for column in columns}}  # fmt: skip
+        total = failures.count(conn, kind, found)
+        rows = failures.select_page(conn, kind, found, limit=limit, before_id=before)
         choices = {
-            column: _choices(conn, store, values, include_replayed, column)
-            for column in (store.owner, "reason", "stream")
+            column: [
+                {"value": v, "count": n} for v, n in failures.choices(conn, kind, found, column)
+            ]
+            for column in columns
         }
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return empty  # created with the first failure
-        raise
-    finally:
-        conn.close()
-    shown = [_row(store, row, preview=True) for row in rows]
+    shown = [_row(kind, row, preview=True) for row in rows]
     return {
         "total": total,
         "rows": shown,
@@ -118,42 +69,22 @@ def list_failures(data_dir: Path, store: Store, values: dict[str, str]) -> dict[
     }
 
 
-def _choices(
-    conn: sqlite3.Connection, store: Store, values: dict[str, str], include_replayed: bool,
-    column: str,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """The values of ``column`` under the other filters, commonest first."""
-    where, args = _conditions(store, values, include_replayed, skip=column)
-    found = conn.execute(
-        f"SELECT {column}, count(*) AS n FROM {store.table}{where} "
-        f"GROUP BY {column} ORDER BY n DESC, {column} LIMIT 200",
-        args,
-    )
-    return [{"value": value, "count": int(n)} for value, n in found]
-
-
-def get_failure(data_dir: Path, store: Store, row_id: int) -> dict[str, Any] | None:
+def get_failure(data_dir: Path, kind: FailureKind, row_id: int) -> dict[str, Any] | None:
     """One failure, whole."""
-    conn = _connect(data_dir / store.file)
-    if conn is None:
-        return None
-    try:
-        row = conn.execute(f"SELECT * FROM {store.table} WHERE id = ?", (row_id,)).fetchone()
-    except sqlite3.OperationalError:
-        return None
-    finally:
-        conn.close()
-    return _row(store, row, preview=False) if row is not None else None
+    with failures.reading(data_dir, kind) as conn:
+        row = failures.select_one(conn, kind, row_id) if conn is not None else None
+    return _row(kind, row, preview=False) if row is not None else None
 
 
-def _row(store: Store, row: sqlite3.Row, *, preview: bool) -> dict[str, Any]:
+def _row(kind: FailureKind, row: tuple[Any, ...], *, preview: bool) -> dict[str, Any]:
     """A row as JSON: its body as text (cut in a list), its failing field path, its time."""
-    found = dict(zip(row.keys(), tuple(row), strict=True))
-    body = found.pop(store.body)
+    found = dict(zip(failures.column_names(kind), row, strict=True))
+    body = found.pop(kind.body)
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    found["kind"] = kind.name
     found["body"] = text[:PREVIEW] if preview else text
     found["body_cut"] = preview and len(text) > PREVIEW
-    found["failed_at_us"] = found[store.at]
+    found["failed_at_us"] = found[kind.at]
     found["field_path"] = _field_path(found)
     return found
 

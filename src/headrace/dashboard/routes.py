@@ -20,13 +20,9 @@ and ``field=value`` filters; ``group_by``, ``field`` and ``top`` where they appl
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import mimetypes
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, unquote
-
-import msgspec
 
 from headrace.config.models import Pipeline
 from headrace.dashboard.http import (
@@ -38,6 +34,7 @@ from headrace.dashboard.http import (
     send_json,
 )
 from headrace.dashboard.stream_views import StreamViews, time_window
+from headrace.errors import RequestRejected
 from headrace.query.lake import QueryError
 from headrace.telemetry import metrics as m
 from headrace.web.access import MISDIRECTED, ReadAccess
@@ -161,8 +158,8 @@ class Dashboard:
         from headrace.dashboard import failures as f
 
         kind, _, row_id = rest.partition("/")
-        store = f.DEAD_LETTERS if kind == "deadletters" else f.BAD_ROWS
-        if kind not in ("deadletters", "badrows"):
+        store = f.PAGES.get(kind)
+        if store is None:
             raise DashboardError(404, "not_found", f"nothing at /api/dashboard/{rest}")
         if row_id:
             if not whole(row_id, 18):
@@ -179,34 +176,11 @@ class Dashboard:
         await send_json(send, doc)
 
     async def _dead_letters(self, params: list[tuple[str, str]], send: Send) -> None:
-        from headrace.storage.state import connect, list_dead_letters
+        from headrace.storage.failures import DEAD_LETTERS
+        from headrace.web.failures import listing
 
-        values = dict(params)
-        limit_text, after_text = values.get("limit", "100"), values.get("after", "0")
-        if not (whole(limit_text, 4) and whole(after_text, 18) and 1 <= int(limit_text) <= 1000):
-            raise DashboardError(
-                400, "invalid_parameter", "limit is 1 to 1000; after is a whole number"
-            )
-        limit = int(limit_text)
-        path = self.data_dir / "state.db"
-
-        def run() -> list[dict[str, Any]]:
-            if not path.exists():
-                return []
-            conn = connect(path, readonly=True)
-            try:
-                rows = list_dead_letters(
-                    conn, sink=values.get("sink"), reason=values.get("reason"),
-                    include_replayed=values.get("replayed") == "true",
-                    limit=limit, after_id=int(after_text),
-                )  # fmt: skip
-            finally:
-                conn.close()
-            return [{**dataclasses.asdict(r), "data": msgspec.json.decode(r.data)} for r in rows]
-
-        found = await asyncio.to_thread(run)
-        body = {
-            "dead_letters": found,
-            "next_after": found[-1]["id"] if len(found) == limit else None,
-        }
-        await send_json(send, body)
+        try:
+            doc = await asyncio.to_thread(listing, self.data_dir, DEAD_LETTERS, dict(params))
+        except RequestRejected as exc:
+            raise DashboardError(exc.status, exc.reason, exc.message) from exc
+        await send_json(send, doc)

@@ -1,36 +1,22 @@
-"""The bad-rows store: every refused event or request (auth aside), kept for a look and a replay.
+"""Ingest's side of the bad rows: which refusals are kept (``REASONS``), keeping them from a
+thread so the event loop never waits on SQLite (``BadRowKeeper``), and replaying them through
+the current pipeline. The store itself is ``headrace.storage.badrows``.
 
-``<data>/badrows.db`` (SQLite, WAL), one table::
-
-    bad_rows(id, source, stream, reason, path, message, received_at_us,
-             raw (at most RAW_LIMIT bytes), raw_bytes (the full size), replayed_at_us)
-
-Reasons: ``schema_violation``, ``decode_error`` (invalid JSON, bad gzip, not an object, too deep,
-numbers out of range), ``size_violation`` (too large, too many events), ``mapping_error``. Ingest workers write
-from a thread so the event loop never waits on SQLite.
+Reasons: ``schema_violation``, ``decode_error`` (invalid JSON, bad gzip, not an object, too
+deep, numbers out of range), ``size_violation`` (too large, too many events), ``mapping_error``.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-import time
+import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from headrace.storage.sqlite import open_database
+from headrace.storage.badrows import BadRow, BadRowStore
 
-RAW_LIMIT = 64 * 1024
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS bad_rows (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL, stream TEXT NOT NULL, reason TEXT NOT NULL,
-    path TEXT NOT NULL, message TEXT NOT NULL, received_at_us INTEGER NOT NULL,
-    raw BLOB NOT NULL, raw_bytes INTEGER NOT NULL, replayed_at_us INTEGER
-);
-CREATE INDEX IF NOT EXISTS bad_rows_by_source ON bad_rows (source, id);
-"""
+log = logging.getLogger("headrace.ingest")
 REASONS = {  # RequestRejected reasons kept as bad rows, by kind
     "invalid_json": "decode_error", "not_an_object": "decode_error", "empty_body": "decode_error",
     "decode_error": "decode_error", "too_deep": "decode_error",
@@ -41,99 +27,28 @@ REASONS = {  # RequestRejected reasons kept as bad rows, by kind
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class BadRow:
-    """One kept refusal."""
+class BadRowKeeper:
+    """Keeps refusals in a ``BadRowStore`` from a thread: an answer never waits for SQLite."""
 
-    id: int
-    source: str
-    stream: str
-    reason: str
-    path: str
-    message: str
-    received_at_us: int
-    raw: bytes
-    raw_bytes: int
-    replayed_at_us: int | None
+    def __init__(self, store: BadRowStore) -> None:
+        self.store = store
+        self.pending: set[asyncio.Future[None]] = set()
 
-    @property
-    def complete(self) -> bool:
-        """Whether ``raw`` holds all the bytes (only then can it be replayed)."""
-        return len(self.raw) == self.raw_bytes
+    def keep(self, rows: list[tuple[str, str, str, str, str, int, bytes]]) -> None:
+        """Start writing ``rows`` (as ``BadRowStore.add`` takes them); a failure is logged."""
+        future = asyncio.get_running_loop().run_in_executor(None, self.store.add, rows)
+        self.pending.add(future)
+        future.add_done_callback(self._written)
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly form (raw as text, invalid UTF-8 replaced)."""
-        return {
-            "id": self.id, "source": self.source, "stream": self.stream, "reason": self.reason,
-            "path": self.path, "message": self.message, "received_at_us": self.received_at_us,
-            "raw": self.raw.decode("utf-8", "replace"), "raw_bytes": self.raw_bytes,
-            "replayed_at_us": self.replayed_at_us,
-        }  # fmt: skip
+    def _written(self, future: asyncio.Future[None]) -> None:
+        self.pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("cannot keep bad rows: %s", future.exception())
 
-
-class BadRowStore:
-    """Writes and reads ``badrows.db``; safe to share between threads."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "badrows.db"
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = open_database(self.path)
-            conn.executescript(SCHEMA)
-            self._conn = conn
-        return self._conn
-
-    def add(self, rows: list[tuple[str, str, str, str, str, int, bytes]]) -> None:
-        """Keep refusals: (source, stream, reason, path, message, received_at_us, raw)."""
-        with self._lock:
-            self._connection().executemany(
-                "INSERT INTO bad_rows (source, stream, reason, path, message, received_at_us, "
-                "raw, raw_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (s, st, r, p, m[:2000], t, raw[:RAW_LIMIT], len(raw))
-                    for s, st, r, p, m, t, raw in rows
-                ],
-            )
-
-    def find(
-        self, *, source: str | None = None, reason: str | None = None,
-        include_replayed: bool = False, after_id: int = 0, limit: int = 100,
-    ) -> list[BadRow]:  # fmt: skip
-        """Bad rows, oldest first."""
-        sql = "SELECT * FROM bad_rows WHERE id > ?"
-        args: list[Any] = [after_id]
-        if source:
-            sql += " AND source = ?"
-            args.append(source)
-        if reason:
-            sql += " AND reason = ?"
-            args.append(reason)
-        if not include_replayed:
-            sql += " AND replayed_at_us IS NULL"
-        with self._lock:
-            rows = self._connection().execute(sql + " ORDER BY id LIMIT ?", (*args, limit))
-            return [BadRow(*row) for row in rows.fetchall()]
-
-    def get(self, row_id: int) -> BadRow | None:
-        """One bad row."""
-        with self._lock:
-            row = (
-                self._connection()
-                .execute("SELECT * FROM bad_rows WHERE id = ?", (row_id,))
-                .fetchone()
-            )
-        return BadRow(*row) if row else None
-
-    def mark_replayed(self, ids: list[int]) -> None:
-        """Mark rows whose events were sent on."""
-        now = time.time_ns() // 1000
-        with self._lock:
-            self._connection().executemany(
-                "UPDATE bad_rows SET replayed_at_us = ? WHERE id = ?", [(now, i) for i in ids]
-            )
+    async def drain(self) -> None:
+        """Wait until the rows being written are written."""
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
 
 
 @dataclass

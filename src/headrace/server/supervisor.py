@@ -84,7 +84,7 @@ def ingest_main(
 
     import uvicorn
 
-    from headrace.ingest.app import IngestApp
+    from headrace.server.app import WorkerApp
 
     _die_with_parent(supervisor)
     setup_logging(**log_cfg)
@@ -92,7 +92,7 @@ def ingest_main(
     # request waiting on that commit waits up to the default 5 ms switch interval too.
     sys.setswitchinterval(0.0002)
     sock = listen_socket(*address)
-    app = IngestApp(
+    app = WorkerApp(
         pipeline, data_dir, writer_name=f"w{slot}", noop_endpoint=noop, workers=workers,
         listen_host=address[0],
     )  # fmt: skip

@@ -4,7 +4,8 @@ Tables:
 - what the buffer keeps of each sink's progress (``headrace.buffer``: the local buffer's
   ``positions``), written through the batch's acknowledgement.
 - ``dead_letters``: events a sink refused for good, with the typed reason, the error text, the
-  attempts and the original event; ``replayed_at_us`` marks those sent back for delivery. One
+  attempts and the original event; ``replayed_at_us`` marks those sent back for delivery. They
+  are read through ``storage.failures``, the query builder they share with the bad rows. One
   letter per (sink, event id): an event that fails again (a replayed letter, a replayed range)
   updates its letter (attempts added, last reason, error and failed-at) instead of adding one.
 - the lake catalog (``lake_files``, ``lake_columns``, ``lake_garbage``), see ``sinks.lake``.
@@ -26,6 +27,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from headrace.storage import failures
+from headrace.storage.failures import DEAD_LETTERS, FailureFilter
 from headrace.storage.sqlite import open_database, open_readonly
 from headrace.types import Event, FailedRecord
 
@@ -151,42 +154,25 @@ class DeadLetter:
         return Event(self.event_id, self.stream, self.source, self.received_at_us, data, True)
 
 
-_DL_COLUMNS = (
-    "id, sink, reason, error, attempts, event_id, stream, source, received_at_us, data, "
-    "failed_at_us, replayed_at_us"
-)
-
-
 def list_dead_letters(
     conn: sqlite3.Connection,
     *,
     sink: str | None = None,
     reason: str | None = None,
+    stream: str | None = None,
     include_replayed: bool = False,
     limit: int = 100,
     after_id: int = 0,
 ) -> list[DeadLetter]:
     """Dead letters, oldest first, optionally filtered."""
-    sql = f"SELECT {_DL_COLUMNS} FROM dead_letters WHERE id > ?"
-    args: list[Any] = [after_id]
-    if sink:
-        sql += " AND sink = ?"
-        args.append(sink)
-    if reason:
-        sql += " AND reason = ?"
-        args.append(reason)
-    if not include_replayed:
-        sql += " AND replayed_at_us IS NULL"
-    sql += " ORDER BY id LIMIT ?"
-    args.append(limit)
-    return [DeadLetter(*row) for row in conn.execute(sql, args)]
+    found = FailureFilter(sink, reason, stream, include_replayed)
+    rows = failures.select_page(conn, DEAD_LETTERS, found, limit=limit, after_id=after_id)
+    return [DeadLetter(*row) for row in rows]
 
 
 def get_dead_letter(conn: sqlite3.Connection, dead_letter_id: int) -> DeadLetter | None:
     """One dead letter by its id."""
-    row = conn.execute(
-        f"SELECT {_DL_COLUMNS} FROM dead_letters WHERE id = ?", (dead_letter_id,)
-    ).fetchone()
+    row = failures.select_one(conn, DEAD_LETTERS, dead_letter_id)
     return DeadLetter(*row) if row else None
 
 
