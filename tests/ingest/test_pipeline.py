@@ -47,7 +47,7 @@ async def writer(data_dir: Path) -> AsyncIterator[BufferWriter]:
     writer = open_buffer(LocalBuffer(max_bytes=4096), data_dir).writer("w0")
     writer.start()
     yield writer
-    await asyncio.to_thread(writer.stop)
+    await writer.stop()
 
 
 async def post(

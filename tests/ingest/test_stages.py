@@ -298,7 +298,7 @@ async def test_commit_writes_the_request_as_the_buffer_keeps_it(data_dir: Path) 
         await Commit("web", writer)(decoded({"a": 1}, {"a": 2}), "clicks", 1_000, base, None)
         await Commit("web", writer)(decoded({"b": 1}), "clicks", 2_000, base + 1, ["mine"])
     finally:
-        await asyncio.to_thread(writer.stop)
+        await writer.stop()
     items = SegmentReader(data_dir / "buffer", "test", {}, set()).poll(1 << 20).items
     first, second = (item.request for item in items)
     assert (first.stream, first.source, first.count, first.received_at_us) == (
@@ -319,4 +319,4 @@ async def test_commit_into_a_full_buffer_raises_buffer_full(data_dir: Path) -> N
         with pytest.raises(BufferFull):
             await Commit("web", writer)(decoded({"a": 1}), "s", 2, new_base_id(), None)
     finally:
-        await asyncio.to_thread(writer.stop)
+        await writer.stop()
