@@ -16,7 +16,13 @@ How a component registers (a sink here; transforms, authorizers and warehouses a
         validate=check_config,                     # optional: pure, (config, context) -> problems
         resolve=absolute_paths,                    # optional: pure, (config, context) -> config
         healthcheck="mypkg.mysink.sink:reachable", # optional: connects, (config) -> problem | None
+        embedded=None,                             # or what it keeps on one machine (see below)
     )
+
+A component that keeps its data or state on the machine that runs it (files, a local database)
+says so in ``embedded``: what it keeps there, and what to use instead. One process owns such a
+component, so a pipeline whose buffer is shared by many machines (``buffer: {type: nats}``)
+refuses it with that text.
 
 Built-in components are the modules and packages directly under ``headrace.sinks``,
 ``headrace.transforms``, ``headrace.authorizers`` and ``headrace.loads.warehouses``: each is
@@ -97,6 +103,9 @@ class Component:
     """``module:function`` taking the config and returning why it is unreachable, or ``None``."""
     origin: str = "headrace"
     """``headrace`` for built-ins, else the distribution that provides it."""
+    embedded: str | None = None
+    """What it keeps on the one machine that runs it and what to use instead, or ``None`` when
+    it can be shared by processes on many machines."""
 
     def load(self) -> Any:
         """The implementation (a class taking the component's id and config, and so on)."""
@@ -184,6 +193,7 @@ def register(
     validate: Validate | None = None,
     resolve: Resolve | None = None,
     healthcheck: str | None = None,
+    embedded: str | None = None,
 ) -> None:
     """Register a component type (see the module docstring); called when its module is imported."""
     if kind not in KINDS:
@@ -195,7 +205,7 @@ def register(
         raise ValueError(f"{config.__name__} needs a 'type' field (Literal[{name!r}])")
     component = Component(
         kind, name, config, implementation, frozenset(capabilities), validate, resolve,
-        healthcheck, _origin or "headrace",
+        healthcheck, _origin or "headrace", embedded,
     )  # fmt: skip
     with _lock:
         _registry.add(component)

@@ -51,7 +51,7 @@ def _lake_sink(
 
         found = lake_for_source(pipeline, _source_of_stream(pipeline, stream))
         if found is None:
-            raise click.UsageError(f'no lake sink stores the stream "{stream}"')
+            raise click.UsageError(f'no lake or postgres sink stores the stream "{stream}"')
     return found
 
 
@@ -96,13 +96,19 @@ def export(
     """Write events as CSV (header row, RFC 4180 quoting), oldest first.
 
     From the lake: --stream S (times are event times, or receive times without a time field).
-    From PostgreSQL: --sink NAME of a postgres sink; --where takes any column, --since/--until
-    filter the sink's export.time_column, and export.columns gives the header names.
+    From PostgreSQL: --sink NAME of a postgres sink (or --stream S when no lake stores it and a
+    postgres sink receives it); --where takes any column, --since/--until filter the sink's
+    export.time_column, and export.columns gives the header names.
     """
     from headrace.query.lake import LakeQuery, count_events, export_csv
 
     pipeline = load_or_exit(config_path)
     chosen = pipeline.sinks.get(sink) if sink else None
+    if chosen is None and stream is not None:  # no lake stores it: the table receiving it
+        from headrace.query.targets import stream_sink_for
+
+        found = stream_sink_for(pipeline, _source_of_stream(pipeline, stream))
+        chosen = found[1] if found is not None else None
     if isinstance(chosen, PostgresConfig):
         _export_postgres(chosen, since, until, where, output, spreadsheet_safe)
         return

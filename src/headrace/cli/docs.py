@@ -51,6 +51,9 @@ def docs(kind: str, type_name: str | None) -> None:
         capabilities = sorted(getattr(entry, "capabilities", ()))
         if capabilities:
             click.echo(f"  can: {', '.join(capabilities)}")
+        embedded = getattr(entry, "embedded", None)
+        if embedded:
+            click.echo(f"  one machine only (not with buffer type nats): keeps {embedded}")
         _describe_fields(model, "  ")
         click.echo()
 

@@ -35,6 +35,12 @@ class LocalBuffer(Model):
         """How long accepted data stays available to ``headrace replay``."""
         return self.retention
 
+    @property
+    def shared(self) -> bool:
+        """Whether processes on many machines may ingest and deliver through it (no: one data
+        directory on one machine)."""
+        return False
+
 
 class NatsTls(Model):
     """TLS to the NATS servers (servers named ``tls://`` use it too)."""
@@ -141,6 +147,11 @@ class NatsBuffer(Model):
     def kept_for(self) -> float:
         """How long accepted data stays available to ``headrace replay``."""
         return self.max_age
+
+    @property
+    def shared(self) -> bool:
+        """Whether processes on many machines may ingest and deliver through it."""
+        return True
 
 
 __all__ = ["LocalBuffer", "NatsBuffer", "NatsTls"]

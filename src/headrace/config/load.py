@@ -250,11 +250,37 @@ def _component_checks(
                 (*path, "write_mode"),
                 f"a {component.name} sink cannot {mode} (it can: {can or 'none of them'})",
             )
+        if component.embedded and getattr(context.buffer, "shared", False):
+            problems.add(
+                (*path, "type"), _one_owner(component.kind, component.name, component.embedded)
+            )
         if component.validate is not None:
             for where, message in component.validate(config, here):
                 problems.add((*path, *where), message)
         out[comp_id] = component.resolve(config, here) if component.resolve else config
     return out
+
+
+def _one_owner(kind: str, name: str, embedded: str) -> str:
+    """Why a component one machine owns cannot be used with a shared buffer."""
+    return (f"a {name} {kind} cannot be used with buffer type nats, where ingest and delivery "
+            f"run on many machines: it keeps {embedded}")  # fmt: skip
+
+
+def _check_shared_warehouses(
+    sources: dict[str, Model], buffer: Model | None, problems: _Problems
+) -> None:
+    """Bulk loads into a warehouse one machine owns are refused with a shared buffer."""
+    if not getattr(buffer, "shared", False):
+        return
+    for source_id, source in sources.items():
+        warehouse = getattr(source, "warehouse", None)
+        if warehouse is None:
+            continue
+        component = components().get("warehouse", str(warehouse.type))
+        if component.embedded:
+            problems.add(("sources", source_id, "warehouse", "type"),
+                         _one_owner("warehouse", component.name, component.embedded))  # fmt: skip
 
 
 BUFFER_TYPES: dict[str, type[Model]] = {"local": LocalBuffer, "nats": NatsBuffer}
@@ -388,6 +414,7 @@ def parse_pipeline(
     limits = _validate_model(Limits, raw.get("limits") or {}, ("limits",), problems)
     api = _validate_model(ApiSettings, raw.get("api") or {}, ("api",), problems)
     _check_graph(raw, sources, problems)
+    _check_shared_warehouses(sources, buffer, problems)
     base_dir = str(Path(file).parent if file else Path.cwd())
     context = ValidationContext("", base_dir, buffer or LocalBuffer())
     sources = {sid: _resolve_schema(sid, src, file, problems) for sid, src in sources.items()}

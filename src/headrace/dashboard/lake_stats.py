@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from headrace.dashboard.summary import Dimension, Summary, decode, grouping_sql
 from headrace.query.lake import LakeQuery, _plan, _state, host_sql, text_expr
+from headrace.query.summary import Dimension, Summary, decode, grouping_sql
 from headrace.sinks.lake.config import LakeConfig
 
 BUCKETS_US = [

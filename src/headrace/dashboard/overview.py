@@ -131,8 +131,8 @@ def _arrivals(window: Window, counts: list[int]) -> dict[str, Any]:
 
 def _postgres_panel(sink_id: str, sink: PostgresConfig, window: Window) -> dict[str, Any]:
     """A PostgreSQL sink's table as a stream panel: rows, size, arrivals over the window."""
-    from headrace.dashboard.pg_stats import PgTable
     from headrace.query.lake import QueryError
+    from headrace.query.pg_table import PgTable
 
     empty = [0] * len(window.times())
     panel: dict[str, Any] = {

@@ -23,9 +23,9 @@ from typing import Any
 
 from headrace.dashboard.lake_stats import MISSING, pick_bucket
 from headrace.dashboard.readers import StreamReader
-from headrace.dashboard.summary import Dimension, Summary
 from headrace.dashboard.useragent import breakdown
 from headrace.query.lake import LakeQuery
+from headrace.query.summary import Dimension, Summary
 
 VISITOR_FIELD = "visitor"
 DIRECT = "Direct / None"

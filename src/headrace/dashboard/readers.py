@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from headrace.dashboard import lake_stats as ls
-from headrace.dashboard.summary import Dimension, Summary
 from headrace.query.lake import LakeQuery, export_csv, parse_limit, query_events
+from headrace.query.summary import Dimension, Summary
 from headrace.sinks.lake.config import LakeConfig
 from headrace.sinks.postgres.config import PostgresConfig
 
@@ -102,7 +102,7 @@ class PostgresReader:
     """The rows of a PostgreSQL sink's table (the stream is the events it receives)."""
 
     def __init__(self, sink: PostgresConfig) -> None:
-        from headrace.dashboard.pg_stats import PgTable
+        from headrace.query.pg_table import PgTable
 
         self.sink = sink
         self.table = PgTable(sink)

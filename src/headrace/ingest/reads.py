@@ -1,8 +1,9 @@
 """Reading stored events back over HTTP (with the read credentials, ``web.access``).
 
     GET /v1/streams/{stream}/events   a page of the stream from the lake sink storing its
-                                      source (newest first, cursor pagination); a stream never
-                                      stored is 404 ``unknown_stream``
+                                      source, else the PostgreSQL sink receiving it (newest
+                                      first, cursor pagination); a stream never stored in the
+                                      lake is 404 ``unknown_stream``
     GET <source path>                 a source with ``read:``: its read sink (a lake, or a
                                       dynamodb table) over a bounded time range
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from headrace.sinks.dynamodb.config import DynamoDBConfig
 
 log = logging.getLogger("headrace.ingest")
-NOT_QUERYABLE = RequestRejected(404, "not_queryable", "no lake sink stores this stream")
+NOT_QUERYABLE = RequestRejected(404, "not_queryable", "no lake or postgres sink stores this stream")
 
 
 class EventReads:
@@ -54,15 +55,17 @@ class EventReads:
 
     async def _query(self, scope: Scope, send: Send, route: Route, stream: str) -> None:
         from headrace.query.lake import QueryError
-        from headrace.query.targets import lake_for_source, read_sink_for
+        from headrace.query.targets import read_sink_for, stream_sink_for
         from headrace.sinks.dynamodb.config import DynamoDBConfig
+        from headrace.sinks.postgres.config import PostgresConfig
 
-        # the source's own path reads its read.sink; the stream API always reads the lake
+        # the source's own path reads its read.sink; the stream API reads the lake (or the
+        # PostgreSQL table) that stores the source
         bounded = route.source.read is not None and not path_is_stream_api(scope["path"])
-        found = (
+        found: tuple[str, Any] | None = (
             read_sink_for(self.pipeline, route.source_id)
             if bounded
-            else lake_for_source(self.pipeline, route.source_id)
+            else stream_sink_for(self.pipeline, route.source_id)
         )
         if found is None:
             await send_error(send, NOT_QUERYABLE)
@@ -79,6 +82,10 @@ class EventReads:
                 result = await self._read_dynamodb(scope, send, sink_id, sink, stream, params)
                 if result is None:
                     return
+            elif isinstance(sink, PostgresConfig):
+                from headrace.query.pg_table import query_table_events
+
+                result = await asyncio.to_thread(query_table_events, sink_id, sink, stream, params)
             else:
                 result = await asyncio.to_thread(
                     self._read_lake, sink_id, sink, stream, params, bounded

@@ -6,6 +6,7 @@ from headrace.config.models import Pipeline
 from headrace.config.sources import HttpSource
 from headrace.sinks.dynamodb.config import DynamoDBConfig
 from headrace.sinks.lake.config import LakeConfig
+from headrace.sinks.postgres.config import PostgresConfig
 
 
 def lake_for_source(pipeline: Pipeline, source_id: str) -> tuple[str, LakeConfig] | None:
@@ -14,6 +15,22 @@ def lake_for_source(pipeline: Pipeline, source_id: str) -> tuple[str, LakeConfig
     for sink_id in pipeline.sinks_for_source(source_id):
         sink = pipeline.sinks[sink_id]
         if isinstance(sink, LakeConfig):
+            return sink_id, sink
+    return None
+
+
+def stream_sink_for(
+    pipeline: Pipeline, source_id: str
+) -> tuple[str, LakeConfig | PostgresConfig] | None:
+    """The sink the stream API reads ``source_id``'s events from: the first lake storing them,
+    else the first PostgreSQL sink receiving them (the shared store of a pipeline whose buffer
+    is ``nats``, where a lake cannot be used)."""
+    found: tuple[str, LakeConfig | PostgresConfig] | None = lake_for_source(pipeline, source_id)
+    if found is not None:
+        return found
+    for sink_id in pipeline.sinks_for_source(source_id):
+        sink = pipeline.sinks[sink_id]
+        if isinstance(sink, PostgresConfig):
             return sink_id, sink
     return None
 
@@ -30,4 +47,4 @@ def read_sink_for(
     return (wanted, sink) if isinstance(sink, LakeConfig | DynamoDBConfig) else None
 
 
-__all__ = ["lake_for_source", "read_sink_for"]
+__all__ = ["lake_for_source", "read_sink_for", "stream_sink_for"]

@@ -283,6 +283,8 @@ register(
     "warehouse", "duckdb", config=DuckDBWarehouseConfig,
     implementation="headrace.loads.warehouses.duckdb:build",
     healthcheck="headrace.loads.warehouses.duckdb:healthcheck",
+    embedded="its database file on the disk of the machine that loads it; load into a "
+    "postgres or redshift warehouse instead",
 )  # fmt: skip
 
 

@@ -10,4 +10,7 @@ register(
     "sink", "s3", config=S3Config, implementation="headrace.sinks.s3.sink:S3Sink",
     capabilities={APPEND, RAW}, validate=validate,
     healthcheck="headrace.sinks.s3.sink:healthcheck",
+    embedded="the events it gathers into an object in the state database of the machine that "
+    "delivers until the object is uploaded, and the ids it stored there too; store the events "
+    "in a postgres sink instead",
 )  # fmt: skip

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from headrace.dashboard.summary import Dimension, Summary, decode, grouping_sql
 from headrace.query.lake import (
     URL_HOST_PATTERN,
     LakeQuery,
@@ -21,6 +20,7 @@ from headrace.query.lake import (
     _encode_cursor,
     iso,
 )
+from headrace.query.summary import Dimension, Summary, decode, grouping_sql
 from headrace.sinks.postgres.config import PostgresConfig
 
 SYSTEM = ("_event_id", "_received_at", "_created_at", "_extra")
@@ -41,7 +41,7 @@ class PgTable:
         try:  # a page waits on this: at most 5 s, not the sink's own connect timeout
             self.conn = connect(dsn, min(config.connect_timeout, 5.0), autocommit=True)
         except TransientSinkError as exc:  # its message shows no password
-            raise QueryError("sink_unreachable", str(exc)) from exc
+            raise QueryError("sink_unreachable", str(exc), status=503) from exc
         self.table = sql.Identifier(config.schema_name, config.table)
         self.columns: dict[str, str] = {
             name: kind
@@ -271,3 +271,32 @@ class PgTable:
             )
         ).fetchone()
         return int(counted[0]) if counted else 0
+
+
+def query_table_events(
+    sink_id: str, sink: PostgresConfig, stream: str, params: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The ``GET /v1/streams/{stream}/events`` answer from a PostgreSQL sink's table (the
+    events it receives): newest first by its ``export.time_column``, with a cursor, the same
+    parameters and refusals as the lake's (``query.lake.query_events``)."""
+    from headrace.query.lake import RESERVED_PARAMS, parse_limit, parse_time_param
+
+    values = dict(params)
+    limit = parse_limit(values)
+    q = LakeQuery(
+        sink_id,
+        stream,
+        since_us=parse_time_param("since", values["since"]) if values.get("since") else None,
+        until_us=parse_time_param("until", values["until"]) if values.get("until") else None,
+        where=[(k, v) for k, v in params if k not in RESERVED_PARAMS],
+    )
+    cursor = values.get("cursor") or None
+    if cursor:
+        _decode_cursor(cursor)  # a bad cursor is a 400 before any connection
+    table = PgTable(sink)
+    try:
+        if not table.exists:
+            return {"stream": stream, "events": [], "next_cursor": None}
+        return {"stream": stream, **table.events(q, limit, cursor)}
+    finally:
+        table.close()
