@@ -85,6 +85,11 @@ class BufferFull(HeadraceError, Transient):
         super().__init__(message)
 
 
+class BufferUnavailable(HeadraceError, Transient):
+    """The buffer cannot be reached or used (a NATS server down, a stream set up wrongly); the
+    message says what to look at and never holds a credential."""
+
+
 class SinkError(HeadraceError):
     """A sink could not take a batch."""
 

@@ -249,7 +249,10 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
     server = ServerProcess(data_dir).start()
     try:
         second = cli("serve", "--data-dir", str(data_dir), "--port", "0", check=False)
-        assert second.returncode == 1 and "another headrace serve is using" in second.stderr
+        assert (
+            second.returncode == 1
+            and "another headrace process (serve, ingest or deliver) already runs" in second.stderr
+        )
     finally:
         assert server.stop() == 0
 

@@ -104,9 +104,9 @@ cluster {{
 
 
 @contextmanager
-def nats_server(directory: Path, extra: str = "") -> Iterator[NatsNode]:
-    """One JetStream node on a free loopback port."""
-    node = NatsNode("n1", directory, free_port(), extra=extra).start()
+def nats_server(directory: Path, extra: str = "", port: int | None = None) -> Iterator[NatsNode]:
+    """One JetStream node on a loopback port (a free one unless told)."""
+    node = NatsNode("n1", directory, port or free_port(), extra=extra).start()
     try:
         yield node
     finally:

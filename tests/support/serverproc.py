@@ -33,7 +33,9 @@ def kill_leftovers() -> None:
 
 
 class ServerProcess:
-    """``headrace serve`` in its own process group, so a test can SIGKILL all of it at once."""
+    """``headrace serve`` (or ``ingest``, or ``deliver``) in its own process group, so a test
+    can SIGKILL all of it at once. ``port`` is the HTTP port (ingest's, or deliver's metrics
+    port)."""
 
     def __init__(
         self,
@@ -42,23 +44,41 @@ class ServerProcess:
         config: Path | None = None,
         workers: int = 2,
         port: int | None = None,
+        command: str = "serve",
+        extra: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.config = config
         self.workers = workers
         self.port = port or free_port()
+        self.command = command
+        self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir.parent / f"{data_dir.name}-serve.log"
+        self.log_path = data_dir.parent / f"{data_dir.name}-{command}.log"
+
+    def _args(self) -> list[str]:
+        args = [
+            sys.executable,
+            "-m",
+            "headrace.cli",
+            self.command,
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        if self.command == "deliver":
+            args += ["--metrics-port", str(self.port)]
+        else:
+            args += ["--port", str(self.port), "--workers", str(self.workers)]
+        if self.config is not None:
+            args += ["--config", str(self.config)]
+        return args + self.extra
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "headrace.cli", "serve", "--data-dir", str(self.data_dir),
-                "--port", str(self.port), "--workers", str(self.workers)]  # fmt: skip
-        if self.config is not None:
-            args += ["--config", str(self.config)]
+        args = self._args()
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         RUNNING.append(self)
@@ -66,14 +86,14 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"headrace serve exited early:\n{self.log()}")
+                raise RuntimeError(f"headrace {self.command} exited early:\n{self.log()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"headrace serve did not become healthy:\n{self.log()}")
+        raise RuntimeError(f"headrace {self.command} did not become healthy:\n{self.log()}")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -81,7 +101,7 @@ class ServerProcess:
             if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"headrace serve did not become ready:\n{self.log()}")
+        raise RuntimeError(f"headrace {self.command} did not become ready:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

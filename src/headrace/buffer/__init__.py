@@ -5,6 +5,8 @@ machines) implement it; ``open_buffer`` picks the one the pipeline's ``buffer:``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,18 @@ def open_buffer(settings: LocalBufferSettings | NatsBufferSettings, data_dir: Pa
     return LocalBuffer(settings, data_dir)
 
 
+@contextmanager
+def opened_buffer(
+    settings: LocalBufferSettings | NatsBufferSettings, data_dir: Path
+) -> Iterator[Buffer]:
+    """``open_buffer`` for one piece of work (a replay, a requeue), closed after it."""
+    buffer = open_buffer(settings, data_dir)
+    try:
+        yield buffer
+    finally:
+        buffer.close()
+
+
 __all__ = [
     "Acknowledgement",
     "Backlog",
@@ -43,4 +57,5 @@ __all__ = [
     "Polled",
     "ReadItem",
     "open_buffer",
+    "opened_buffer",
 ]

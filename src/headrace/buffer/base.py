@@ -163,6 +163,10 @@ class Buffer(Protocol):
         """Append ``requests`` (replayed dead letters, bad rows that now pass); returns how many
         events they hold."""
 
+    def close(self) -> None:
+        """Release the connections the buffer opened for this process (its readers close on
+        their own)."""
+
 
 __all__ = [
     "Acknowledgement",

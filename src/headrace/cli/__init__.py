@@ -17,7 +17,7 @@ from headrace.cli.docs import docs
 from headrace.cli.failures import badrows, dlq
 from headrace.cli.keys import keys
 from headrace.cli.loads import load_command, loads_group
-from headrace.cli.run import init, serve, validate
+from headrace.cli.run import deliver, ingest, init, serve, validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,7 +31,7 @@ def main() -> None:
     """
 
 
-for command in (serve, validate, init, export, replay, dlq, badrows, keys, loads_group,
+for command in (serve, ingest, deliver, validate, init, export, replay, dlq, badrows, keys, loads_group,
                 load_command, docs):  # fmt: skip
     main.add_command(command)
 

@@ -91,3 +91,15 @@ def state_conn(data_dir: Path) -> Any:
     conn = state.connect(path)
     state.init_schema(conn)
     return conn
+
+
+@contextlib.contextmanager
+def buffer_errors() -> Iterator[None]:
+    """A buffer that cannot be reached (a NATS server down, a stream set up wrongly) as a
+    one-line error and exit status 1, not a traceback."""
+    from headrace.errors import BufferUnavailable
+
+    try:
+        yield
+    except BufferUnavailable as exc:
+        raise click.ClickException(f"the buffer is unavailable: {exc}") from exc

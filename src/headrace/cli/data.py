@@ -11,7 +11,14 @@ from typing import TextIO
 
 import click
 
-from headrace.cli.common import config_option, data_dir_option, load_or_exit, parse_time, progress
+from headrace.cli.common import (
+    buffer_errors,
+    config_option,
+    data_dir_option,
+    load_or_exit,
+    parse_time,
+    progress,
+)
 from headrace.config.models import Pipeline
 from headrace.config.sources import HttpSource
 from headrace.sinks.lake.config import LakeConfig
@@ -210,7 +217,7 @@ def replay(
     server delivers them within a second; otherwise they go out when it next starts. Data older
     than the buffer's retention is gone.
     """
-    from headrace.buffer import open_buffer
+    from headrace.buffer import opened_buffer
 
     pipeline = load_or_exit(config_path)
     source_id = _source_of_stream(pipeline, stream)
@@ -224,8 +231,11 @@ def replay(
     assert since_us is not None and until_us is not None
     if until_us <= since_us:
         raise click.BadParameter("must be after --since", param_hint="--until")
-    with progress(f"queueing {stream}", None, sys.stderr.isatty()) as advance:
-        buffer = open_buffer(pipeline.buffer, data_dir)
+    with (
+        progress(f"queueing {stream}", None, sys.stderr.isatty()) as advance,
+        opened_buffer(pipeline.buffer, data_dir) as buffer,
+        buffer_errors(),
+    ):
         count = buffer.replay(stream, since_us, until_us, list(sinks) or None, advance)
     click.echo(
         f"queued {count} event(s) of {stream} for delivery to {', '.join(sinks) or 'all its sinks'}"

@@ -10,7 +10,13 @@ from typing import Any, Protocol, TypeVar
 
 import click
 
-from headrace.cli.common import config_option, data_dir_option, load_or_exit, state_conn
+from headrace.cli.common import (
+    buffer_errors,
+    config_option,
+    data_dir_option,
+    load_or_exit,
+    state_conn,
+)
 
 
 class _Kept(Protocol):
@@ -113,7 +119,7 @@ def dlq_replay(
     ids: tuple[int, ...],
 ) -> None:  # fmt: skip
     """Send dead letters back to the sink that refused them (e.g. after fixing its schema)."""
-    from headrace.buffer import open_buffer
+    from headrace.buffer import opened_buffer
     from headrace.buffer.records import dead_letter_requests
     from headrace.storage.state import get_dead_letter, list_dead_letters, mark_replayed
 
@@ -128,7 +134,8 @@ def dlq_replay(
     if not letters:
         click.echo("nothing to replay")
         return
-    open_buffer(load_or_exit(config_path).buffer, data_dir).requeue(dead_letter_requests(letters))
+    with opened_buffer(load_or_exit(config_path).buffer, data_dir) as buffer, buffer_errors():
+        buffer.requeue(dead_letter_requests(letters))
     count = len(letters)
     mark_replayed(conn, letters)
     click.echo(f"queued {count} dead letter(s) for delivery")
@@ -218,7 +225,8 @@ def badrows_replay(
     if not rows:
         click.echo("nothing to replay")
         return
-    outcome = replay_bad_rows(data_dir, pipeline, rows)
+    with buffer_errors():
+        outcome = replay_bad_rows(data_dir, pipeline, rows)
     store.mark_replayed(outcome.rows or [])
     click.echo(
         f"queued {outcome.events} event(s) from {len(rows)} bad row(s); "

@@ -1,75 +1,143 @@
-"""Running and checking a pipeline: ``serve``, ``validate``, ``init``."""
+"""Running and checking a pipeline: ``serve`` (or its roles, ``ingest`` and ``deliver``),
+``validate``, ``init``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from headrace.cli.common import config_option, data_dir_option, load_or_exit
+from headrace.config.models import Pipeline
 from headrace.errors import ConfigError, HeadraceError
+from headrace.server.roles import DELIVER, INGEST
+
+_log_options = [
+    click.option(
+        "--log-level",
+        default="info",
+        show_default=True,
+        type=click.Choice(["debug", "info", "warning", "error"]),
+    ),
+    click.option(
+        "--log-format",
+        default="text",
+        show_default=True,
+        type=click.Choice(["text", "json"]),
+        help="json writes one object per line, for log collectors.",
+    ),
+]
+_http_options = [
+    click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+    click.option("--port", "-p", default=8080, show_default=True, help="Port to listen on."),
+    click.option(
+        "--workers", "-w", default=0, help="Ingest worker processes (default: one per core)."
+    ),
+    click.option(
+        "--noop-endpoint",
+        is_flag=True,
+        hidden=True,
+        help="Expose POST /_noop (reads the body, stores nothing): the benchmark's ceiling.",
+    ),
+]
+
+
+def _with(options: list[Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Apply a list of click options to a command."""
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def _run(pipeline: Pipeline, log_level: str, log_format: str, **settings: Any) -> None:
+    """Run the supervisor with ``settings`` (``ServeOptions``) until SIGTERM or Ctrl-C."""
+    from headrace.server.supervisor import ServeOptions
+    from headrace.server.supervisor import serve as run_server
+    from headrace.telemetry.logs import setup_logging
+
+    log_cfg = {"level": log_level, "fmt": log_format}
+    setup_logging(**log_cfg)
+    settings["data_dir"] = settings["data_dir"].resolve()
+    try:
+        raise SystemExit(run_server(pipeline, ServeOptions(log_cfg=log_cfg, **settings)))
+    except (HeadraceError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from exc
 
 
 @click.command()
 @config_option
 @data_dir_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", "-p", default=8080, show_default=True, help="Port to listen on.")
-@click.option("--workers", "-w", default=0, help="Ingest worker processes (default: one per core).")
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
-@click.option(
-    "--log-format",
-    default="text",
-    show_default=True,
-    type=click.Choice(["text", "json"]),
-    help="json writes one object per line, for log collectors.",
-)
-@click.option(
-    "--noop-endpoint",
-    is_flag=True,
-    hidden=True,
-    help="Expose POST /_noop (reads the body, stores nothing): the benchmark's ceiling.",
-)
-def serve(
-    config_path: Path | None,
-    data_dir: Path,
-    host: str,
-    port: int,
-    workers: int,
-    log_level: str,
-    log_format: str,
-    noop_endpoint: bool,
-) -> None:
+@_with(_http_options)
+@_with(_log_options)
+def serve(config_path: Path | None, log_level: str, log_format: str, **settings: Any) -> None:
     """Run the HTTP ingest workers and the delivery process until SIGTERM or Ctrl-C.
 
-    A 2xx answer means the events are on disk (fsync'd) and will be delivered at least once,
-    whatever happens to the process afterwards.
+    A 2xx answer means the events are in the buffer (fsync'd segment files, or with a nats
+    buffer acknowledged by JetStream) and will be delivered at least once, whatever happens to
+    the process afterwards.
     """
-    from headrace.server.supervisor import ServeOptions
-    from headrace.server.supervisor import serve as run_server
-    from headrace.telemetry.logs import setup_logging
+    _run(load_or_exit(config_path), log_level, log_format, **settings)
 
+
+@click.command()
+@config_option
+@data_dir_option
+@_with(_http_options)
+@_with(_log_options)
+def ingest(config_path: Path | None, log_level: str, log_format: str, **settings: Any) -> None:
+    """Run only the HTTP ingest workers (and bulk loads), for machines behind a load balancer.
+
+    Delivery runs elsewhere (`headrace deliver` on the same pipeline file): with a nats buffer
+    on any machines, with the local buffer on this machine and data directory. /readyz answers
+    for this machine's buffer connection only.
+    """
+    _run(load_or_exit(config_path), log_level, log_format, roles=frozenset({INGEST}), **settings)
+
+
+@click.command()
+@config_option
+@data_dir_option
+@click.option(
+    "--sink", "sinks", multiple=True,
+    help="Deliver only to this sink (repeatable; default: every sink).",
+)  # fmt: skip
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True,
+    help="Address of /metrics, /healthz and /readyz.",
+)  # fmt: skip
+@click.option(
+    "--metrics-port", default=8081, show_default=True, type=click.IntRange(0, 65535),
+    help="Port of /metrics, /healthz and /readyz (0: any free port, shown in the log).",
+)  # fmt: skip
+@_with(_log_options)
+def deliver(
+    config_path: Path | None, data_dir: Path, sinks: tuple[str, ...], metrics_host: str,
+    metrics_port: int, log_level: str, log_format: str,
+) -> None:  # fmt: skip
+    """Run only delivery: read the buffer and write batches to the sinks until SIGTERM.
+
+    With a nats buffer, any number of machines may deliver to the same sink: they share its
+    consumer, each batch goes to one of them, and nothing is acknowledged before its sink
+    committed it. The order of events across machines is not kept.
+    """
     pipeline = load_or_exit(config_path)
-    log_cfg = {"level": log_level, "fmt": log_format}
-    setup_logging(**log_cfg)
-    options = ServeOptions(
-        data_dir=data_dir.resolve(),
-        host=host,
-        port=port,
-        workers=workers,
-        noop_endpoint=noop_endpoint,
-        log_cfg=log_cfg,
-    )
-    try:
-        raise SystemExit(run_server(pipeline, options))
-    except (HeadraceError, OSError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from exc
+    unknown = [name for name in sinks if name not in pipeline.sinks]
+    if unknown:
+        raise click.BadParameter(
+            f"no sink {', '.join(unknown)} (sinks: {', '.join(pipeline.sinks)})",
+            param_hint="--sink",
+        )
+    _run(
+        pipeline, log_level, log_format, data_dir=data_dir, roles=frozenset({DELIVER}),
+        sinks=sinks, metrics_address=(metrics_host, metrics_port),
+    )  # fmt: skip
 
 
 @click.command()

@@ -59,6 +59,7 @@ class IngestApp:
         writer_name: str = "w0",
         noop_endpoint: bool = False,
         workers: int = 1,
+        delivery_here: bool = True,
     ) -> None:
         self.pipeline = pipeline
         self.data_dir = data_dir
@@ -86,7 +87,9 @@ class IngestApp:
         }
         self.reads = EventReads(pipeline, data_dir, access)
         self.badrows_api = FailuresApi(BAD_ROWS, data_dir, access)
-        self.health = health.Health(self.writer, self.run_dir, (writer_name, self.metrics))
+        self.health = health.Health(
+            self.writer, self.run_dir, (writer_name, self.metrics), delivery_here
+        )
         self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
 

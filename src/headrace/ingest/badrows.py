@@ -70,7 +70,7 @@ def replay_bad_rows(data_dir: Path, pipeline: Any, rows: list[BadRow]) -> Replay
 
     import msgspec
 
-    from headrace.buffer import open_buffer
+    from headrace.buffer import opened_buffer
     from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
     from headrace.config.sources import HttpSource
     from headrace.errors import RequestRejected
@@ -127,5 +127,6 @@ def replay_bad_rows(data_dir: Path, pipeline: Any, rows: list[BadRow]) -> Replay
         outcome.events += len(passing)
         if len(passing) == len(decoded.events):
             outcome.rows.append(row.id)
-    open_buffer(pipeline.buffer, data_dir).requeue(requests)
+    with opened_buffer(pipeline.buffer, data_dir) as buffer:
+        buffer.requeue(requests)
     return outcome

@@ -1,8 +1,9 @@
 """Whether one ingest worker is alive and ready, and its metrics:
 
 GET /healthz   200 ``{"status": "ok"}`` while the worker answers
-GET /readyz    200 when its buffer writer takes commits and the delivery process runs
-               with every sink healthy; else 503 listing each problem
+GET /readyz    200 when its buffer writer takes commits and (when this machine delivers too,
+               as under ``headrace serve``) the delivery process runs with every sink
+               healthy; else 503 listing each problem
 GET /metrics   Prometheus text: this worker's counters with the snapshots the other
                processes of the server publish in ``<data>/run``
 """
@@ -39,10 +40,14 @@ def read_delivery_status(run_dir: Path) -> dict[str, Any] | None:
 class Health:
     """The health endpoints of one ingest worker (any method)."""
 
-    def __init__(self, writer: BufferWriter, run_dir: Path, own: tuple[str, m.Registry]) -> None:
+    def __init__(
+        self, writer: BufferWriter, run_dir: Path, own: tuple[str, m.Registry],
+        delivery_here: bool = True,
+    ) -> None:  # fmt: skip
         self.writer = writer
         self.run_dir = run_dir
         self.own = own  # this worker's name and live counters (its snapshot may be a second old)
+        self.delivery_here = delivery_here  # false under ``headrace ingest``: others deliver
 
     async def __call__(self, path: str, send: Send) -> None:
         """Answer ``path``, one of ``PATHS``."""
@@ -65,10 +70,14 @@ class Health:
         buffer_problem = self.writer.problem()
         if buffer_problem:
             problems["buffer"] = buffer_problem
-        status = read_delivery_status(self.run_dir)
-        if status is None:
-            problems["delivery"] = "the delivery process is not running"
-        else:
-            for sink_id, reason in status.get("unhealthy", {}).items():
-                problems[f"sinks.{sink_id}"] = reason
+        if self.delivery_here:
+            problems.update(delivery_problems(self.run_dir))
         return problems
+
+
+def delivery_problems(run_dir: Path) -> dict[str, str]:
+    """Why this machine's delivery is not ready (``delivery``, ``sinks.<id>``); empty if it is."""
+    status = read_delivery_status(run_dir)
+    if status is None:
+        return {"delivery": "the delivery process is not running"}
+    return {f"sinks.{sink_id}": reason for sink_id, reason in status.get("unhealthy", {}).items()}

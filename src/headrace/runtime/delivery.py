@@ -24,7 +24,8 @@ import msgspec
 from headrace.buffer import Acknowledgement, Buffer, BufferReader, ReadItem
 from headrace.buffer.records import expand_events
 from headrace.config.base import BatchSettings, RetrySettings
-from headrace.errors import TerminalSinkError, is_transient
+from headrace.errors import BufferUnavailable, TerminalSinkError, is_transient
+from headrace.retry import RetryPolicy
 from headrace.sinks.base import Sink
 from headrace.storage import state
 from headrace.telemetry.metrics import Registry, key
@@ -34,6 +35,8 @@ from headrace.types import Event, FailedRecord
 
 log = logging.getLogger("headrace.delivery")
 POLL_INTERVAL = 0.05
+BUFFER_RETRY = RetryPolicy(initial=0.5, maximum=10.0, jitter="half")
+"""The waits while the buffer cannot be read (a NATS cluster electing a leader, a restart)."""
 
 
 @dataclass
@@ -99,6 +102,8 @@ class DeliveryWorker:
         self._k_dropped = key("headrace_events_dropped_total", sink=sink.id)
         self._k_redelivered = key("headrace_buffer_redeliveries_total", sink=sink.id)
         self._conn: sqlite3.Connection | None = None
+        self.buffer_problem: str | None = None
+        """Why the buffer cannot be read right now (``/readyz``), or ``None``."""
         self.thread = threading.Thread(target=self.run, name=f"deliver-{sink.id}", daemon=True)
 
     def wants(self, item: ReadItem) -> bool:
@@ -119,20 +124,55 @@ class DeliveryWorker:
             self.metrics.set(self._k_healthy, 0)
             log.exception("delivery to %s failed", self.sink.id)
 
+    def _open_reader(self) -> BufferReader | None:
+        """The sink's reader, retried while the buffer cannot be reached (``None``: stopped)."""
+        assert self._conn is not None
+        attempt = 0
+        while not self.stop.is_set():
+            attempt += 1
+            try:
+                reader = self.buffer.reader(self.sink.id, self._conn, sorted(self.inputs))
+            except BufferUnavailable as exc:
+                self._unavailable(exc, attempt)
+                continue
+            self.buffer_problem = None
+            return reader
+        return None
+
+    def _unavailable(self, exc: BufferUnavailable, attempt: int) -> None:
+        """The buffer cannot be read now: say why (``/readyz``) and wait before trying again."""
+        self.buffer_problem = f"buffer: {exc}"
+        self.metrics.set(self._k_healthy, 0)
+        delay = BUFFER_RETRY.delay(attempt)
+        log.warning("sink %s: cannot read the buffer (%s); trying again in %.1fs",
+                    self.sink.id, exc, delay)  # fmt: skip
+        self.stop.wait(delay)
+
     def _run(self) -> None:
         self._conn = state.connect(self.state_path)
-        reader = self.reader = self.buffer.reader(self.sink.id, self._conn, sorted(self.inputs))
+        reader = self.reader = self._open_reader()
+        if reader is None:
+            return
         self.metrics.set(self._k_healthy, 1)
         batch = _Batch(reader.acknowledgement())
         settings = self.batch_settings
+        failures = 0
         while True:
             stopping = self.stop.is_set()
             got_any = False
             if not stopping and len(batch.events) < settings.max_events:
-                polled = reader.poll(
-                    max(settings.max_bytes - batch.bytes, 1),
-                    settings.max_events - len(batch.events),
-                )
+                try:
+                    polled = reader.poll(
+                        max(settings.max_bytes - batch.bytes, 1),
+                        settings.max_events - len(batch.events),
+                    )
+                except BufferUnavailable as exc:  # the batch in hand stays in hand
+                    failures += 1
+                    self._unavailable(exc, failures)
+                    continue
+                if failures:
+                    failures, self.buffer_problem = 0, None
+                    self.metrics.set(self._k_healthy, 1)
                 got_any = polled.advanced
                 batch.ack.include(polled.progress)
                 self._add(batch, polled.items)

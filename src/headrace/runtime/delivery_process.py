@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -108,67 +109,36 @@ threads, which are joined at shutdown."""
 
 
 def run_delivery(
-    pipeline: Pipeline, data_dir: Path, stop: threading.Event, background: Background | None = None
+    pipeline: Pipeline,
+    data_dir: Path,
+    stop: threading.Event,
+    background: Background | None = None,
+    *,
+    sinks: Sequence[str] | None = None,
+    name: str = "delivery",
 ) -> int:
-    """Deliver until ``stop`` is set, then drain the batches in hand; returns the exit status
-    (1 when a sink's worker died: the supervisor starts the process again)."""
+    """Deliver to ``sinks`` (default: every sink) until ``stop`` is set, then drain the batches
+    in hand; returns the exit status (1 when a sink's worker died: the supervisor starts the
+    process again). Its status and metrics are published in ``<data>/run`` as ``name``."""
     buffer = open_buffer(pipeline.buffer, data_dir)
     run_dir = data_dir / "run"
-    state_path = data_dir / "state.db"
-    conn = state.connect(state_path)
+    conn = state.connect(data_dir / "state.db")
     state.init_schema(conn, [LAKE_SCHEMA])
     metrics = m.Registry()
     _recover(buffer, metrics)
-    openers = {}
-    for sink_id, config in pipeline.sinks.items():
-        sink = build_sink(sink_id, config, data_dir)
-        transforms = SinkTransforms(pipeline, sink_id, takes_raw=RAW in sink.capabilities)
-        openers[sink_id] = SinkOpener(sink, transforms, data_dir, stop)
+    chosen = list(pipeline.sinks) if sinks is None else list(sinks)
+    openers = {sink_id: _opener(pipeline, sink_id, data_dir, stop) for sink_id in chosen}
     workers = [
-        DeliveryWorker(
-            opener.sink,
-            sources_of(pipeline, sink_id),
-            batch=pipeline.sinks[sink_id].batch,
-            retry=pipeline.sinks[sink_id].retry,
-            buffer=buffer,
-            state_path=state_path,
-            metrics=metrics,
-            stop=stop,
-            transforms=opener.transforms,
-            opener=opener,
-        )
-        for sink_id, opener in openers.items()
+        _worker(pipeline, opener, buffer, data_dir, metrics, stop) for opener in openers.values()
     ]
     for worker in workers:
         worker.thread.start()
     load_runners = background(pipeline, data_dir, stop, metrics) if background else []
     upkeep = threading.Thread(target=_maintain_loop, args=(openers, stop, metrics), daemon=True)
     upkeep.start()
-    last_recover = last_retention = 0.0
     status = 0
     try:
-        while not stop.wait(1.0):
-            dead = [w.sink.id for w in workers if not w.thread.is_alive()]
-            if dead:
-                log.critical("delivery to %s stopped on an error; restarting delivery", dead)
-                status = 1
-                stop.set()
-                break
-            now = time.monotonic()
-            try:
-                if now - last_recover >= RECOVER_EVERY:
-                    last_recover = now
-                    _recover(buffer, metrics)
-                if now - last_retention >= RETENTION_EVERY:
-                    last_retention = now
-                    buffer.expire(conn, list(openers))
-                for worker in workers:
-                    worker.observe()
-                corrupt = sum(w.reader.corrupt for w in workers if w.reader is not None)
-                metrics.set(m.key("headrace_buffer_corrupt_segments_total"), corrupt)
-                _publish(run_dir, openers, metrics)
-            except Exception:
-                log.exception("delivery upkeep failed")
+        status = _watch(pipeline, buffer, conn, workers, openers, metrics, stop, (run_dir, name))
     finally:
         for worker in workers:
             worker.thread.join()
@@ -177,11 +147,62 @@ def run_delivery(
         upkeep.join(timeout=30)
         for opener in openers.values():
             opener.close()
+        buffer.close()
         with contextlib.suppress(OSError):
-            m.write_snapshot(run_dir, "delivery", metrics)
-            (run_dir / "delivery.json").unlink()
+            m.write_snapshot(run_dir, name, metrics)
+            (run_dir / f"{name}.json").unlink()
         conn.close()
     return status
+
+
+def _opener(pipeline: Pipeline, sink_id: str, data_dir: Path, stop: threading.Event) -> SinkOpener:
+    sink = build_sink(sink_id, pipeline.sinks[sink_id], data_dir)
+    transforms = SinkTransforms(pipeline, sink_id, takes_raw=RAW in sink.capabilities)
+    return SinkOpener(sink, transforms, data_dir, stop)
+
+
+def _worker(
+    pipeline: Pipeline, opener: SinkOpener, buffer: Buffer, data_dir: Path,
+    metrics: m.Registry, stop: threading.Event,
+) -> DeliveryWorker:  # fmt: skip
+    config = pipeline.sinks[opener.sink.id]
+    return DeliveryWorker(
+        opener.sink, sources_of(pipeline, opener.sink.id), batch=config.batch, retry=config.retry,
+        buffer=buffer, state_path=data_dir / "state.db", metrics=metrics, stop=stop,
+        transforms=opener.transforms, opener=opener,
+    )  # fmt: skip
+
+
+def _watch(
+    pipeline: Pipeline, buffer: Buffer, conn: sqlite3.Connection, workers: list[DeliveryWorker],
+    openers: dict[str, SinkOpener], metrics: m.Registry, stop: threading.Event,
+    published: tuple[Path, str],
+) -> int:  # fmt: skip
+    """Watch the workers and do the upkeep until ``stop``; 1 when a worker died."""
+    last_recover = last_retention = 0.0
+    while not stop.wait(1.0):
+        dead = [w.sink.id for w in workers if not w.thread.is_alive()]
+        if dead:
+            log.critical("delivery to %s stopped on an error; restarting delivery", dead)
+            stop.set()
+            return 1
+        now = time.monotonic()
+        try:
+            if now - last_recover >= RECOVER_EVERY:
+                last_recover = now
+                _recover(buffer, metrics)
+            if now - last_retention >= RETENTION_EVERY:
+                last_retention = now
+                # what every sink of the pipeline acknowledged, wherever it is delivered
+                buffer.expire(conn, list(pipeline.sinks))
+            for worker in workers:
+                worker.observe()
+            corrupt = sum(w.reader.corrupt for w in workers if w.reader is not None)
+            metrics.set(m.key("headrace_buffer_corrupt_segments_total"), corrupt)
+            _publish(*published, openers, workers, metrics)
+        except Exception:
+            log.exception("delivery upkeep failed")
+    return 0
 
 
 def _recover(buffer: Buffer, metrics: m.Registry) -> None:
@@ -191,14 +212,19 @@ def _recover(buffer: Buffer, metrics: m.Registry) -> None:
         metrics.add(m.key("headrace_buffer_torn_tails_total"), torn)
 
 
-def _publish(run_dir: Path, openers: dict[str, SinkOpener], metrics: m.Registry) -> None:
+def _publish(
+    run_dir: Path, name: str, openers: dict[str, SinkOpener], workers: list[DeliveryWorker],
+    metrics: m.Registry,
+) -> None:  # fmt: skip
     unhealthy = {}
+    buffer_problems = {w.sink.id: w.buffer_problem for w in workers if w.buffer_problem}
     for sink_id, opener in openers.items():
         reason = opener.sink.health() if opener.opened.is_set() else opener.problem
+        reason = reason or buffer_problems.get(sink_id)
         if reason:
             unhealthy[sink_id] = reason
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".delivery.json.tmp"
+    tmp = run_dir / f".{name}.json.tmp"
     tmp.write_bytes(msgspec.json.encode({"updated_at": time.time(), "unhealthy": unhealthy}))
-    tmp.replace(run_dir / "delivery.json")
-    m.write_snapshot(run_dir, "delivery", metrics)
+    tmp.replace(run_dir / f"{name}.json")
+    m.write_snapshot(run_dir, name, metrics)

@@ -37,12 +37,13 @@ class WorkerApp:
         noop_endpoint: bool = False,
         workers: int = 1,
         listen_host: str = "127.0.0.1",
+        delivery_here: bool = True,
     ) -> None:
         self.pipeline = pipeline
         self.read_access = ReadAccess(pipeline, listen_host=listen_host)
         self.ingest = IngestApp(
             pipeline, data_dir, access=self.read_access, writer_name=writer_name,
-            noop_endpoint=noop_endpoint, workers=workers,
+            noop_endpoint=noop_endpoint, workers=workers, delivery_here=delivery_here,
         )  # fmt: skip
         self.loads = LoadsApi(data_dir, self.read_access)
         self.bulk = bulk_endpoints(pipeline, data_dir, self.ingest.metrics)

@@ -82,5 +82,8 @@ class LocalBuffer:
     def requeue(self, requests: Iterable[BufferedRequest]) -> int:
         return append_requests(self.directory, requests)
 
+    def close(self) -> None:
+        """Nothing to release: files are opened by the readers and writers that use them."""
+
 
 __all__ = ["LocalBuffer"]

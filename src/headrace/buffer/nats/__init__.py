@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from headrace.buffer.nats.connection import LoopThread, open_connection
-from headrace.buffer.nats.reader import CALL_TIMEOUT, JetStreamReader
+from headrace.buffer.nats.connection import LoopThread, open_connection, problem_of
+from headrace.buffer.nats.reader import JetStreamReader
 from headrace.buffer.nats.replay import publish_requests, replay_range
-from headrace.buffer.nats.stream import ensure_stream, subject_of
+from headrace.buffer.nats.stream import StreamProblem, ensure_stream, subject_of
 from headrace.buffer.nats.writer import NatsWriter
 from headrace.buffer.records import BufferedRequest
 from headrace.config.buffers import NatsBuffer as NatsSettings
+from headrace.errors import BufferUnavailable
 
 
 class NatsBuffer:
@@ -43,15 +44,39 @@ class NatsBuffer:
         return NatsWriter(self.settings, name)
 
     def _client(self) -> tuple[LoopThread, Any]:
-        """The process's loop thread and JetStream context, connected on first use."""
+        """The process's loop thread and JetStream context, connected on first use;
+        ``BufferUnavailable`` says why not."""
         with self._lock:
             if self._loop is None:
                 self._loop = LoopThread("nats-buffer")
             if self._js is None:
-                self._nc = self._loop.call(open_connection(self.settings), CALL_TIMEOUT)
+                failures: list[BaseException] = []
+                try:
+                    self._nc = self._loop.call(
+                        self._connect(failures), self.settings.connect_timeout * 2 + 1
+                    )
+                except StreamProblem as exc:
+                    raise BufferUnavailable(str(exc)) from None
+                except Exception as exc:
+                    cause = failures[-1] if failures and isinstance(exc, TimeoutError) else exc
+                    raise BufferUnavailable(problem_of(cause, self.settings)) from None
                 self._js = self._nc.jetstream()
-                self._loop.call(ensure_stream(self._js, self.settings), CALL_TIMEOUT)
             return self._loop, self._js
+
+    async def _connect(self, failures: list[BaseException]) -> Any:
+        """Connect (the client keeps reconnecting afterwards) and check the stream; the
+        caller's deadline ends a first connection that cannot be made, ``failures`` says why."""
+
+        async def failed(exc: BaseException) -> None:
+            failures.append(exc)
+
+        nc = await open_connection(self.settings, error_cb=failed)
+        try:
+            await ensure_stream(nc.jetstream(), self.settings)
+        except BaseException:
+            await nc.close()
+            raise
+        return nc
 
     def reader(self, sink: str, conn: sqlite3.Connection, sources: list[str]) -> JetStreamReader:
         loop, js = self._client()

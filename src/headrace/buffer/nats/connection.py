@@ -54,11 +54,12 @@ def _tls_context(settings: NatsSettings) -> ssl.SSLContext:
     return context
 
 
-async def open_connection(settings: NatsSettings, **callbacks: Any) -> Any:
-    """A connected client (``nats.aio.client.Client``); raises what ``nats.connect`` raises."""
+async def open_connection(settings: NatsSettings, **overrides: Any) -> Any:
+    """A connected client (``nats.aio.client.Client``); ``overrides`` replace or add options
+    (callbacks, ``allow_reconnect``); raises what ``nats.connect`` raises."""
     import nats
 
-    return await nats.connect(**connect_options(settings), **callbacks)
+    return await nats.connect(**{**connect_options(settings), **overrides})
 
 
 def problem_of(exc: BaseException, settings: NatsSettings) -> str:

@@ -25,10 +25,11 @@ from typing import Any
 import msgspec
 
 from headrace.buffer.base import Backlog, Polled, ReadItem
-from headrace.buffer.nats.connection import LoopThread
+from headrace.buffer.nats.connection import LoopThread, problem_of
 from headrace.buffer.nats.stream import consumer_config, consumer_name
 from headrace.buffer.records import decode_request
 from headrace.config.buffers import NatsBuffer as NatsSettings
+from headrace.errors import BufferUnavailable
 
 log = logging.getLogger("headrace.buffer.nats")
 FETCH_MESSAGES = 64  # messages asked for by one fetch (each holds a whole request)
@@ -71,6 +72,7 @@ class JetStreamReader:
         self.subjects = subjects
         self.corrupt = 0
         self.redelivered = 0
+        self.unacknowledged = 0  # acknowledgements that could not be sent
         self._subscription: Any = None
         self._held: list[Any] = []  # fetched, not yet handed out
         self._outstanding: dict[int, Any] = {}  # handed out, not yet acknowledged: id → msg
@@ -101,9 +103,13 @@ class JetStreamReader:
         self._heartbeat = asyncio.get_running_loop().create_task(self._mark_in_progress())
 
     def poll(self, max_bytes: int, max_events: int = 1 << 62) -> Polled:
-        """The next requests within the budget (one always fits)."""
+        """The next requests within the budget (one always fits); ``BufferUnavailable`` while
+        the server cannot be asked (a restart, a leader election)."""
         if not self._held:
-            self._held = self.loop.call(self._fetch(), CALL_TIMEOUT)
+            try:
+                self._held = self.loop.call(self._fetch(), CALL_TIMEOUT)
+            except Exception as exc:
+                raise BufferUnavailable(problem_of(exc, self.settings)) from exc
         items: list[ReadItem] = []
         taken: list[Any] = []
         budget, events = max_bytes, max_events
@@ -157,12 +163,21 @@ class JetStreamReader:
         return MessageAck(self)
 
     def acknowledge(self, messages: list[Any]) -> None:
-        """Acknowledge ``messages`` (the sink committed them)."""
+        """Acknowledge ``messages`` (the sink committed them). An acknowledgement that cannot
+        be sent is logged, not raised: the server delivers those messages again after
+        ``ack_wait``, and the sink, which has their events, stores none of them twice."""
         with self._lock:
             for message in messages:
                 self._outstanding.pop(id(message), None)
-        if messages:
+        if not messages:
+            return
+        try:
             self.loop.call(_ack_all(messages), CALL_TIMEOUT)
+        except Exception as exc:
+            self.unacknowledged += len(messages)
+            log.warning("buffer: cannot acknowledge %d message(s) of %s (%s); they will be "
+                        "delivered again and skipped by id", len(messages), self.sink,
+                        problem_of(exc, self.settings))  # fmt: skip
 
     async def _mark_in_progress(self) -> None:
         every = max(1.0, self.settings.ack_wait / 3)

@@ -93,7 +93,13 @@ class NatsWriter:
         self._ready.set()
 
     async def _error(self, exc: Exception) -> None:
-        log.warning("buffer: NATS client: %s", problem_of(exc, self.settings))
+        problem = problem_of(exc, self.settings)
+        if not self._ready.is_set():  # the reason the (re)connection fails, for /readyz
+            if problem != self._problem:  # the client retries every half second: said once
+                log.warning("buffer: %s; still trying", problem)
+            self._problem = problem
+        else:
+            log.warning("buffer: NATS client: %s", problem)
 
     async def commit(self, request: BufferedRequest) -> None:
         """Return once JetStream acknowledged ``request``; ``BufferFull`` if it did not."""
