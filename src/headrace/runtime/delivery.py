@@ -123,6 +123,12 @@ class DeliveryWorker:
         except Exception:
             self.metrics.set(self._k_healthy, 0)
             log.exception("delivery to %s failed", self.sink.id)
+        finally:
+            if self.reader is not None:
+                try:
+                    self.reader.close()
+                except Exception as exc:  # closing: what it held is released with the process
+                    log.debug("sink %s: closing its reader: %s", self.sink.id, exc)
 
     def _open_reader(self) -> BufferReader | None:
         """The sink's reader, retried while the buffer cannot be reached (``None``: stopped)."""

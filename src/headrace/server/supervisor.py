@@ -253,7 +253,9 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
     try:
         status = _supervise([*delivering, *ingest], stopping)
     finally:
-        log.info("stopping: ingest workers first, then delivery drains")
+        log.info("stopping: %s", "ingest workers first, then delivery drains" if ingest and delivering
+                 else "ingest workers finish their requests" if ingest
+                 else "delivery drains its batches")  # fmt: skip
         _stop(ingest, timeout=40)
         _stop(delivering, timeout=120)
         for service in extras:
