@@ -84,6 +84,14 @@ def stored(schema: str) -> list[int]:
     return sorted(int(row["n"]) for row in table_rows(schema, "orders"))
 
 
+def buffer_problem(server: ServerProcess) -> str:
+    """What ``/readyz`` says of the buffer once the first connection attempt has an answer."""
+    ready = httpx.get(f"{server.url}/readyz", timeout=5)
+    assert ready.status_code == 503, ready.text
+    problem: str = ready.json()["problems"]["buffer"]
+    return "" if problem == "connecting to NATS" else problem
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "headrace.cli", *args], capture_output=True,
                           text=True, timeout=120)  # fmt: skip
@@ -106,6 +114,13 @@ def test_post_is_acknowledged_by_jetstream_delivered_to_postgres_and_read_back(
         lambda: server.metrics().get('headrace_events_delivered_total{sink="db"}') == 51,
         what="the delivery counted",
     )
+    # the dashboard reads the sink's delivery from JetStream: nothing pending, all acknowledged
+    overview = httpx.get(f"{server.url}/api/dashboard/overview", timeout=10).json()
+    assert overview["buffer"]["type"] == "nats"
+    assert overview["buffer"]["stream"]["messages"] == 2  # one per accepted request
+    (sink,) = overview["sinks"]
+    assert sink["consumer"] == {"pending": 0, "ack_pending": 0, "redelivered": 0,
+                                "waiting": sink["consumer"]["waiting"], "acknowledged_seq": 2}  # fmt: skip
     assert server.stop() == 0
 
 
@@ -154,12 +169,13 @@ def test_no_server_at_start_makes_readyz_say_so_and_posts_get_503(
     config = pipeline_file(tmp_path, f"nats://127.0.0.1:{port}", schema,
                            extra="publish_timeout: 1s")  # fmt: skip
     server = ServerProcess(tmp_path / "data", config=config).start()
-    ready = httpx.get(f"{server.url}/readyz", timeout=5)
-    assert ready.status_code == 503
-    assert f"cannot reach NATS at nats://127.0.0.1:{port}" in ready.json()["problems"]["buffer"]
+    problem = eventually(lambda: buffer_problem(server))
+    assert f"cannot reach NATS at nats://127.0.0.1:{port}" in problem
     refused = post(server, {"n": 1})
     assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
     assert refused.json()["error"] == "buffer_full"
+    overview = httpx.get(f"{server.url}/api/dashboard/overview", timeout=30).json()
+    assert "cannot reach NATS" in overview["buffer"]["problem"]
     with nats_server(tmp_path / "late", port=port):  # the server comes up: ingest recovers
         server.wait_ready(timeout=60)
         assert post(server, {"n": 1}).status_code == 202
@@ -173,17 +189,16 @@ def test_a_missing_or_misconfigured_stream_is_named(
     missing = pipeline_file(tmp_path, node.url, schema, stream="ELSEWHERE",
                             extra="manage_stream: false")  # fmt: skip
     server = ServerProcess(tmp_path / "a", config=missing).start()
-    problem = eventually(lambda: httpx.get(f"{server.url}/readyz").json().get("problems"))
-    assert "stream ELSEWHERE does not exist" in problem["buffer"]
-    assert "buffer.manage_stream" in problem["buffer"]
+    problem = eventually(lambda: buffer_problem(server))
+    assert "stream ELSEWHERE does not exist" in problem and "buffer.manage_stream" in problem
     assert post(server, {"n": 1}).status_code == 503
     server.stop()
 
     asyncio.run(_memory_stream(node.url, "INMEMORY", "headrace.>"))
     wrong = pipeline_file(tmp_path, node.url, schema, stream="INMEMORY")
     server = ServerProcess(tmp_path / "b", config=wrong).start()
-    problem = eventually(lambda: httpx.get(f"{server.url}/readyz").json().get("problems"))
-    assert "stream INMEMORY keeps messages in memory" in problem["buffer"]
+    problem = eventually(lambda: buffer_problem(server))
+    assert "stream INMEMORY keeps messages in memory" in problem
     replayed = cli("replay", "-c", str(wrong), "--stream", "orders",
                    "--since", "2020-01-01", "--until", "2100-01-01")  # fmt: skip
     assert replayed.returncode == 1 and "keeps messages in memory" in replayed.stderr
@@ -208,8 +223,8 @@ def test_refused_credentials_are_named_and_never_shown(tmp_path: Path, schema: s
     with nats_server(tmp_path / "nats", extra="authorization { token: right-token }") as node:
         config = pipeline_file(tmp_path, node.url, schema, extra='token: "wrong-token"')
         server = ServerProcess(tmp_path / "data", config=config).start()
-        problem = eventually(lambda: httpx.get(f"{server.url}/readyz").json().get("problems"))
-        assert "refused the credentials (buffer.token" in problem["buffer"]
+        problem = eventually(lambda: buffer_problem(server))
+        assert "refused the credentials (buffer.token" in problem
         assert post(server, {"n": 1}).status_code == 503
         server.stop()
         assert "wrong-token" not in server.log()

@@ -163,6 +163,11 @@ class Buffer(Protocol):
         """Append ``requests`` (replayed dead letters, bad rows that now pass); returns how many
         events they hold."""
 
+    def delivery_state(self, sinks: list[str]) -> dict[str, Any] | None:
+        """What the buffer itself knows of each sink's delivery across every machine delivering
+        to it (JetStream's consumers: pending, unacknowledged, redelivered), or ``None`` when
+        delivery state lives in this data directory; ``BufferUnavailable`` when it cannot say."""
+
     def close(self) -> None:
         """Release the connections the buffer opened for this process (its readers close on
         their own)."""

@@ -3,7 +3,8 @@
 Sources: events accepted and requests refused by reason (live metrics) and their rates over the
 range (the supervisor's history: the last hour in 10 s steps, the last day by the minute).
 Sinks: delivered and failed events, retries, health, buffered backlog and the age of the oldest
-undelivered event, dead letters by reason. Streams (per lake or PostgreSQL sink): stored events
+undelivered event, dead letters by reason; with a nats buffer, each sink's JetStream consumer
+(pending, unacknowledged and redelivered messages, across every machine delivering to it). Streams (per lake or PostgreSQL sink): stored events
 and arrivals over the range (the last hour by default), by receive time. Bad rows by source and
 reason. (Bulk-load jobs have their own view, over ``/v1/loads``.)
 """
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from headrace.buffer.base import Buffer
 from headrace.config.models import Pipeline
 from headrace.dashboard import history as h
 from headrace.dashboard.lake_stats import arrivals, open_lake, pick_bucket, stream_summaries
+from headrace.errors import BufferUnavailable
 from headrace.sinks.lake.config import LakeConfig
 from headrace.sinks.postgres.config import PostgresConfig
 from headrace.storage.state import connect
@@ -157,6 +160,17 @@ def _postgres_panel(sink_id: str, sink: PostgresConfig, window: Window) -> dict[
     return panel
 
 
+def _shared_delivery(buffer: Buffer | None, sinks: list[str]) -> dict[str, Any]:
+    """What a buffer shared by many machines knows of delivery (``stream``, ``consumers``), a
+    ``problem`` when it cannot say, nothing for a local buffer."""
+    if buffer is None:
+        return {}
+    try:
+        return buffer.delivery_state(sinks) or {}
+    except BufferUnavailable as exc:
+        return {"problem": str(exc)}
+
+
 def overview(
     pipeline: Pipeline,
     data_dir: Path,
@@ -164,9 +178,11 @@ def overview(
     *,
     since_us: int | None = None,
     until_us: int | None = None,
+    buffer: Buffer | None = None,
 ) -> dict[str, Any]:
     """The overview document (see the module docstring) over ``[since, until)``, the last hour
-    by default."""
+    by default; with a ``buffer`` shared by many machines, what it knows of each sink's
+    delivery too."""
     now_us = time.time_ns() // 1000
     until = until_us if until_us is not None else now_us
     window = Window.of(since_us if since_us is not None else until - HOUR_US, until)
@@ -216,6 +232,9 @@ def overview(
                 "rate": delivered_rates.get(sink_id, []),
             }
         )
+    shared = _shared_delivery(buffer, list(pipeline.sinks))
+    for panel in sinks:
+        panel["consumer"] = (shared.get("consumers") or {}).get(panel["id"])
     bad = bad_row_counts(data_dir)
     return {
         "generated_at": now_us // 1000,
@@ -225,6 +244,7 @@ def overview(
         "sinks": sinks,
         "streams": _stream_panels(pipeline, data_dir, window),
         "bad_rows": [{"source": s, "reason": r, "count": n} for s, r, n in bad],
+        "buffer": {"type": pipeline.buffer.type, **shared},
         "history_seconds": (samples[-1][0] - samples[0][0]) if len(samples) > 1 else 0,
         "history_from": samples[0][0] if samples else None,
     }

@@ -24,6 +24,7 @@ import mimetypes
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
+from headrace.buffer.base import Buffer
 from headrace.config.models import Pipeline
 from headrace.dashboard.http import (
     GUARDED,
@@ -75,6 +76,15 @@ class Dashboard:
         self.own_metrics = metrics
         self.static = _load_static()
         self.streams = StreamViews(pipeline, data_dir)
+        self._buffer: Buffer | None = None  # opened on the first overview (its connection)
+
+    def buffer(self) -> Buffer:
+        """The pipeline's buffer, for what it knows of delivery across machines."""
+        if self._buffer is None:
+            from headrace.buffer import open_buffer
+
+            self._buffer = open_buffer(self.pipeline.buffer, self.data_dir)
+        return self._buffer
 
     @staticmethod
     def handles(path: str) -> bool:
@@ -150,7 +160,7 @@ class Dashboard:
         since, until = time_window(values, HOUR_US)
         doc = await asyncio.to_thread(
             overview, self.pipeline, self.data_dir, self.own_metrics,
-            since_us=since, until_us=until if values.get("until") else None,
+            since_us=since, until_us=until if values.get("until") else None, buffer=self.buffer(),
         )  # fmt: skip
         await send_json(send, doc)
 

@@ -18,6 +18,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from headrace.buffer.local.reader import SegmentReader
 from headrace.buffer.local.replay import append_requests, replay_range
@@ -81,6 +82,10 @@ class LocalBuffer:
 
     def requeue(self, requests: Iterable[BufferedRequest]) -> int:
         return append_requests(self.directory, requests)
+
+    def delivery_state(self, sinks: list[str]) -> dict[str, Any] | None:
+        """None: delivery state lives in this data directory (the dashboard reads its metrics)."""
+        return None
 
     def close(self) -> None:
         """Nothing to release: files are opened by the readers and writers that use them."""

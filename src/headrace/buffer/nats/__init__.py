@@ -23,11 +23,13 @@ from typing import Any
 from headrace.buffer.nats.connection import LoopThread, open_connection, problem_of
 from headrace.buffer.nats.reader import JetStreamReader
 from headrace.buffer.nats.replay import publish_requests, replay_range
-from headrace.buffer.nats.stream import StreamProblem, ensure_stream, subject_of
+from headrace.buffer.nats.stream import StreamProblem, delivery_state, ensure_stream, subject_of
 from headrace.buffer.nats.writer import NatsWriter
 from headrace.buffer.records import BufferedRequest
 from headrace.config.buffers import NatsBuffer as NatsSettings
 from headrace.errors import BufferUnavailable
+
+STATE_TIMEOUT = 3.0  # seconds a dashboard waits for JetStream's figures
 
 
 class NatsBuffer:
@@ -43,9 +45,9 @@ class NatsBuffer:
     def writer(self, name: str) -> NatsWriter:
         return NatsWriter(self.settings, name)
 
-    def _client(self) -> tuple[LoopThread, Any]:
-        """The process's loop thread and JetStream context, connected on first use;
-        ``BufferUnavailable`` says why not."""
+    def _client(self, timeout: float | None = None) -> tuple[LoopThread, Any]:
+        """The process's loop thread and JetStream context, connected on first use (within
+        ``timeout``, default twice ``connect_timeout``); ``BufferUnavailable`` says why not."""
         with self._lock:
             if self._loop is None:
                 self._loop = LoopThread("nats-buffer")
@@ -53,7 +55,7 @@ class NatsBuffer:
                 failures: list[BaseException] = []
                 try:
                     self._nc = self._loop.call(
-                        self._connect(failures), self.settings.connect_timeout * 2 + 1
+                        self._connect(failures), timeout or self.settings.connect_timeout * 2 + 1
                     )
                 except StreamProblem as exc:
                     raise BufferUnavailable(str(exc)) from None
@@ -107,6 +109,15 @@ class NatsBuffer:
     def requeue(self, requests: Iterable[BufferedRequest]) -> int:
         loop, js = self._client()
         return loop.call(publish_requests(js, self.settings, list(requests)), None)
+
+    def delivery_state(self, sinks: list[str]) -> dict[str, Any]:
+        """What JetStream knows of each sink's delivery, across every machine delivering to it
+        (its durable consumer), and of the stream; ``BufferUnavailable`` when it cannot say."""
+        loop, js = self._client(timeout=STATE_TIMEOUT)
+        try:
+            return loop.call(delivery_state(js, self.settings, sinks), STATE_TIMEOUT)
+        except Exception as exc:
+            raise BufferUnavailable(problem_of(exc, self.settings)) from None
 
     def close(self) -> None:
         """Close the process's connection and its loop thread."""

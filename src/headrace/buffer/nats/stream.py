@@ -111,10 +111,49 @@ def consumer_config(settings: NatsSettings, sink_id: str, subjects: list[str]) -
     )
 
 
+async def delivery_state(js: Any, settings: NatsSettings, sinks: list[str]) -> dict[str, Any]:
+    """The stream's size and each sink's consumer, as the dashboard shows them: messages not
+    yet delivered (``pending``), delivered and not yet acknowledged (``ack_pending``, the
+    batches workers hold), delivered more than once (``redelivered``), fetches waiting
+    (``waiting``: idle workers), and the last acknowledged stream sequence. A sink whose
+    consumer does not exist yet (no worker ever started) is ``None``."""
+    import nats.js.errors
+
+    info = await js.stream_info(settings.stream)
+    consumers: dict[str, Any] = {}
+    for sink_id in sinks:
+        try:
+            consumer = await js.consumer_info(settings.stream, consumer_name(sink_id))
+        except nats.js.errors.NotFoundError:
+            consumers[sink_id] = None
+            continue
+        consumers[sink_id] = {
+            "pending": int(consumer.num_pending or 0),
+            "ack_pending": int(consumer.num_ack_pending or 0),
+            "redelivered": int(consumer.num_redelivered or 0),
+            "waiting": int(consumer.num_waiting or 0),
+            "acknowledged_seq": int(consumer.ack_floor.stream_seq or 0)
+            if consumer.ack_floor
+            else 0,
+        }
+    state = info.state
+    stream = {
+        "name": settings.stream,
+        "messages": int(state.messages),
+        "bytes": int(state.bytes),
+        "first_seq": int(state.first_seq),
+        "last_seq": int(state.last_seq),
+        "replicas": settings.replicas,
+        "leader": getattr(info.cluster, "leader", None) if info.cluster else None,
+    }
+    return {"stream": stream, "consumers": consumers}
+
+
 __all__ = [
     "StreamProblem",
     "consumer_config",
     "consumer_name",
+    "delivery_state",
     "ensure_stream",
     "stream_config",
     "subject_of",

@@ -51,7 +51,7 @@
     var card = el("div", { "class": "card", id: "sink-" + s.id, "data-sink": s.id }, [
       el("h3", {}, [s.id + " ", el("span", { "class": "muted", text: s.type }), " ",
         el("span", { "class": s.healthy === 0 ? "bad" : "ok", text: s.healthy === 0 ? "● failing" : "● healthy" })]),
-      el("div", { "class": "stats" }, [
+      el("div", { "class": "stats" }, s.consumer ? consumerStats(s) : [
         HR.stat("events delivered", fmt(s.delivered_events), "", "delivered"),
         HR.stat("backlog", HR.bytes(s.backlog_bytes), "", "backlog"),
         HR.stat("oldest undelivered", HR.ago(s.oldest_undelivered_seconds), s.oldest_undelivered_seconds > 60 ? "bad" : "", "oldest"),
@@ -67,6 +67,31 @@
     card.appendChild(box);
     later.push(function () { rateChart(box, s.rate, "events/s", range, doc); });
     return card;
+  }
+
+  // With a nats buffer the sink is delivered to from any machine: its figures are JetStream's
+  // (the consumer every worker of the sink shares), counted in messages (accepted requests).
+  function consumerStats(s) {
+    var c = s.consumer, dead = 0;
+    Object.keys(s.dead_letters).forEach(function (r) { dead += s.dead_letters[r]; });
+    return [
+      HR.stat("waiting in JetStream", fmt(c.pending), c.pending > 1000 ? "bad" : "", "consumer-pending"),
+      HR.stat("delivered, not yet acknowledged", fmt(c.ack_pending), "", "consumer-ack-pending"),
+      HR.stat("redelivered", fmt(c.redelivered), c.redelivered ? "bad" : "", "consumer-redelivered"),
+      HR.stat("idle workers' fetches", fmt(c.waiting), "", "consumer-waiting"),
+      HR.stat("dead letters here", fmt(dead), dead ? "bad" : "", "dead")
+    ];
+  }
+
+  function bufferNote(doc) {
+    var b = doc.buffer || {};
+    if (b.type !== "nats") return null;
+    if (b.problem) return el("p", { "class": "bad", id: "buffer-problem", text: "JetStream cannot be read: " + b.problem });
+    if (!b.stream) return null;
+    var st = b.stream;
+    return el("p", { "class": "muted", id: "buffer-stream", text: "Buffer: JetStream stream " + st.name + ", " +
+      fmt(st.messages) + " messages (" + HR.bytes(st.bytes) + "), " + st.replicas + " replica(s)" +
+      (st.leader ? ", led by " + st.leader : "") + ". Sink figures are in messages (one per accepted request), across every delivering machine." });
   }
 
   function streamCard(s, range, later) {
@@ -111,6 +136,8 @@
       view.appendChild(el("h2", { text: "Sources" }));
       view.appendChild(el("div", { "class": "grid" }, doc.sources.map(function (s) { return sourceCard(s, doc, range, later); })));
       view.appendChild(el("h2", { text: "Sinks" }));
+      var note = bufferNote(doc);
+      if (note) view.appendChild(note);
       view.appendChild(el("div", { "class": "grid" }, doc.sinks.map(function (s) { return sinkCard(s, doc, range, later); })));
       view.appendChild(el("h2", { text: "Streams" }));
       var grid = el("div", { "class": "grid" }, doc.streams.map(function (s) { return streamCard(s, range, later); }));
