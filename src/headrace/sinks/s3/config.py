@@ -152,11 +152,14 @@ def validate(config: S3Config, context: ValidationContext) -> list[Problem]:
     """The ids of stored events are kept at least as long as the buffer keeps what a replay can
     send again."""
     retention = float(getattr(context.buffer, "kept_for", 0.0))
+    setting = (
+        "buffer.max_age" if getattr(context.buffer, "type", "") == "nats" else "buffer.retention"
+    )
     if config.dedupe_window < retention:
         return [
             (
                 ("dedupe_window",),
-                f"{config.dedupe_window:g} s is shorter than the buffer's retention ({retention:g} s): "
+                f"{config.dedupe_window:g} s is shorter than {setting} ({retention:g} s): "
                 "a replay of what the buffer still holds would store events twice",
             )
         ]
