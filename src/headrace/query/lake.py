@@ -281,10 +281,10 @@ def _decode_cursor(text: str) -> tuple[int, str]:
     return time_us, event_id
 
 
-def query_events(
-    data_dir: Path, sink_id: str, sink: LakeConfig, stream: str, params: list[tuple[str, str]]
-) -> dict[str, Any]:
-    """The ``GET /v1/streams/{stream}/events`` answer: newest first, with a cursor."""
+def events_query(sink_id: str, stream: str, params: list[tuple[str, str]]) -> tuple[LakeQuery, int]:
+    """The selection and page size ``GET /v1/streams/{stream}/events`` asks for (``since``,
+    ``until``, ``field=value`` filters, ``cursor``, ``limit``); ``QueryError`` for a bad one.
+    The query's ``limit`` is one more than the page's, to know whether another page follows."""
     values = dict(params)
     limit = parse_limit(values)
     q = LakeQuery(
@@ -296,6 +296,14 @@ def query_events(
         after=_decode_cursor(values["cursor"]) if values.get("cursor") else None,
         limit=limit + 1,
     )
+    return q, limit
+
+
+def query_events(
+    data_dir: Path, sink_id: str, sink: LakeConfig, stream: str, params: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The ``GET /v1/streams/{stream}/events`` answer: newest first, with a cursor."""
+    q, limit = events_query(sink_id, stream, params)
     found = _rows(data_dir, sink, q)
     if found is None:
         return {"stream": stream, "events": [], "next_cursor": None}

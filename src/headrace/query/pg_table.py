@@ -279,20 +279,10 @@ def query_table_events(
     """The ``GET /v1/streams/{stream}/events`` answer from a PostgreSQL sink's table (the
     events it receives): newest first by its ``export.time_column``, with a cursor, the same
     parameters and refusals as the lake's (``query.lake.query_events``)."""
-    from headrace.query.lake import RESERVED_PARAMS, parse_limit, parse_time_param
+    from headrace.query.lake import events_query
 
-    values = dict(params)
-    limit = parse_limit(values)
-    q = LakeQuery(
-        sink_id,
-        stream,
-        since_us=parse_time_param("since", values["since"]) if values.get("since") else None,
-        until_us=parse_time_param("until", values["until"]) if values.get("until") else None,
-        where=[(k, v) for k, v in params if k not in RESERVED_PARAMS],
-    )
-    cursor = values.get("cursor") or None
-    if cursor:
-        _decode_cursor(cursor)  # a bad cursor is a 400 before any connection
+    q, limit = events_query(sink_id, stream, params)  # a bad cursor is a 400 before connecting
+    cursor = dict(params).get("cursor") or None
     table = PgTable(sink)
     try:
         if not table.exists:

@@ -22,8 +22,8 @@ On 2 cores every process competes with wrk and with the others, so absolute rate
 the machine: compare the ratios and the CPU per event. The closing lines project a 3-node
 deployment from the CPU figures (see ``project``).
 
-    .venv/bin/python bench/nats.py                       # 5 s per ingest run
-    .venv/bin/python bench/nats.py --duration 10 --cluster
+    .venv/bin/python bench/jetstream.py                       # 5 s per ingest run
+    .venv/bin/python bench/jetstream.py --duration 10 --cluster
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def project(ingest_cpu: dict[str, float], deliver_cpu: dict[str, float], replica
     per_replica = nats_share * (3 / replicas) if replicas == 1 else nats_share
     cost = ingest_cpu["ingest"] + deliver_cpu["deliver"] + per_replica
     usable = 3 * 16 * 0.7
-    print(f"\nprojection for 3 x 16 cores at 70% (see bench/nats.py:project): "
+    print(f"\nprojection for 3 x 16 cores at 70% (see bench/jetstream.py:project): "
           f"{usable / cost:,.0f} events/s for ingest + JetStream R3 + delivery "
           f"({1e6 * cost:.1f} CPU µs per event)")  # fmt: skip
     leader = nats_share / (3 if replicas == 3 else 1)
