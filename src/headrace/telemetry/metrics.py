@@ -31,6 +31,14 @@ METRICS: dict[str, tuple[str, str]] = {
     "headrace_buffer_commits_total": ("counter", "Group commits (one fsync each) to the buffer."),
     "headrace_buffer_torn_tails_total": ("counter", "Torn segment tails found and cut off."),
     "headrace_buffer_corrupt_segments_total": ("counter", "Segments with unreadable frames."),
+    "headrace_buffer_skipped_frames_total": (
+        "counter",
+        "Damaged buffer frames skipped (their bytes kept in the quarantine folder).",
+    ),
+    "headrace_buffer_quarantined_bytes_total": (
+        "counter",
+        "Bytes of damaged buffer frames copied to the quarantine folder.",
+    ),
     "headrace_sink_backlog_bytes": ("gauge", "Buffered bytes a sink has not delivered yet."),
     "headrace_sink_oldest_undelivered_age_seconds": (
         "gauge",
@@ -65,6 +73,23 @@ METRICS: dict[str, tuple[str, str]] = {
     "headrace_enrich_circuit_opens_total": (
         "counter",
         "Times enrich_http's circuit opened on evidence of an outage.",
+    ),
+    "headrace_http_connections": ("gauge", "Open HTTP connections of the busiest ingest worker."),
+    "headrace_http_connections_refused_total": (
+        "counter",
+        "HTTP connections closed at once because the worker had max_connections open.",
+    ),
+    "headrace_http_timeouts_total": (
+        "counter",
+        "HTTP connections closed for being too slow, by phase (head, body, idle).",
+    ),
+    "headrace_http_header_limit_total": (
+        "counter",
+        "Requests answered 431 or 414 for their request line or headers, by limit.",
+    ),
+    "headrace_authorizer_timeouts_total": (
+        "counter",
+        "Requests refused with 503 because a python authorizer passed its deadline.",
     ),
 }
 
