@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -172,6 +173,30 @@ async def test_concurrent_deliveries_make_one_job_per_export(
     ids = [a.json()["load_id"] for a in answers]
     assert len(set(ids[:20])) == 1 and len(set(ids[20:])) == 20
     assert len(LoadHistory.in_data_dir(data_dir).find(limit=100)) == 21
+
+
+async def test_concurrent_first_deliveries_share_one_history_connection(
+    client: httpx.AsyncClient, data_dir: Path
+) -> None:
+    """The first deliveries on a fresh data dir arrive together; each opening its own connection
+    made them race to create loads.db and switch it to WAL ("database is locked", about one run
+    in 25 of the test above) and leaked all connections but one."""
+    import asyncio
+
+    answers = await asyncio.gather(
+        *(post(client, event(url=f"https://exports.example/s_{i}.csv")) for i in range(40))
+    )
+    assert all(a.status_code == 200 for a in answers)
+    database = str(data_dir / "loads.db")
+    opened = [fd for fd in os.listdir("/proc/self/fd") if _target(fd) == database]
+    assert len(opened) == 1
+
+
+def _target(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
 
 
 async def test_every_200_says_processed_and_no_refusal_does(client: httpx.AsyncClient) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class BulkExportEndpoint:
         self.success_headers = PROCESSED_HEADERS
         self.metrics = metrics if metrics is not None else m.Registry()
         self._history: LoadHistory | None = None
+        self._history_lock = threading.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A table-export webhook: the load job is recorded durably before the 200."""
@@ -157,9 +159,13 @@ class BulkExportEndpoint:
 
     @property
     def history(self) -> LoadHistory:
-        if self._history is None:
-            self._history = LoadHistory.in_data_dir(self.data_dir)
-        return self._history
+        # ``accept`` runs in several threads at once: unguarded, each of the first concurrent
+        # deliveries opened a connection of its own (all but one leaked), racing to create the
+        # database and switch it to WAL, which SQLite refuses with "database is locked".
+        with self._history_lock:
+            if self._history is None:
+                self._history = LoadHistory.in_data_dir(self.data_dir)
+            return self._history
 
     def accept(self, request: RequestFacts, path: str) -> tuple[int, dict[str, Any]]:
         """Authorize, parse and record; the status and JSON body of the answer."""

@@ -197,8 +197,14 @@ def _watch(
                 buffer.expire(conn, list(pipeline.sinks))
             for worker in workers:
                 worker.observe()
-            corrupt = sum(w.reader.corrupt for w in workers if w.reader is not None)
+            readers = [w.reader for w in workers if w.reader is not None]
+            corrupt = sum(r.corrupt for r in readers)
             metrics.set(m.key("headrace_buffer_corrupt_segments_total"), corrupt)
+            for name, figure in (
+                ("headrace_buffer_skipped_frames_total", "skipped_frames"),
+                ("headrace_buffer_quarantined_bytes_total", "quarantined_bytes"),
+            ):  # the local buffer's readers count these; other buffers have none to skip
+                metrics.set(m.key(name), sum(getattr(r, figure, 0) for r in readers))
             _publish(*published, openers, workers, metrics)
         except Exception:
             log.exception("delivery upkeep failed")

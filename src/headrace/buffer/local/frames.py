@@ -7,8 +7,10 @@ A segment file is a sequence of frames::
     kind    = 1 data (payload is one msgpack-encoded ``BufferedRequest``) | 2 seal (empty payload)
 
 Invariants:
-- A frame is valid only if the whole payload is present and its CRC-32 matches; the first invalid
-  frame of a segment ends it (a torn tail, from a crash mid-write, is cut off at recovery).
+- A frame is valid only if the whole payload is present and its CRC-32 matches. Where a segment
+  holds bytes that are not a valid frame, reading resumes at the next valid frame after them
+  (``resume_offset``), so damage on disk costs only the frames it touched; what follows the last
+  valid frame of a segment its writer left unsealed is a torn tail, cut off at recovery.
 - A data frame's payload never ends in a zero byte (it is a msgpack array whose last item is a
   bool), so a segment whose last 12 bytes are the seal frame is sealed: nothing more is written.
 - One ingest request is one frame (see ``headrace.buffer.records``).
@@ -71,11 +73,17 @@ class ScanResult(msgspec.Struct):
     frames: list[Frame]
     end: int  # offset just past the last valid frame
     stop: str  # "end" (clean), "partial" (frame cut short), "corrupt" (bad magic or CRC)
+    skipped: list[tuple[int, int]] = []  # damaged ranges [start, end) read past (skip_damage)
 
 
-def scan_frames(data: bytes | memoryview, base_offset: int = 0) -> ScanResult:
-    """Parse every valid frame in ``data`` (which starts at ``base_offset`` in the file)."""
+def scan_frames(
+    data: bytes | memoryview, base_offset: int = 0, *, skip_damage: bool = False
+) -> ScanResult:
+    """Parse every valid frame in ``data`` (which starts at ``base_offset`` in the file). With
+    ``skip_damage``, invalid bytes followed by a valid frame are skipped (and listed) instead of
+    ending the scan."""
     frames: list[Frame] = []
+    skipped: list[tuple[int, int]] = []
     view = memoryview(data)
     pos = 0
     size = len(view)
@@ -85,20 +93,68 @@ def scan_frames(data: bytes | memoryview, base_offset: int = 0) -> ScanResult:
             stop = "partial"
             break
         magic, kind, _flags, length, crc = HEADER.unpack_from(view, pos)
+        end = pos + HEADER_SIZE + length
         if magic != MAGIC or kind not in (KIND_DATA, KIND_SEAL) or length > MAX_PAYLOAD:
             stop = "corrupt"
-            break
-        end = pos + HEADER_SIZE + length
-        if end > size:
+        elif end > size:
             stop = "partial"
-            break
-        payload = bytes(view[pos + HEADER_SIZE : end])
-        if zlib.crc32(payload) != crc:
+        else:
+            payload = bytes(view[pos + HEADER_SIZE : end])
+            if zlib.crc32(payload) == crc:
+                frames.append(Frame(base_offset + pos, base_offset + end, kind, payload))
+                pos = end
+                continue
             stop = "corrupt"
+        resume = resume_offset(bytes(view), pos) if skip_damage else None
+        if resume is None:
             break
-        frames.append(Frame(base_offset + pos, base_offset + end, kind, payload))
-        pos = end
-    return ScanResult(frames, base_offset + pos, stop)
+        skipped.append((base_offset + pos, base_offset + resume))
+        stop = "end"
+        pos = resume
+    return ScanResult(frames, base_offset + pos, stop, skipped)
+
+
+def frame_at(data: bytes, pos: int) -> Frame | None:
+    """The valid frame whose header starts at ``pos`` in ``data``, if there is one."""
+    length = _plausible_length(data, pos)
+    if length is None:
+        return None
+    end = pos + HEADER_SIZE + length
+    crc = HEADER.unpack_from(data, pos)[4]
+    payload = data[pos + HEADER_SIZE : end]
+    if zlib.crc32(payload) != crc:
+        return None
+    return Frame(pos, end, data[pos + 2], payload)
+
+
+def resume_offset(data: bytes, pos: int) -> int | None:
+    """Where reading resumes after the invalid frame at ``pos``: just past it when its header is
+    intact and a valid frame follows (a damaged payload), else the next offset where a valid
+    frame starts (a damaged header, a frame cut short in the middle, a zeroed block); ``None``
+    when no valid frame follows. The length is trusted first so that a frame looking valid
+    inside a damaged payload (a request body may hold any bytes) is not taken for a real one."""
+    length = _plausible_length(data, pos)
+    if length is not None and frame_at(data, pos + HEADER_SIZE + length) is not None:
+        return pos + HEADER_SIZE + length
+    candidate = data.find(MAGIC, pos + 1)
+    while candidate >= 0:
+        if frame_at(data, candidate) is not None:
+            return candidate
+        candidate = data.find(MAGIC, candidate + 1)
+    return None
+
+
+def _plausible_length(data: bytes, pos: int) -> int | None:
+    """The payload length of a header at ``pos`` that could be a frame's: the magic, a known
+    kind, a seal with no payload, and a payload that fits in ``data``."""
+    if pos < 0 or len(data) - pos < HEADER_SIZE:
+        return None
+    magic, kind, _flags, length, _crc = HEADER.unpack_from(data, pos)
+    if magic != MAGIC or kind not in (KIND_DATA, KIND_SEAL) or (kind == KIND_SEAL and length):
+        return None
+    if length > MAX_PAYLOAD or pos + HEADER_SIZE + length > len(data):
+        return None
+    return int(length)
 
 
 def frame_length_at(data: bytes, pos: int) -> int | None:
@@ -112,4 +168,4 @@ def frame_length_at(data: bytes, pos: int) -> int | None:
 
 
 __all__ = ["HEADER_SIZE", "KIND_DATA", "KIND_SEAL", "SEAL_FRAME", "Frame", "ScanResult",
-           "encode_frame", "frame_length_at", "scan_frames"]  # fmt: skip
+           "encode_frame", "frame_at", "frame_length_at", "resume_offset", "scan_frames"]  # fmt: skip

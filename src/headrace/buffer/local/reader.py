@@ -13,11 +13,23 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from headrace.buffer.base import Backlog, Polled, ReadItem
-from headrace.buffer.local.frames import HEADER_SIZE, KIND_SEAL, frame_length_at, scan_frames
+from headrace.buffer.local.frames import (
+    HEADER,
+    HEADER_SIZE,
+    KIND_DATA,
+    KIND_SEAL,
+    MAGIC,
+    SEAL_FRAME,
+    ScanResult,
+    frame_length_at,
+    resume_offset,
+    scan_frames,
+)
 from headrace.buffer.local.positions import POSITIONS_SCHEMA, load_positions, save_positions
+from headrace.buffer.local.quarantine import quarantine, quarantine_path
 from headrace.buffer.local.segments import is_sealed, list_segments
 
 log = logging.getLogger("headrace.buffer")
@@ -73,7 +85,10 @@ class SegmentReader:
         self.positions = dict(positions)  # read-ahead offset per segment
         self.done = set(done)  # segments read to their seal
         self.acknowledged = dict(positions)
-        self.corrupt = 0
+        self.corrupt = 0  # damaged segments met (headrace_buffer_corrupt_segments_total)
+        self.skipped_frames = 0  # damaged ranges skipped, one or more frames each
+        self.quarantined_bytes = 0  # bytes this reader copied to the quarantine folder
+        self._damaged_segments: set[str] = set()
 
     @classmethod
     def for_sink(cls, directory: Path, sink: str, conn: sqlite3.Connection) -> SegmentReader:
@@ -115,46 +130,83 @@ class SegmentReader:
         return Polled(items, progress, bool(items or progress.positions or progress.finished))
 
     def _read_segment(self, name: str, budget: int, events: int) -> tuple[list[ReadItem], bool]:
+        """Read frames of ``name`` within the budget, reading on past any damaged range."""
+        items: list[ReadItem] = []
+        while True:
+            got, sealed, skipped = self._read_chunk(name, budget, events)
+            items.extend(got)
+            budget -= sum(item.size for item in got)
+            events -= sum(item.request.count for item in got)
+            if sealed or not skipped or budget <= 0 or events <= 0:
+                return items, sealed
+
+    def _read_chunk(self, name: str, budget: int, events: int) -> tuple[list[ReadItem], bool, bool]:
+        """Frames from the position on, whether the seal was read, and whether a damaged range
+        was skipped (the position is then just past it)."""
         path = self.directory / name
         offset = self.positions.get(name, 0)
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size <= offset:
-                    return [], False
+                    return [], False, False
                 f.seek(offset)
                 data = f.read(min(size - offset, max(budget, HEADER_SIZE)))
                 first = frame_length_at(data, 0)
                 if first is not None and first > len(data) and offset + first <= size:
                     data += f.read(first - len(data))  # one frame larger than the budget
+                result = scan_frames(data, offset)
+                items, sealed, full = self._take(name, result, events)
+                if sealed or full or result.stop == "end" or not is_sealed(path):
+                    # an unsealed segment's writer may still be writing what follows
+                    return items, sealed, False
+                if result.stop == "partial" and _fits(f, result.end, size):
+                    return items, False, False  # the next frame is whole: the next chunk
+                self._skip_damage(name, f, result.end, size)
+                return items, False, True
         except FileNotFoundError:
             self.done.add(name)
-            return [], False
-        result = scan_frames(data, offset)
+            return [], False, False
+
+    def _take(
+        self, name: str, result: ScanResult, events: int
+    ) -> tuple[list[ReadItem], bool, bool]:
+        """The scanned frames as items up to ``events``, moving the position past each; whether
+        the seal was read, and whether the event budget ran out first."""
         items: list[ReadItem] = []
-        sealed = False
         for frame in result.frames:
             if frame.kind == KIND_SEAL:
-                sealed = True
                 self.positions[name] = frame.end
-                break
+                return items, True, False
             if events <= 0:
-                return items, False  # the batch is full: the rest waits for the next poll
+                return items, False, True  # the batch is full: the rest waits for the next poll
             request = frame.request()
             items.append(ReadItem(request, frame.end - frame.start, f"{name}@{frame.end}"))
             events -= request.count
             self.positions[name] = frame.end
-        if result.stop == "corrupt" and not sealed and is_sealed(path):
-            # A sealed segment never has a torn tail (recovery cut it): this is damage on disk.
+        return items, False, False
+
+    def _skip_damage(self, name: str, f: BinaryIO, start: int, size: int) -> None:
+        """Move past the damaged range at ``start`` of the sealed segment ``name``: counted,
+        logged (where and how long, never its bytes) and copied to the quarantine folder."""
+        f.seek(start)
+        rest = f.read(size - start)
+        resume = resume_offset(rest, 0)
+        # a sealed segment ends with a whole seal frame, so something valid always follows
+        length = max(0, len(rest) - len(SEAL_FRAME)) if resume is None else resume
+        damaged = rest[:length]
+        if name not in self._damaged_segments:
+            self._damaged_segments.add(name)
             self.corrupt += 1
-            log.error(
-                "buffer segment %s: unreadable frame at offset %d; skipping the rest of it",
-                name,
-                result.end,
-            )
-            self.positions[name] = os.path.getsize(path)
-            sealed = True
-        return items, sealed
+        self.skipped_frames += 1
+        if quarantine(self.directory, name, start, damaged):
+            self.quarantined_bytes += len(damaged)
+        log.warning(
+            "buffer segment %s: damaged frame(s) at offset %d, %d bytes, skipped by sink %s; "
+            "the bytes are kept in %s",
+            name, start, length, self.sink, quarantine_path(self.directory, name, start),
+        )  # fmt: skip
+        self.positions[name] = start + length
 
     def backlog(self) -> Backlog:
         """What is stored after the acknowledged positions (from any thread)."""
@@ -194,3 +246,15 @@ class SegmentReader:
                 received = result.frames[0].request().received_at_us
                 oldest = received if oldest is None else min(oldest, received)
         return oldest
+
+
+def _fits(f: BinaryIO, pos: int, size: int) -> bool:
+    """Whether the frame at ``pos`` has a readable data header and ends before the seal: a frame
+    the chunk cut short, not damage (its checksum is checked when it is read whole)."""
+    f.seek(pos)
+    head = f.read(HEADER_SIZE)
+    if len(head) < HEADER_SIZE:
+        return False
+    magic, kind, _flags, length, _crc = HEADER.unpack_from(head)
+    end: int = pos + HEADER_SIZE + length
+    return magic == MAGIC and kind == KIND_DATA and end <= size - len(SEAL_FRAME)

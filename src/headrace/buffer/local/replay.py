@@ -31,7 +31,7 @@ def stored_requests(buffer_dir: Path, skip_writer: str | None = None) -> Iterato
             data = (buffer_dir / name).read_bytes()
         except FileNotFoundError:
             continue
-        for frame in scan_frames(data).frames:
+        for frame in scan_frames(data, skip_damage=True).frames:
             if frame.kind == KIND_DATA:
                 request = frame.request()
                 if not request.replay:

@@ -4,7 +4,9 @@ Layout: ``<data>/buffer/<created µs, 16 hex digits>-<writer>.seg``; names sort 
 Each writer (an ingest worker slot ``w0``, ``w1``…, or a one-shot ``replay-…`` writer) appends to
 its own segment, so writers never contend, and holds an exclusive ``flock`` on it while it is
 open. A segment whose lock can be taken and which is not sealed belongs to a writer that died:
-recovery cuts off its torn tail (counted and logged) and seals it. See ``records`` for the frames.
+recovery cuts off its torn tail (what follows its last valid frame; counted and logged) and seals
+it. A damaged range before valid frames is left in place for the readers to skip and quarantine.
+See ``frames`` for the frames.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def recover_segment(path: Path) -> Recovery | None:
                 return Recovery(path.name, 0, False)
         os.lseek(fd, 0, os.SEEK_SET)
         data = _read_all(fd, size)
-        result = scan_frames(data)
+        result = scan_frames(data, skip_damage=True)
         torn = size - result.end
         if torn:
             log.warning(

@@ -16,7 +16,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from headrace.buffer.local.frames import encode_frame
+from headrace.buffer.local.frames import encode_frame, scan_frames
+from headrace.buffer.orderlog import ORDER_LOG, note_order
 from headrace.buffer.local.segments import SegmentWriter, directory_bytes
 from headrace.buffer.records import BufferedRequest
 from headrace.errors import BufferFull
@@ -125,6 +126,9 @@ class LocalWriter:
         error: BaseException | None = None
         try:
             self.writer.append([frame for frame, _ in batch])
+            if ORDER_LOG:  # a test hook: the fsync has returned, no future is settled yet
+                for frame, _ in batch:
+                    note_order("committed", scan_frames(frame).frames[0].request().base_id)
             self.commits += 1
             self.frames_committed += len(batch)
             self.healthy, self.last_error = True, None
