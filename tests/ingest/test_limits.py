@@ -122,3 +122,91 @@ async def test_read_tokens_guard_events_and_bad_rows(data_dir: Path) -> None:
             ).status_code == 202  # writes unchanged
     finally:
         await app.shutdown()
+
+
+# -- the budget shared by the workers of a server (``ingest.ratebudget``) ---------------------
+
+
+HAMMER = """
+import json, os, sys, time
+from pathlib import Path
+from headrace.errors import RequestRejected
+from headrace.ingest.ratebudget import SharedBuckets
+
+run_dir, go, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+table = SharedBuckets.at(run_dir)
+buckets = {name: table.bucket(name, 0.001, 50) for name in names}
+accepted = dict.fromkeys(names, 0)
+while not go.exists():  # every worker starts taking at once
+    time.sleep(0.001)
+for _ in range(200):
+    for name, bucket in buckets.items():
+        try:
+            bucket.take()
+            accepted[name] += 1
+        except RequestRejected:
+            pass
+print(json.dumps(accepted))
+"""
+
+
+def test_processes_share_one_budget_per_bucket(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    go = tmp_path / "go"
+    # four workers take from the same key at once (and two from another): each bucket grants
+    # its burst of 50 exactly once between them, however the takes interleave
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, str(tmp_path / "run"), str(go), *names],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for names in (["key:1", "key:2"], ["key:1", "key:2"], ["key:1"], ["key:1"])
+    ]
+    go.touch()
+    results = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert sum(r["key:1"] for r in results) == 50
+    assert sum(r.get("key:2", 0) for r in results) == 50
+
+
+def test_a_shared_bucket_refills_at_its_rate_and_survives_a_clock_restart(tmp_path: Path) -> None:
+    from headrace.ingest.ratebudget import SharedBuckets
+
+    table = SharedBuckets.at(tmp_path)
+    bucket = table.bucket("source:web", rate=2, capacity=3)
+    assert bucket is not None
+    now = 1000.0
+    bucket.take(now)  # claimed full a moment ago (its clock is the real one): 3 tokens
+    bucket.take(now)
+    bucket.take(now)
+    with pytest.raises(RequestRejected) as info:
+        bucket.take(now)
+    assert info.value.detail["retry_after"] == 1
+    bucket.take(now + 0.5)  # one token back after half a second at 2/s
+    with pytest.raises(RequestRejected):
+        bucket.take(now + 0.6)
+    # the same name from another mapping is the same bucket; another name is not
+    again = SharedBuckets(tmp_path).bucket("source:web", rate=2, capacity=3)
+    assert again is not None and again.offset == bucket.offset
+    with pytest.raises(RequestRejected):
+        again.take(now + 0.6)
+    other = table.bucket("source:other", rate=2, capacity=1)
+    assert other is not None and other.offset != bucket.offset
+    other.take(now)
+    # a machine that rebooted under a kept file: its clock starts again below the slot's
+    bucket.take(5.0)
+
+
+def test_a_full_table_falls_back_to_the_workers_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headrace.ingest import ratebudget
+    from headrace.ingest.stages import Limit
+
+    monkeypatch.setattr(ratebudget, "MAX_PROBES", 0)  # no slot is ever found
+    limit = Limit("web", RateLimit(rate=100, burst=40), workers=4, data_dir=tmp_path)
+    assert isinstance(limit.source, TokenBucket) and limit.source.capacity == 10

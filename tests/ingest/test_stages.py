@@ -84,16 +84,20 @@ def test_stream_names_that_are_refused(name: str) -> None:
 # -- authorize --------------------------------------------------------------------------------
 
 
+def authorized(authorize: Authorize, *args: Any) -> Principal | None:
+    return asyncio.run(authorize(*args))
+
+
 def test_authorize_passes_a_token_and_names_the_refusal_of_others() -> None:
     config = source(auth={"type": "token", "header": "X-Token", "secrets": ["s3cret"]})
     authorize = Authorize(SourceAuth(config, "web"))
     assert authorize.header_names == frozenset({b"x-token"})
     assert not authorize.reads_all_headers
     scope = request("POST", "/v1/streams/web/events")
-    assert authorize(scope, {"x-token": "s3cret"}, b"{}", 1_000_000) is None  # anonymous
-    wrong = refusal(authorize, scope, {"x-token": "guess"}, b"{}", 1_000_000)
+    assert authorized(authorize, scope, {"x-token": "s3cret"}, b"{}", 1_000_000) is None
+    wrong = refusal(authorized, authorize, scope, {"x-token": "guess"}, b"{}", 1_000_000)
     assert (wrong.status, wrong.reason) == (401, "invalid_token")
-    missing = refusal(authorize, scope, {}, b"{}", 1_000_000)
+    missing = refusal(authorized, authorize, scope, {}, b"{}", 1_000_000)
     assert missing.reason == "missing_token"
 
 
@@ -101,8 +105,10 @@ def test_authorize_sees_the_peer_address() -> None:
     config = source(auth={"type": "ip_allow", "cidrs": ["192.0.2.0/24"]})
     authorize = Authorize(SourceAuth(config, "web"))
     inside = request("POST", client=("192.0.2.7", 1))
-    assert authorize(inside, {}, b"", 0) is None
-    outside = refusal(authorize, request("POST", client=("198.51.100.1", 1)), {}, b"", 0)
+    assert authorized(authorize, inside, {}, b"", 0) is None
+    outside = refusal(
+        authorized, authorize, request("POST", client=("198.51.100.1", 1)), {}, b"", 0
+    )
     assert outside.status == 403  # only an address check failed
 
 
@@ -113,28 +119,41 @@ def key(rate: float | None, key_id: int = 1) -> Principal:
     return Principal("k", {}, ApiKey(key_id, "web", "k", "hr_x", rate, 0, None))
 
 
-def test_limit_takes_the_source_rate_per_worker() -> None:
-    limit = Limit(RateLimit(rate=4, burst=4), workers=2)  # this worker: 2/s, burst 2
-    limit(None)
-    limit(None)
-    refused = refusal(limit, None)
+def test_limit_shares_the_source_rate_through_the_data_directory(tmp_path: Path) -> None:
+    # two workers' stages over one data directory: one budget of 4, not 4 each (nor 2 each)
+    first = Limit("web", RateLimit(rate=0.001, burst=4), workers=2, data_dir=tmp_path)
+    second = Limit("web", RateLimit(rate=0.001, burst=4), workers=2, data_dir=tmp_path)
+    for limit in (first, second, first, second):
+        limit(None)
+    refused = refusal(first, None)
     assert (refused.status, refused.reason) == (429, "rate_limited")
     assert refused.detail["retry_after"] >= 1
+    assert refusal(second, None).reason == "rate_limited"
+    Limit("other", RateLimit(rate=0.001, burst=1), workers=2, data_dir=tmp_path)(None)
 
 
-def test_an_api_keys_rate_is_its_own_and_spares_the_sources() -> None:
-    limit = Limit(RateLimit(rate=100, burst=100), workers=1)
+def test_without_a_data_directory_each_worker_enforces_its_share() -> None:
+    limit = Limit("web", RateLimit(rate=4, burst=4), workers=2)  # this worker: 2/s, burst 2
+    limit(None)
+    limit(None)
+    assert refusal(limit, None).reason == "rate_limited"
+
+
+def test_an_api_keys_rate_is_its_own_and_spares_the_sources(tmp_path: Path) -> None:
+    limit = Limit("web", RateLimit(rate=0.001, burst=100), workers=1, data_dir=tmp_path)
     limit(key(1.0))  # the key's burst: one request
     assert refusal(limit, key(1.0)).reason == "rate_limited"
-    assert limit.source is not None and limit.source.tokens == 99  # the refused one took none
+    for _ in range(98):
+        limit(None)
     limit(key(1.0, key_id=2))  # another key has its own bucket
-    limit(key(None))  # a key without a rate: only the source's
-    limit(key(50.0))  # the rate changed: a new bucket
-    assert limit.keys[1].rate == 50.0
+    # 100 taken from the source's burst: the refused request took none of them
+    assert refusal(limit, None).reason == "rate_limited"
+    assert limit._key_bucket(1, 50.0).rate == 50.0  # the rate changed: the same slot, refilling
+    assert limit.keys[1][0] == 50.0  # at the new rate
 
 
-def test_without_a_source_rate_only_keys_are_limited() -> None:
-    limit = Limit(None, workers=1)
+def test_without_a_source_rate_only_keys_are_limited(tmp_path: Path) -> None:
+    limit = Limit("web", None, workers=1, data_dir=tmp_path)
     for _ in range(100):
         limit(None)
         limit(key(None))

@@ -73,6 +73,15 @@ class Authorizer(Protocol):
         """Who sent ``request`` (``ANONYMOUS`` if it cannot tell), or why it does not pass."""
 
 
+class OffLoopAuthorizer(Authorizer, Protocol):
+    """An authorizer whose check may block (it calls out, or runs user code): it also offers
+    ``check_off_loop``, which the ingest path awaits so the event loop is never held. It may
+    raise ``RequestRejected`` itself (503 ``authorizer_timeout`` past its deadline)."""
+
+    async def check_off_loop(self, request: RequestFacts, now: float) -> Principal | str:
+        """``check``, run off the event loop."""
+
+
 class SourceAuth:
     """The authorizers of one source; ``verify`` raises ``RequestRejected`` unless one passes."""
 
@@ -91,29 +100,58 @@ class SourceAuth:
         self.delivery_id_header: str | None = next(
             (h for _, c in self.checks if (h := getattr(c, "delivery_id_header", None))), None
         )
+        self.source_id = source_id
+        self.blocks = any(hasattr(check, "check_off_loop") for _, check in self.checks)
+        """Whether a check may block: the ingest path then uses ``verify_off_loop``."""
 
     def verify(
         self, request: RequestFacts, now: float, method: str = "POST", path: str = "/"
     ) -> Principal | None:
         """Pass (returning who sent it, when an authorizer knows), or raise 401/403 listing why
-        each authorizer refused."""
-        if (request.method, request.path) != (method, path):
-            request = RequestFacts(
-                request.headers, request.body, request.client, request.query, method, path
-            )
+        each authorizer refused. Checks with a ``check_off_loop`` run on this thread."""
+        request = _at(request, method, path)
         failures = []
         for kind, check in self.checks:
             verdict = check.check(request, now)
             if isinstance(verdict, Principal):
                 return None if verdict is ANONYMOUS else verdict
             failures.append((kind, verdict))
-        only_address = all(kind == "ip_allow" for kind, _ in failures)
-        status = 403 if only_address else 401
-        reason = failures[0][1] if len(failures) == 1 else "unauthorized"
-        raise RequestRejected(
-            status, reason, "the request is not authorized",
-            failed=[f"{kind}: {problem}" for kind, problem in failures],
-        )  # fmt: skip
+        raise _refusal(failures)
+
+    async def verify_off_loop(
+        self, request: RequestFacts, now: float, method: str = "POST", path: str = "/"
+    ) -> Principal | None:
+        """``verify`` for the event loop: a check that may block (``OffLoopAuthorizer``) is
+        awaited, so the loop serves other requests meanwhile."""
+        request = _at(request, method, path)
+        failures = []
+        for kind, check in self.checks:
+            off_loop = getattr(check, "check_off_loop", None)
+            verdict = await off_loop(request, now) if off_loop else check.check(request, now)
+            if isinstance(verdict, Principal):
+                return None if verdict is ANONYMOUS else verdict
+            failures.append((kind, verdict))
+        raise _refusal(failures)
 
 
-__all__ = ["ANONYMOUS", "AuthSetup", "Authorizer", "Principal", "RequestFacts", "SourceAuth"]
+def _at(request: RequestFacts, method: str, path: str) -> RequestFacts:
+    if (request.method, request.path) == (method, path):
+        return request
+    return RequestFacts(request.headers, request.body, request.client, request.query, method, path)
+
+
+def _refusal(failures: list[tuple[str, str]]) -> RequestRejected:
+    """401 (403 when only an address check failed) listing why each authorizer refused."""
+    only_address = all(kind == "ip_allow" for kind, _ in failures)
+    status = 403 if only_address else 401
+    reason = failures[0][1] if len(failures) == 1 else "unauthorized"
+    return RequestRejected(
+        status, reason, "the request is not authorized",
+        failed=[f"{kind}: {problem}" for kind, problem in failures],
+    )  # fmt: skip
+
+
+__all__ = [
+    "ANONYMOUS", "AuthSetup", "Authorizer", "OffLoopAuthorizer", "Principal", "RequestFacts",
+    "SourceAuth",
+]  # fmt: skip

@@ -16,7 +16,9 @@ Authorizer = Annotated[AuthorizerConfig, ComponentUnion("authorizer")]
 
 class RateLimit(Model):
     """A token bucket per source: ``rate`` requests a second on average, bursts up to ``burst``.
-    Excess requests answer 429 with Retry-After. Each of N ingest workers enforces 1/N of it."""
+    Excess requests answer 429 with Retry-After. The ingest workers of one server share the
+    budget (whichever worker a request reaches); each server of a multi-machine deployment
+    enforces the whole rate."""
 
     rate: float = Field(gt=0)
     """Requests a second, on average."""

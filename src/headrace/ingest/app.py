@@ -88,7 +88,7 @@ class IngestApp:
         self.reads = EventReads(pipeline, data_dir, access)
         self.badrows_api = FailuresApi(BAD_ROWS, data_dir, access)
         self.health = health.Health(
-            self.writer, self.run_dir, (writer_name, self.metrics), delivery_here
+            self.writer, self.run_dir, (writer_name, self.metrics), delivery_here, access=access
         )
         self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
@@ -130,7 +130,7 @@ class IngestApp:
 
             await send_json(send, openapi_document(self.pipeline))
         elif path in health.PATHS:
-            await self.health(path, send)
+            await self.health(scope, send)
         elif path == "/_noop" and self.noop_endpoint and method == "POST":
             await noop(receive, send)
         elif path_is_stream_api(path) and path.rstrip("/").endswith("/events"):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 from headrace.config.sources import Cors, RateLimit
 from headrace.errors import RequestRejected
+from headrace.ingest.ratebudget import rate_limited
 
 
 class TokenBucket:
-    """``rate`` tokens a second up to ``capacity``; a request takes one or is refused."""
+    """``rate`` tokens a second up to ``capacity``; a request takes one or is refused. This
+    worker's own: the ingest path uses the shared ``ratebudget.SharedBucket`` and falls back
+    to this, at the worker's share (``for_worker``), only when the shared table is full."""
 
     def __init__(self, rate: float, capacity: float) -> None:
         self.rate = rate
@@ -32,11 +34,7 @@ class TokenBucket:
         if self.tokens >= 1:
             self.tokens -= 1
             return
-        wait = max(1, math.ceil((1 - self.tokens) / self.rate))
-        raise RequestRejected(
-            429, "rate_limited", "this source takes no more requests right now",
-            retry_after=wait,
-        )  # fmt: skip
+        raise rate_limited(self.tokens, self.rate)
 
 
 class CorsPolicy:

@@ -10,7 +10,9 @@ authorizers, rate limit, schema or map has no such stage at all, so it costs not
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -25,12 +27,17 @@ from headrace.ingest.badrows import BadRowKeeper
 from headrace.ingest.decode import Decoded, decompress, parse_events
 from headrace.ingest.limits import TokenBucket
 from headrace.ingest.mapping import Mapper, RequestMeta
+from headrace.ingest.ratebudget import SharedBucket, SharedBuckets
 from headrace.ingest.validation import SchemaCheck, Violation
+from headrace.telemetry import metrics as m
 from headrace.web.asgi import Scope, encode_json
 from headrace.web.request import client_address
 
 if TYPE_CHECKING:
     from headrace.buffer.base import BufferWriter
+
+log = logging.getLogger("headrace.ingest")
+Bucket = SharedBucket | TokenBucket
 
 MAX_LISTED = 50
 """Violations an answer or a refusal lists, at most."""
@@ -48,30 +55,46 @@ def check_stream(stream: str) -> None:
 
 class Authorize:
     """**authorize**: the source's authorizers, over the body exactly as it arrived (a signature
-    covers the raw bytes, before decompression)."""
+    covers the raw bytes, before decompression). One that may block (a ``python`` function)
+    runs off the event loop within its deadline; a timeout is 503 ``authorizer_timeout``,
+    counted in ``headrace_authorizer_timeouts_total``."""
 
-    def __init__(self, auth: SourceAuth) -> None:
+    def __init__(self, auth: SourceAuth, metrics: m.Registry | None = None) -> None:
         self.auth = auth
         self.header_names = auth.header_names
         self.reads_all_headers = auth.wants_all_headers
+        self.metrics = metrics
+        self.timeouts = m.key("headrace_authorizer_timeouts_total", source=auth.source_id)
 
-    def __call__(
+    async def __call__(
         self, scope: Scope, headers: dict[str, str], raw: bytes, received_at_us: int
     ) -> Principal | None:
-        """Who sent the request (``None``: no authorizer can tell); raises 401 or 403."""
+        """Who sent the request (``None``: no authorizer can tell); raises 401, 403 or 503."""
         facts = RequestFacts(headers, raw, client_address(scope), scope.get("query_string", b""))
-        return self.auth.verify(facts, received_at_us / 1_000_000, "POST", scope["path"])
+        now = received_at_us / 1_000_000
+        if not self.auth.blocks:
+            return self.auth.verify(facts, now, "POST", scope["path"])
+        try:
+            return await self.auth.verify_off_loop(facts, now, "POST", scope["path"])
+        except RequestRejected as exc:
+            if exc.reason == "authorizer_timeout" and self.metrics is not None:
+                self.metrics.add(self.timeouts)
+            raise
 
 
 class Limit:
-    """**limit**: the rate of the sender's API key, then the source's; each of the N ingest
-    workers enforces 1/N of each. It runs after authorize: refused requests must not use up a
-    sender's rate."""
+    """**limit**: the rate of the sender's API key, then the source's. The budgets are shared
+    by every ingest worker of the server (``ratebudget``), so a limit holds whichever worker a
+    connection reaches; keys and sources each have their own. It runs after authorize:
+    refused requests must not use up a sender's rate."""
 
-    def __init__(self, rate: RateLimit | None, workers: int) -> None:
+    def __init__(
+        self, source_id: str, rate: RateLimit | None, workers: int, data_dir: Path | None = None
+    ) -> None:
         self.workers = workers
-        self.source = TokenBucket.for_worker(rate, workers) if rate is not None else None
-        self.keys: dict[int, TokenBucket] = {}  # API key id: its bucket
+        self.shared = SharedBuckets.at(data_dir / "run") if data_dir is not None else None
+        self.source = self._bucket(f"source:{source_id}", rate) if rate is not None else None
+        self.keys: dict[int, tuple[float, Bucket]] = {}  # API key id: its rate, its bucket
 
     def __call__(self, principal: Principal | None) -> None:
         """Take a token from each bucket that applies; raises 429 ``rate_limited``."""
@@ -81,12 +104,23 @@ class Limit:
         if self.source is not None:
             self.source.take()
 
-    def _key_bucket(self, key_id: int, rate: float) -> TokenBucket:
-        bucket = self.keys.get(key_id)
-        if bucket is None or bucket.rate != rate / self.workers:  # new key, or its rate changed
-            bucket = TokenBucket.for_worker(RateLimit(rate=rate), self.workers)
-            self.keys[key_id] = bucket
+    def _key_bucket(self, key_id: int, rate: float) -> Bucket:
+        known = self.keys.get(key_id)
+        if known is not None and known[0] == rate:
+            return known[1]
+        bucket = self._bucket(f"key:{key_id}", RateLimit(rate=rate))  # new, or its rate changed
+        self.keys[key_id] = (rate, bucket)
         return bucket
+
+    def _bucket(self, name: str, limit: RateLimit) -> Bucket:
+        """The shared bucket ``name``; this worker's share of it if the table is full."""
+        burst = limit.burst if limit.burst is not None else max(1.0, limit.rate)
+        shared = self.shared.bucket(name, limit.rate, burst) if self.shared else None
+        if shared is None:
+            if self.shared is not None:
+                log.warning("the shared rate-limit table is full: %s is limited per worker", name)
+            return TokenBucket.for_worker(limit, self.workers)
+        return shared
 
 
 class Decode:

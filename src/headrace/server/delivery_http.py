@@ -6,7 +6,9 @@
     GET /metrics   Prometheus text: what this machine's processes publish in ``<data>/run``
 
 A small threaded HTTP server in the supervisor: it reads the files the delivery process writes,
-so it answers even while that process is being restarted. Anything else is a 404.
+so it answers even while that process is being restarted. Anything else is a 404. Who sees
+what is decided as on an ingest worker (``ingest.health.probe_access``): the Host check against
+DNS rebinding on all three, a read credential for ``/metrics`` when any is configured.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from headrace.ingest.health import delivery_problems
+from headrace.config.models import ApiSettings
+from headrace.errors import RequestRejected
+from headrace.ingest.health import delivery_problems, probe_access, readiness
 from headrace.telemetry import metrics as m
+from headrace.web.access import ReadAccess
 from headrace.web.asgi import encode_json
 
 log = logging.getLogger("headrace.serve")
@@ -27,9 +32,13 @@ log = logging.getLogger("headrace.serve")
 class DeliveryStatusServer:
     """``/healthz``, ``/readyz`` and ``/metrics`` of this machine's delivery."""
 
-    def __init__(self, run_dir: Path, address: tuple[str, int]) -> None:
+    def __init__(
+        self, run_dir: Path, address: tuple[str, int], access: ReadAccess | None = None
+    ) -> None:
         self.run_dir = run_dir
-        handler = type("Handler", (_Handler,), {"run_dir": run_dir})
+        # the pipeline's read credentials; without them only HEADRACE_ADMIN_TOKEN counts
+        access = access or ReadAccess(ApiSettings(), listen_host=address[0])
+        handler = type("Handler", (_Handler,), {"run_dir": run_dir, "access": access})
         self.server = ThreadingHTTPServer(address, handler)
         self.server.daemon_threads = True
         self.address = self.server.server_address[:2]
@@ -50,19 +59,25 @@ class DeliveryStatusServer:
 
 class _Handler(BaseHTTPRequestHandler):
     run_dir: Path
+    access: ReadAccess
     server_version = "headrace"
     sys_version = ""
 
     def do_GET(self) -> None:
         path = self.path.partition("?")[0]
-        if path == "/healthz":
+        verdict: RequestRejected | bool = False
+        if path in ("/healthz", "/readyz", "/metrics"):
+            verdict = probe_access(
+                self.access, path, self.headers.get("host"), self.headers.get(self.access.header)
+            )
+        if isinstance(verdict, RequestRejected):
+            body = {"error": verdict.reason, "message": verdict.message}
+            self._send(verdict.status, "application/json", encode_json(body))
+        elif path == "/healthz":
             self._send(200, "application/json", encode_json({"status": "ok"}))
         elif path == "/readyz":
-            problems = delivery_problems(self.run_dir)
-            doc: dict[str, Any] = (
-                {"status": "not_ready", "problems": problems} if problems else {"status": "ready"}
-            )
-            self._send(503 if problems else 200, "application/json", encode_json(doc))
+            status, doc = readiness(delivery_problems(self.run_dir), verdict)
+            self._send(status, "application/json", doc)
         elif path == "/metrics":
             text = m.render(m.collect(self.run_dir)).encode()
             self._send(200, "text/plain; version=0.0.4", text)

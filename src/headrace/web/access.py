@@ -1,8 +1,10 @@
 """Who may see the dashboard and read events back; which requests may act on operations.
 
 Reads (the dashboard, its JSON endpoints, ``GET`` on streams and readable sources, bad rows and
-dead letters) need a credential when the pipeline names any, and always when the server listens
-on anything but loopback: ``headrace serve --host 0.0.0.0`` with no credential refuses to start.
+dead letters, ``/metrics``) need a credential when the pipeline names any, and always when the
+server listens on anything but loopback: ``headrace serve --host 0.0.0.0`` with no credential
+refuses to start. The probes (``/healthz``, ``/readyz``) need none: ``ingest.health`` says what
+each shows to whom.
 
 A credential is sent in ``api.read_header`` (``Authorization`` by default) as
 ``Bearer <read token>``, the bare token, or HTTP basic auth whose password is a read token (any
@@ -13,7 +15,8 @@ secrets, so the time taken says nothing about which one nearly matched.
 While reads are open (loopback, no credential), they are answered only to requests whose
 ``Host`` is a loopback name (``localhost``, ``127.0.0.1``, ``[::1]``, any port). A web page can
 point a name of its own at 127.0.0.1 (DNS rebinding) and read the answers as same-origin; the
-Host header still carries that name, and no credential would stop it.
+Host header still carries that name, and no credential would stop it. The probes and
+``/metrics`` are under the same Host check: ``/metrics`` names every source and sink.
 
 Write endpoints are not governed here: they stay under each source's own ``auth``. Operator
 requests (retry or cancel a load) must also not come from another site's page (``cross_site``).
@@ -27,7 +30,7 @@ import hmac
 import ipaddress
 import os
 
-from headrace.config.models import Pipeline
+from headrace.config.models import ApiSettings, Pipeline
 from headrace.errors import HeadraceError, RequestRejected
 from headrace.web.asgi import Scope, Send, send_error
 from headrace.web.request import request_headers
@@ -66,8 +69,8 @@ def host_name(host: str) -> str:
 class ReadAccess:
     """The read credentials of one pipeline, ready to check."""
 
-    def __init__(self, pipeline: Pipeline, *, listen_host: str = "127.0.0.1") -> None:
-        api = pipeline.api
+    def __init__(self, pipeline: Pipeline | ApiSettings, *, listen_host: str = "127.0.0.1") -> None:
+        api = pipeline.api if isinstance(pipeline, Pipeline) else pipeline
         tokens = [t.get_secret_value().encode() for t in api.read_tokens]
         extra = os.environ.get(ADMIN_TOKEN_ENV)
         if extra:
@@ -92,6 +95,20 @@ class ReadAccess:
         if not self.open or host is None:  # no Host: not a browser, which always sends it
             return False
         return not is_loopback(host_name(host).lower())
+
+    def host_refusal(self, host: str | None) -> RequestRejected | None:
+        """403 ``misdirected_host`` for a ``Host`` open reads must refuse, else ``None``."""
+        if self.misdirected(host):
+            return RequestRejected(403, "misdirected_host", MISDIRECTED)
+        return None
+
+    def read_refusal(self, host: str | None, given: str | None) -> RequestRejected | None:
+        """Why a read with this ``Host`` and credential header value must be refused (403
+        ``misdirected_host``, 401 ``unauthorized_read``), or ``None`` if it may go on."""
+        refusal = self.host_refusal(host)
+        if refusal is None and not self.allows(given):
+            return UNAUTHORIZED_READ
+        return refusal
 
     def allows(self, given: str | None) -> bool:
         """Whether the header value ``given`` carries a valid credential."""
@@ -126,35 +143,39 @@ class ReadAccess:
         return matched
 
 
-def check_exposure(pipeline: Pipeline, host: str) -> None:
-    """Refuse to listen beyond loopback while reads are open; raises ``DashboardExposed``."""
+def check_exposure(pipeline: Pipeline, host: str, *, flag: str = "--host") -> None:
+    """Refuse to listen beyond loopback while reads are open; raises ``DashboardExposed``.
+    ``flag`` names the option that chose ``host`` (``--metrics-host`` for a delivery machine)."""
     if is_loopback(host):
         return
     if ReadAccess(pipeline, listen_host=host).open:
+        shown = "the dashboard and stored events" if flag == "--host" else "metrics and health"
         raise DashboardExposed(
-            f"--host {host} would show the dashboard and stored events to anyone who can reach "
-            f"it: set api.read_tokens or api.users in the pipeline file, or {ADMIN_TOKEN_ENV} "
-            "in the environment"
+            f"{flag} {host} would show {shown} to anyone who can reach it: set "
+            f"api.read_tokens or api.users in the pipeline file, or {ADMIN_TOKEN_ENV} in the "
+            "environment"
         )
 
 
+UNAUTHORIZED_READ = RequestRejected(401, "unauthorized_read", "reading needs a read token")
 _HOST = frozenset({b"host"})
 _SITE_HEADERS = frozenset({b"origin", b"host", b"sec-fetch-site"})
+
+
+def read_headers(access: ReadAccess, scope: Scope) -> tuple[str | None, str | None]:
+    """The request's ``Host`` and the value of its read-credential header."""
+    headers = request_headers(scope, access.header_set | _HOST)
+    return headers.get("host"), headers.get(access.header)
 
 
 async def require_read(access: ReadAccess, scope: Scope, send: Send) -> bool:
     """Whether the request may read: a loopback ``Host`` while reads are open, else a read
     credential. If not, answers 403 ``misdirected_host`` or 401 ``unauthorized_read``."""
-    if access.misdirected(request_headers(scope, _HOST).get("host")):
-        await send_error(send, RequestRejected(403, "misdirected_host", MISDIRECTED))
+    refusal = access.read_refusal(*read_headers(access, scope))
+    if refusal is not None:
+        await send_error(send, refusal)
         return False
-    if access.open:
-        return True
-    given = request_headers(scope, access.header_set).get(access.header)
-    if access.allows(given):
-        return True
-    await send_error(send, RequestRejected(401, "unauthorized_read", "reading needs a read token"))
-    return False
+    return True
 
 
 def cross_site(scope: Scope) -> bool:

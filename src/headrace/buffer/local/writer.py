@@ -17,8 +17,8 @@ from collections import deque
 from pathlib import Path
 
 from headrace.buffer.local.frames import encode_frame, scan_frames
-from headrace.buffer.orderlog import ORDER_LOG, note_order
 from headrace.buffer.local.segments import SegmentWriter, directory_bytes
+from headrace.buffer.orderlog import ORDER_LOG, note_order
 from headrace.buffer.records import BufferedRequest
 from headrace.errors import BufferFull
 

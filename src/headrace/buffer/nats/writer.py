@@ -20,9 +20,9 @@ import logging
 import time
 from typing import Any
 
-from headrace.buffer.orderlog import ORDER_LOG, note_order
 from headrace.buffer.nats.connection import open_connection, problem_of
 from headrace.buffer.nats.stream import StreamProblem, ensure_stream, subject_of
+from headrace.buffer.orderlog import ORDER_LOG, note_order
 from headrace.buffer.records import BufferedRequest, encode_request
 from headrace.config.buffers import NatsBuffer as NatsSettings
 from headrace.errors import BufferFull
