@@ -25,6 +25,7 @@ def docs(kind: str, type_name: str | None) -> None:
     """
     from headrace.config import buffers, models
     from headrace.config.base import Limits
+    from headrace.config.server import ServerSettings
     from headrace.registry import components
 
     registry = components()
@@ -35,7 +36,8 @@ def docs(kind: str, type_name: str | None) -> None:
         found = dict(models.SOURCE_TYPES)
     else:
         found = {"pipeline": models.Pipeline, "buffer": buffers.LocalBuffer,
-                 "buffer-nats": buffers.NatsBuffer, "limits": Limits}  # fmt: skip
+                 "buffer-nats": buffers.NatsBuffer, "limits": Limits,
+                 "server": ServerSettings}  # fmt: skip
     names = [type_name] if type_name else sorted(found)
     for name in names:
         entry = found.get(name)

@@ -23,13 +23,14 @@ from headrace.config.buffers import LocalBuffer, NatsBuffer
 from headrace.config.bulk import BulkExportSource
 from headrace.config.graph import graph_problems
 from headrace.config.models import SOURCE_TYPES, ApiSettings, Pipeline
+from headrace.config.server import ServerSettings
 from headrace.config.sources import HttpSource
 from headrace.errors import ConfigError, ConfigProblem
 from headrace.registry import Kind, UnknownComponent, ValidationContext, components
 
 PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TOP_LEVEL = {"sources", "transforms", "sinks", "buffer", "limits", "api"}
+_TOP_LEVEL = {"sources", "transforms", "sinks", "buffer", "limits", "api", "server"}
 
 
 def format_path(path: PathKey) -> str:
@@ -413,6 +414,7 @@ def parse_pipeline(
     buffer = _validate_buffer(raw.get("buffer"), problems)
     limits = _validate_model(Limits, raw.get("limits") or {}, ("limits",), problems)
     api = _validate_model(ApiSettings, raw.get("api") or {}, ("api",), problems)
+    server = _validate_model(ServerSettings, raw.get("server") or {}, ("server",), problems)
     _check_graph(raw, sources, problems)
     _check_shared_warehouses(sources, buffer, problems)
     base_dir = str(Path(file).parent if file else Path.cwd())
@@ -430,6 +432,7 @@ def parse_pipeline(
             "buffer": buffer,
             "limits": limits,
             "api": api,
+            "server": server,
         }
     )
     _check_reads(pipeline, problems)

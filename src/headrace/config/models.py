@@ -22,6 +22,7 @@ from headrace.config.base import (
 from headrace.config.buffers import LocalBuffer, NatsBuffer
 from headrace.config.bulk import BulkExportSource
 from headrace.config.graph import routes_of
+from headrace.config.server import ServerSettings
 from headrace.config.sources import HttpSource
 from headrace.registry import ComponentUnion, components, rebuild_on_registration
 
@@ -69,6 +70,9 @@ class Pipeline(Model):
     """Default request limits for http sources."""
     api: ApiSettings = ApiSettings()
     """Who may read events and bad rows back."""
+    server: ServerSettings = ServerSettings()
+    """How each ingest worker treats HTTP connections: request-head limits, deadlines for slow
+    clients, open connections."""
 
     def http_sources(self) -> dict[str, HttpSource]:
         """The sources whose events are stored (``bulk_export`` sources make load jobs)."""

@@ -92,6 +92,7 @@ def ingest_main(
     import uvicorn
 
     from headrace.server.app import WorkerApp
+    from headrace.server.http_protocol import protocol_class
 
     _die_with_parent(supervisor)
     setup_logging(**options.log_cfg)
@@ -106,7 +107,9 @@ def ingest_main(
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        # httptools with the server: section's limits (header sizes, deadlines for slow
+        # clients, the keep-alive timeout, open connections), which uvicorn lacks
+        http=protocol_class(pipeline.server, app.ingest.metrics),
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -211,6 +214,8 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
     ingesting = INGEST in options.roles
     if ingesting:
         check_exposure(pipeline, options.host)
+    elif options.metrics_address is not None:
+        check_exposure(pipeline, options.metrics_address[0], flag="--metrics-host")
     data_dir = options.data_dir
     locks = [lock_data_dir(data_dir, role) for role in sorted(options.roles)]
     run_dir = data_dir / "run"
@@ -248,7 +253,7 @@ def serve(pipeline: Pipeline, options: ServeOptions) -> int:
         stopping.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    extras = _role_services(options, run_dir)
+    extras = _role_services(pipeline, options, run_dir)
     status = 0
     try:
         status = _supervise([*delivering, *ingest], stopping)
@@ -294,7 +299,7 @@ def _delivery_child(
     ))]  # fmt: skip
 
 
-def _role_services(options: ServeOptions, run_dir: Path) -> list[Any]:
+def _role_services(pipeline: Pipeline, options: ServeOptions, run_dir: Path) -> list[Any]:
     """What the supervisor itself serves beside its children: the dashboard's rate history on
     an ingest machine; the health and metrics port of a machine that only delivers."""
     from headrace.dashboard.history import HistoryRecorder
@@ -304,8 +309,10 @@ def _role_services(options: ServeOptions, run_dir: Path) -> list[Any]:
         services.append(HistoryRecorder(run_dir).start())  # the dashboard's last hour of rates
     elif options.metrics_address is not None:
         from headrace.server.delivery_http import DeliveryStatusServer
+        from headrace.web.access import ReadAccess
 
-        services.append(DeliveryStatusServer(run_dir, options.metrics_address).start())
+        access = ReadAccess(pipeline, listen_host=options.metrics_address[0])
+        services.append(DeliveryStatusServer(run_dir, options.metrics_address, access).start())
     return services
 
 
