@@ -1,10 +1,19 @@
-"""A TCP proxy in front of a real server (PostgreSQL, moto) that a test can cut and restore.
+"""A fault-injecting TCP proxy in front of a real server (PostgreSQL, moto).
 
-Unlike ``tests/pgproxy.py`` it keeps its port while cut: a cut proxy resets every forwarded
-connection and every new one as soon as it is accepted, so a client sees the server go away
-(``connection reset``, ``server closed the connection unexpectedly``) without waiting for a
-timeout, and no other process can take the port before ``restore``. ``cut`` and ``restore``
-take effect before they return: no test needs to wait for them.
+It keeps its port whatever the fault, so no other process can take the port before ``heal``,
+and each fault takes effect before its method returns: no test needs to wait for it.
+
+- ``cut`` (also ``reset``): every forwarded connection and every new one is reset (RST) as soon
+  as it is accepted, so a client sees the server go away (``connection reset``, ``server closed
+  the connection unexpectedly``) without waiting for a timeout.
+- ``blackhole``: nothing moves, in either direction, on old connections or new ones (a new one
+  is accepted and then hears nothing), as when a network drops every packet; ``heal`` lets the
+  held bytes through, as TCP's retransmissions would after a partition shorter than its
+  timeouts.
+- ``delay(seconds)``: every chunk forwarded waits that long first (latency in both directions).
+- ``close_after(nbytes)``: each connection (an open one counting from now) forwards ``nbytes``
+  more, then is reset mid-stream: a connection that dies during a query or a COPY.
+- ``heal`` (also ``restore``): forward normally again.
 """
 
 from __future__ import annotations
@@ -13,7 +22,11 @@ import contextlib
 import socket
 import struct
 import threading
+import time
+from dataclasses import dataclass, field
 from types import TracebackType
+
+UP, CUT, BLACKHOLE, DELAY, CLOSE_AFTER = "up", "cut", "blackhole", "delay", "close after"
 
 
 def _reset(sock: socket.socket) -> None:
@@ -26,6 +39,39 @@ def _reset(sock: socket.socket) -> None:
         sock.close()
 
 
+@dataclass(eq=False)
+class _Pair:
+    """A forwarded connection: the client's socket, the server's, and what ``close_after``
+    still lets through."""
+
+    client: socket.socket
+    upstream: socket.socket
+    budget: int | None = None
+    dead: bool = False
+    pumping: int = 2
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def finished(self) -> bool:
+        """Count one direction done; whether both are."""
+        with self.lock:
+            self.pumping -= 1
+            return self.pumping == 0
+
+    def take(self, size: int) -> int:
+        """How many of ``size`` bytes may pass (all of them without a budget)."""
+        with self.lock:
+            if self.budget is None:
+                return size
+            allowed = min(size, self.budget)
+            self.budget -= allowed
+            return allowed
+
+    def reset(self) -> None:
+        self.dead = True
+        _reset(self.client)
+        _reset(self.upstream)
+
+
 class TcpProxy:
     """Forwards ``127.0.0.1:port`` to ``target``; see the module docstring. Use it as a
     context manager, or call ``close``."""
@@ -34,10 +80,13 @@ class TcpProxy:
         self.target = target
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
         self.port: int = self._listener.getsockname()[1]
-        self._lock = threading.Lock()
-        self._up = True
+        self._changed = threading.Condition()
+        self._mode = UP
+        self._delay = 0.0
+        self._budget = 0
         self._closed = False
-        self._open: set[socket.socket] = set()
+        self._pairs: set[_Pair] = set()
+        self._held: list[socket.socket] = []  # accepted while blackholed, not yet forwarded
         self.accepted = 0
         """Connections accepted so far (refused ones included)."""
         self._thread = threading.Thread(target=self._accept, name="tcpproxy", daemon=True)
@@ -50,25 +99,69 @@ class TcpProxy:
 
     @property
     def is_up(self) -> bool:
-        """Whether connections are forwarded."""
-        return self._up
+        """Whether connections are forwarded (slowly or with a budget counts)."""
+        return self._mode in (UP, DELAY, CLOSE_AFTER)
+
+    @property
+    def mode(self) -> str:
+        """The fault in force: ``up``, ``cut``, ``blackhole``, ``delay`` or ``close after``."""
+        return self._mode
+
+    # -- faults ------------------------------------------------------------------------------
 
     def cut(self) -> None:
-        """Reset every forwarded connection and refuse new ones until ``restore``."""
-        with self._lock:
-            self._up = False
-            sockets, self._open = self._open, set()
-        for sock in sockets:
+        """Reset every forwarded connection and refuse new ones until ``heal``."""
+        with self._changed:
+            self._mode = CUT
+            pairs, self._pairs = self._pairs, set()
+            held, self._held = self._held, []
+            self._changed.notify_all()
+        for pair in pairs:
+            pair.reset()
+        for sock in held:
             _reset(sock)
 
-    def restore(self) -> None:
-        """Forward new connections again."""
-        with self._lock:
-            self._up = not self._closed
+    reset = cut
+
+    def blackhole(self) -> None:
+        """Move no byte on any connection, old or new, until ``heal``."""
+        self._set(BLACKHOLE)
+
+    def delay(self, seconds: float) -> None:
+        """Hold every forwarded chunk ``seconds`` before passing it on."""
+        self._set(DELAY, delay=seconds)
+
+    def close_after(self, nbytes: int) -> None:
+        """Reset each connection once it has forwarded ``nbytes`` more (both ways together)."""
+        with self._changed:
+            for pair in self._pairs:
+                with pair.lock:
+                    pair.budget = nbytes
+        self._set(CLOSE_AFTER, budget=nbytes)
+
+    def heal(self) -> None:
+        """Forward normally again (what a blackhole held goes through)."""
+        with self._changed:
+            for pair in self._pairs:
+                with pair.lock:
+                    pair.budget = None
+        self._set(UP)
+        with self._changed:
+            held, self._held = self._held, []
+        for client in held:
+            self._forward(client)
+
+    restore = heal
+
+    def _set(self, mode: str, *, delay: float = 0.0, budget: int = 0) -> None:
+        with self._changed:
+            self._mode = CUT if self._closed else mode
+            self._delay, self._budget = delay, budget
+            self._changed.notify_all()
 
     def close(self) -> None:
         """Stop listening and drop every connection."""
-        with self._lock:
+        with self._changed:
             self._closed = True
         self.cut()
         _reset(self._listener)
@@ -85,6 +178,8 @@ class TcpProxy:
     ) -> None:
         self.close()
 
+    # -- forwarding --------------------------------------------------------------------------
+
     def _accept(self) -> None:
         while True:
             try:
@@ -92,38 +187,68 @@ class TcpProxy:
             except OSError:
                 return  # closed
             self.accepted += 1
-            upstream = self._connect_upstream() if self._up else None
-            if upstream is None or not self._track(client, upstream):
-                for sock in (client, upstream):
-                    if sock is not None:
-                        _reset(sock)
+            with self._changed:
+                mode = self._mode
+                if mode == BLACKHOLE:
+                    self._held.append(client)
+                    continue
+            if mode == CUT:
+                _reset(client)
                 continue
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(
-                    target=self._pump, args=(source, sink), name="tcpproxy-pump", daemon=True
-                ).start()
+            self._forward(client)
 
-    def _connect_upstream(self) -> socket.socket | None:
+    def _forward(self, client: socket.socket) -> None:
+        """Connect ``client`` to the target and pump both ways (unless a cut came meanwhile:
+        a cut must see every pair)."""
         try:
             upstream = socket.create_connection(self.target, timeout=10)
         except OSError:
-            return None
+            _reset(client)
+            return
         upstream.settimeout(None)
-        return upstream
+        pair = _Pair(client, upstream)
+        with self._changed:
+            if self._mode == CUT:
+                pair.reset()
+                return
+            if self._mode == CLOSE_AFTER:
+                pair.budget = self._budget
+            self._pairs.add(pair)
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(
+                target=self._pump, args=(pair, source, sink), name="tcpproxy-pump", daemon=True
+            ).start()
 
-    def _track(self, client: socket.socket, upstream: socket.socket) -> bool:
-        """Register a forwarded pair, unless a cut came meanwhile (it must see every pair)."""
-        with self._lock:
-            if self._up:
-                self._open.update((client, upstream))
-            return self._up
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, pair: _Pair, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
+            while self._passable(pair) and (data := source.recv(65536)):
+                if not self._passable(pair):  # held by a blackhole that began meanwhile
+                    break
+                if self._mode == DELAY:
+                    time.sleep(self._delay)
+                allowed = pair.take(len(data))
+                sink.sendall(data[:allowed])
+                if allowed < len(data):
+                    break
+        if pair.dead or (pair.budget is not None and pair.budget <= 0):
+            self._drop(pair)  # cut, or its budget ran out: reset both ends
+            return
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+        if pair.finished():
+            self._drop(pair)  # both ways ended: forget it
+
+    def _passable(self, pair: _Pair) -> bool:
+        """Wait out a blackhole; whether the pair may still forward."""
+        with self._changed:
+            while self._mode == BLACKHOLE and not pair.dead:
+                self._changed.wait()
+            return not pair.dead
+
+    def _drop(self, pair: _Pair) -> None:
+        with self._changed:
+            self._pairs.discard(pair)
+        pair.reset()
 
 
 __all__ = ["TcpProxy"]
