@@ -35,7 +35,7 @@ from headrace.ingest.routes import Router, path_is_stream_api
 from headrace.storage.badrows import BadRowStore
 from headrace.storage.failures import BAD_ROWS
 from headrace.telemetry import metrics as m
-from headrace.web.access import ReadAccess
+from headrace.web.access import ReadAccess, read_headers
 from headrace.web.asgi import Receive, Scope, Send, send_error, send_json
 from headrace.web.failures import FailuresApi
 
@@ -85,6 +85,7 @@ class IngestApp:
             )
             for sid, source in pipeline.http_sources().items()
         }
+        self.access = access
         self.reads = EventReads(pipeline, data_dir, access)
         self.badrows_api = FailuresApi(BAD_ROWS, data_dir, access)
         self.health = health.Health(
@@ -128,7 +129,12 @@ class IngestApp:
         elif path == "/openapi.json" and method == "GET":
             from headrace.ingest.openapi import openapi_document
 
-            await send_json(send, openapi_document(self.pipeline))
+            # it names every source: no more to a rebinding page than the other reads
+            refusal = self.access.host_refusal(read_headers(self.access, scope)[0])
+            if refusal is not None:
+                await send_error(send, refusal)
+            else:
+                await send_json(send, openapi_document(self.pipeline))
         elif path in health.PATHS:
             await self.health(scope, send)
         elif path == "/_noop" and self.noop_endpoint and method == "POST":
