@@ -128,3 +128,26 @@ def test_a_long_run_of_digits_is_typed_at_once(tmp_path: Path) -> None:
     schema = infer_schema("x", CsvFile.open(write(tmp_path / "d.csv", data)), 100)
     assert schema.columns == (Column("n", "text"),)
     assert _FLOAT.match("1" * 40_000 + "x") is None  # the pattern itself, without the length cap
+
+
+def test_quoted_names_keep_what_looks_like_sql_inside_them() -> None:
+    # "--" inside a quoted name is no comment, a quoted key may hold ")" and ",", a CR is part
+    # of the name, and "primary key" inside a column's name makes no key
+    ddl = (
+        'CREATE TABLE "t--x" (\n    "a--b" text,\n    "c),d" integer,\n    "primary key" text,\n'
+        '    "e\rf" text,\n    PRIMARY KEY ("c),d", "a--b")\n);\n'
+        'ALTER TABLE ONLY "t--x" ADD CONSTRAINT "k(" PRIMARY KEY ("c),d");\n'
+    )
+    schema = parse_ddl(ddl, "t--x")
+    assert schema is not None
+    assert [c.name for c in schema.columns] == ["a--b", "c),d", "primary key", "e\rf"]
+    assert schema.primary_key == ("c),d",)
+
+
+def test_a_ddl_file_keeps_a_cr_inside_a_quoted_name(tmp_path: Path) -> None:
+    from headrace.loads.schema import schema_from_files
+
+    path = tmp_path / "tables.sql"
+    path.write_bytes(b'CREATE TABLE t (\r\n  "a\rb" text\r\n);\r\n')
+    schema = schema_from_files(str(path), "t")
+    assert schema is not None and [c.name for c in schema.columns] == ["a\rb"]

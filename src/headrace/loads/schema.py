@@ -31,11 +31,14 @@ _CREATE = re.compile(
     rf"create\s+(?:unlogged\s+)?table\s+(?:if\s+not\s+exists\s+)?((?:{_IDENT}\.)?{_IDENT})\s*\(",
     re.IGNORECASE,
 )
+# a parenthesised list of names: a quoted name may hold "(", ")" and ","
+_NAME_LIST = r'\(((?:"(?:[^"]|"")*"|[^)"])*)\)'
 _ALTER_PK = re.compile(
     rf"alter\s+table\s+(?:only\s+)?((?:{_IDENT}\.)?{_IDENT})\s+add\s+constraint\s+{_IDENT}\s+"
-    r"primary\s+key\s*\(([^)]*)\)",
+    rf"primary\s+key\s*{_NAME_LIST}",
     re.IGNORECASE,
 )
+_TABLE_PK = re.compile(rf"(?:constraint\s+{_IDENT}\s+)?primary\s+key\s*{_NAME_LIST}", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,32 @@ def _unquote(ident: str) -> str:
     if ident.startswith('"') and ident.endswith('"'):
         return ident[1:-1].replace('""', '"')
     return ident.lower()
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """The names of a comma-separated list (the inside of ``PRIMARY KEY (…)``)."""
+    return tuple(_unquote(name) for _, name in _split_top_level(text))
+
+
+def _strip_comments(text: str) -> str:
+    """``text`` without its ``--`` comments, each newline kept (so line numbers stay true);
+    a ``--`` inside a quoted name or a string is no comment."""
+    out: list[str] = []
+    quote: str | None = None
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quote is None and text.startswith("--", i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        if quote is None and char in "\"'":
+            quote = char
+        elif char == quote:
+            quote = None  # a doubled quote closes and reopens: the same text either way
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 def _split_top_level(body: str) -> list[tuple[int, str]]:
@@ -152,7 +181,7 @@ def _line_at(text: str, offset: int) -> int:
 def parse_ddl(text: str, table: str, where: str = "DDL") -> TableSchema | None:
     """The schema of ``table`` in a DDL file, or ``None`` if the file does not define it.
     ``where`` (the file's name) starts every error, followed by the line."""
-    text = re.sub(r"--[^\n]*", "", text)  # keeps every newline: line numbers stay true
+    text = _strip_comments(text)
     for match in _CREATE.finditer(text):
         name = _unquote(re.findall(_IDENT, match.group(1))[-1])
         if name != table:
@@ -168,23 +197,22 @@ def parse_ddl(text: str, table: str, where: str = "DDL") -> TableSchema | None:
         primary: tuple[str, ...] = ()
         for at, part in _split_top_level(body):
             lowered = part.lower()
-            pk = re.match(r"(?:constraint\s+\S+\s+)?primary\s+key\s*\(([^)]*)\)", lowered)
+            pk = _TABLE_PK.match(part)
             if pk:
-                primary = tuple(
-                    _unquote(c) for c in part[part.index("(") + 1 : part.index(")")].split(",")
-                )
+                primary = _names(pk.group(1))
                 continue
             if re.match(r"(constraint|unique|check|foreign|exclude|like)\b", lowered):
                 continue
             line = _line_at(text, open_at + 1 + at)
             column = _column(part, table, f"{where}: line {line}")
             columns.append(column)
-            if re.search(r"\bprimary\s+key\b", lowered):
+            after_name = re.match(_IDENT, part)
+            if re.search(r"\bprimary\s+key\b", lowered[after_name.end() if after_name else 0 :]):
                 primary = (column.name,)
         for alter in _ALTER_PK.finditer(text):
             alter_name = _unquote(re.findall(_IDENT, alter.group(1))[-1])
             if alter_name == table:
-                primary = tuple(_unquote(c) for c in alter.group(2).split(","))
+                primary = _names(alter.group(2))
         if not columns:
             raise TerminalLoadError("bad_ddl", f"{created}: table {table} has no columns")
         return TableSchema(table, tuple(columns), primary, "ddl")
@@ -201,7 +229,9 @@ def schema_from_files(location: str | None, table: str) -> TableSchema | None:
         if not candidate.exists():
             continue
         try:
-            text = candidate.read_text(encoding="utf-8")
+            # newline="": a CR inside a quoted name is part of the name, not a line end
+            with candidate.open(encoding="utf-8", newline="") as ddl:
+                text = ddl.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise TerminalLoadError("bad_ddl", f"cannot read {candidate}: {exc}") from exc
         try:

@@ -5,6 +5,10 @@ The table's time is the one ``headrace export --sink`` uses (``export.time_colum
 ``export.time_unit``; ``_received_at`` by default). Field names are matched against the table's
 columns and passed as ``psycopg.sql.Identifier``; a field without a column is read from
 ``_extra`` (``keep_json``) by a bound key. Values are always bound parameters.
+
+Every query here runs with parameters, and psycopg then reads each ``%`` of the query's text as
+a placeholder, inside a quoted name too: names go through ``_ident``, which doubles their ``%``
+(a table ``100%`` would otherwise fail every query, and one named ``a%%b`` read ``a%b``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ from headrace.sinks.postgres.config import PostgresConfig
 SYSTEM = ("_event_id", "_received_at", "_created_at", "_extra")
 
 
+def _ident(*names: str) -> Any:
+    """``sql.Identifier(*names)`` for a query run with parameters (see the module docstring)."""
+    from psycopg import sql
+
+    return sql.Identifier(*(name.replace("%", "%%") for name in names))
+
+
 class PgTable:
     """One PostgreSQL sink's table, for a few dashboard queries on one connection."""
 
@@ -42,7 +53,9 @@ class PgTable:
             self.conn = connect(dsn, min(config.connect_timeout, 5.0), autocommit=True)
         except TransientSinkError as exc:  # its message shows no password
             raise QueryError("sink_unreachable", str(exc), status=503) from exc
-        self.table = sql.Identifier(config.schema_name, config.table)
+        self.table = _ident(config.schema_name, config.table)
+        # the table's name as to_regclass reads it: a bound value, where a % is just a %
+        self.regclass = sql.Identifier(config.schema_name, config.table).as_string(self.conn)
         self.columns: dict[str, str] = {
             name: kind
             for name, kind in self.conn.execute(
@@ -69,7 +82,7 @@ class PgTable:
     # -- SQL pieces ----------------------------------------------------------------------------
 
     def _time_us(self) -> Any:
-        sql, column = self.sql, self.sql.Identifier(self.time_column)
+        sql, column = self.sql, _ident(self.time_column)
         unit = self.config.export.time_unit
         if unit == "epoch_ms":
             return sql.SQL("({} * 1000)::bigint").format(column)
@@ -89,7 +102,7 @@ class PgTable:
         """A field's value as text: its column, else its key in ``_extra``."""
         sql = self.sql
         if name in self.columns and name not in ("_extra", "_created_at"):
-            return sql.SQL("CAST({} AS text)").format(sql.Identifier(name))
+            return sql.SQL("CAST({} AS text)").format(_ident(name))
         if "_extra" in self.columns:
             args.append(name)
             return sql.SQL("(_extra ->> %s)")
@@ -105,7 +118,7 @@ class PgTable:
     def _where(self, q: LakeQuery, args: list[Any], extra: Any = None) -> Any:
         """`` WHERE …`` for the selection (plus ``extra``, a condition), or nothing."""
         sql = self.sql
-        column = sql.Identifier(self.time_column)
+        column = _ident(self.time_column)
         parts = []
         if q.since_us is not None:
             parts.append(sql.SQL("{} >= %s").format(column))
@@ -214,7 +227,8 @@ class PgTable:
         where = self._where(q, args, keyset)
         if cursor:
             args += list(_decode_cursor(cursor))
-        data = sql.SQL("jsonb_strip_nulls(to_jsonb(r) - {drop})").format(
+        # text[]: an untyped literal would pick jsonb - text, removing one key named "{…}"
+        data = sql.SQL("jsonb_strip_nulls(to_jsonb(r) - CAST({drop} AS text[]))").format(
             drop=sql.Literal(list(SYSTEM))
         )
         if "_extra" in self.columns:
@@ -253,7 +267,7 @@ class PgTable:
     def size_bytes(self) -> int:
         """The table's size on disk, indexes and TOAST included."""
         row = self.conn.execute(
-            "SELECT pg_total_relation_size(to_regclass(%s))", (self.table.as_string(self.conn),)
+            "SELECT pg_total_relation_size(to_regclass(%s))", (self.regclass,)
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
@@ -261,14 +275,15 @@ class PgTable:
         """The planner's row estimate for a big table (no scan), an exact count for a small one."""
         row = self.conn.execute(
             "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-            (self.table.as_string(self.conn),),
+            (self.regclass,),
         ).fetchone()
         if row is not None and row[0] is not None and int(row[0]) >= 100_000:
             return int(row[0])
         counted = self.conn.execute(
-            self.sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1000000) AS s").format(
+            self.sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) AS s").format(
                 self.table
-            )
+            ),
+            (1_000_000,),
         ).fetchone()
         return int(counted[0]) if counted else 0
 

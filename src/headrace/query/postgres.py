@@ -184,8 +184,10 @@ class PostgresExport:
         from psycopg import sql
 
         header = io.StringIO()
-        csv.writer(header, lineterminator="\n").writerow(self._headers)
-        out.write(header.getvalue().encode("utf-8"))
+        # written with CRLF so that a name holding a bare CR is quoted too (the csv module
+        # quotes only the line terminator's characters), then ended in LF like the rows
+        csv.writer(header, lineterminator="\r\n").writerow(self._headers)
+        out.write(header.getvalue().removesuffix("\r\n").encode("utf-8") + b"\n")
         query = sql.SQL("COPY ({} ORDER BY {}) TO STDOUT (FORMAT csv)").format(
             self._selection, sql.Identifier(self.config.export.time_column)
         )

@@ -171,3 +171,13 @@ def test_reserved_table_names_are_refused_in_the_pipeline_file() -> None:
             {"type": "bulk_export", "path": "/w", "warehouse": {"type": "duckdb"},
              "tables": ["people", "_headrace_loads"]}
         )  # fmt: skip
+
+
+def test_a_header_name_with_a_line_break_is_refused(tmp_path: Path) -> None:
+    # read_csv(header = true) skips one physical line: such a file loaded as no rows at all
+    path = write(tmp_path / "t.csv", b'"a\nb",c\n1,2\n')
+    wh = DuckDBLoader(DuckDBWarehouseConfig(type="duckdb"), tmp_path)
+    with pytest.raises(LoadError, match="line break") as refused:
+        wh.load(plan(path, "replace"), None, threading.Event())
+    assert refused.value.reason == "bad_csv"
+    assert not (tmp_path / "warehouse.duckdb").exists()

@@ -198,3 +198,36 @@ def test_full_exports_into_a_table_with_a_serial_column(pg_schema: str, tmp_path
             psycopg.sql.SQL("INSERT INTO {} (name) VALUES ('new') RETURNING id").format(table)
         ).fetchone()
         assert added == (501,)
+
+
+def test_a_schema_with_percent_signs_loads(tmp_path: Path) -> None:
+    # psycopg reads a % of a statement with parameters as a placeholder, inside a quoted name too
+    from tests.support.pgschema import throwaway_schema
+
+    with throwaway_schema("100% %s %%d ") as schema:
+        wh = loader(schema)
+        first = plan(write(tmp_path / "a.csv", b"id\n1\n"), "append")
+        wh.load(first, None, threading.Event())
+        assert wh.load(first, None, threading.Event()).already_loaded
+        assert wh.count("t") == 1
+
+
+@pytest.mark.parametrize(
+    ("ddl", "message"),
+    [
+        ('CREATE TABLE t (id integer, "x\x00y" text);', "cannot hold NUL"),
+        (f'CREATE TABLE t (id integer, "{"é" * 32}" text);', "1 to 63 bytes"),
+    ],
+)
+def test_names_postgresql_cannot_hold_are_refused_before_any_statement(
+    pg_schema: str, tmp_path: Path, ddl: str, message: str
+) -> None:
+    # libpq's quoting ends a name at a NUL ("x" would be created), PostgreSQL cuts at 63 bytes
+    wh = loader(pg_schema)
+    with pytest.raises(LoadError, match=message) as refused:
+        wh.load(plan(write(tmp_path / "a.csv", b"id\n1\n"), "append", schema_ddl=ddl), None,
+                threading.Event())  # fmt: skip
+    assert refused.value.reason == "bad_name"
+    with psycopg.connect(DSN) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (pg_schema,))
+        assert found.fetchone() is None  # nothing was sent

@@ -129,6 +129,16 @@ class DuckDBLoader:
     def load(self, plan: LoadPlan, progress: Progress | None, stop: threading.Event) -> LoadResult:
         import duckdb
 
+        for file in plan.files:
+            broken = next((h for h in file.header if "\r" in h or "\n" in h), None)
+            if broken is not None:
+                # read_csv(header = true) skips one physical line: the rest of such a header
+                # would be read as data, or the file silently as no rows at all
+                raise TerminalLoadError(
+                    "bad_csv",
+                    f"{file.path.name}: line 1: column {broken!r}: DuckDB's CSV reader cannot "
+                    "load a file whose header names hold a line break",
+                )
         conn = self._connect()
         try:
             conn.execute("BEGIN")

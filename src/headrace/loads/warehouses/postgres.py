@@ -11,6 +11,12 @@ table stops the swap (the job fails with PostgreSQL's message). Every identifier
 ``psycopg.sql.Identifier``; column types come from a DDL file (checked to be plain type words,
 Redshift's ``varchar(max)`` read as ``text``, and each looked up with ``to_regtype`` first, so a
 type PostgreSQL lacks is named with its column and DDL line) or from PostgreSQL itself.
+
+Names are checked before anything is sent: libpq's identifier quoting ends a name at a NUL (so
+``a<NUL>b`` would silently be ``"a"``) and PostgreSQL cuts a name at 63 bytes, so either would
+load into a table or column other than the one named; such a load fails as ``bad_name``. A
+statement that also takes parameters gets its names' ``%`` doubled, since psycopg reads every
+``%`` of such a statement as a placeholder, inside a quoted name too.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from headrace.loads.warehouses.base import MARKER_TABLE, LoadPlan, LoadResult, P
 from headrace.registry import register
 
 CONNECT_TIMEOUT = 10.0
+PG_NAME_BYTES = 63
 _EXTENSION_TYPES = {"hstore": "hstore", "citext": "citext"}
 _SAFE_TYPE = re.compile(r'^[a-z][a-z0-9_ ."]*(\([0-9, ]+\))?( with(out)? time zone)?(\[\])*$')
 _UNBOUNDED = re.compile(r"^(character varying|varchar|nvarchar)\(max\)(\[\])*$")
@@ -133,6 +140,7 @@ class PostgresLoader:
     def load(self, plan: LoadPlan, progress: Progress | None, stop: threading.Event) -> LoadResult:
         import psycopg
 
+        _check_names(plan)
         conn = self._connect()
         try:
             return self._load(conn, plan, progress, stop)
@@ -160,6 +168,7 @@ class PostgresLoader:
 
         schema = sql.Identifier(self.schema)
         marker = sql.Identifier(self.schema, MARKER_TABLE)
+        bound_marker = _bound_ident(self.schema, MARKER_TABLE)  # in statements with parameters
         target = sql.Identifier(self.schema, plan.table)
         with conn.transaction():
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
@@ -173,7 +182,7 @@ class PostgresLoader:
         with conn.transaction():
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(marker))
             done = conn.execute(
-                sql.SQL("SELECT rows FROM {} WHERE batch_key = %s").format(marker),
+                sql.SQL("SELECT rows FROM {} WHERE batch_key = %s").format(bound_marker),
                 (plan.batch_key,),
             ).fetchone()
             if done is not None:
@@ -198,7 +207,7 @@ class PostgresLoader:
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {} (batch_key, table_name, mode, rows) VALUES (%s, %s, %s, %s)"
-                ).format(marker),
+                ).format(bound_marker),
                 (plan.batch_key, plan.table, plan.mode, sum(rows)),
             )
         # a replaced table holds just what was loaded; counting an appended-to table would scan
@@ -394,6 +403,30 @@ class PostgresLoader:
             ).format(target, cols, key, cols, temp, key, key, action)
         )
         return rows
+
+
+def _check_names(plan: LoadPlan) -> None:
+    """``bad_name`` for a name PostgreSQL cannot hold as it is (see the module docstring)."""
+    names = [("table", plan.table)]
+    names += [(f"table {plan.table}: column", c.name) for c in plan.schema.columns]
+    names += [(f"table {plan.table}: key column", k) for k in plan.primary_key]
+    names += [(f"{f.path.name}: column", h) for f in plan.files for h in f.header]
+    for what, name in names:
+        if "\x00" in name:
+            raise TerminalLoadError("bad_name", f"{what} {name!r}: a name cannot hold NUL")
+        if not name or len(name.encode()) > PG_NAME_BYTES:
+            raise TerminalLoadError(
+                "bad_name",
+                f"{what} {name!r}: names must be 1 to {PG_NAME_BYTES} bytes "
+                "(PostgreSQL cuts longer ones)",
+            )
+
+
+def _bound_ident(*names: str) -> Any:
+    """``sql.Identifier(*names)`` for a statement run with parameters (see the docstring)."""
+    from psycopg import sql
+
+    return sql.Identifier(*(name.replace("%", "%%") for name in names))
 
 
 def build(config: PostgresWarehouseConfig, data_dir: Path) -> PostgresLoader:
