@@ -250,7 +250,9 @@ def deliver_run(workers: int, base: Path, buffer: str, urls: list[str], events: 
 NATS_PIDS: list[int] = []
 
 
-def project(ingest_cpu: dict[str, float], deliver_cpu: dict[str, float], replicas: int) -> None:
+def project(
+    label: str, ingest_cpu: dict[str, float], deliver_cpu: dict[str, float], replicas: int
+) -> None:
     """Events/s for 3 machines of 16 cores, from the CPU each role spends per event.
 
     Each event costs, summed over the roles, the CPU measured here; NATS's share is counted once
@@ -263,7 +265,7 @@ def project(ingest_cpu: dict[str, float], deliver_cpu: dict[str, float], replica
     per_replica = nats_share * (3 / replicas) if replicas == 1 else nats_share
     cost = ingest_cpu["ingest"] + deliver_cpu["deliver"] + per_replica
     usable = 3 * 16 * 0.7
-    print(f"\nprojection for 3 x 16 cores at 70% (see bench/jetstream.py:project): "
+    print(f"\nprojection, {label}, for 3 x 16 cores at 70% (see bench/jetstream.py:project): "
           f"{usable / cost:,.0f} events/s for ingest + JetStream R3 + delivery "
           f"({1e6 * cost:.1f} CPU µs per event)")  # fmt: skip
     leader = nats_share / (3 if replicas == 3 else 1)
@@ -312,7 +314,7 @@ def run_all(args: argparse.Namespace, base: Path, nats_buffer: str, urls: list[s
     (base / "nats.yaml").write_text(none)
     (base / "local.yaml").write_text(local)
     accepted = 0
-    ingest_cpu: dict[str, float] = {}
+    ingest_cpu: dict[str, dict[str, float]] = {}  # scenario -> role -> CPU s per event
     print(f"JetStream: {len(urls)} node(s), R{replicas}, sync_interval: always; "
           f"{args.duration:g} s per run, {args.connections} connections\n")  # fmt: skip
     for scenario, per_request in (("single", 1), ("batch", 100)):
@@ -342,13 +344,13 @@ def run_all(args: argparse.Namespace, base: Path, nats_buffer: str, urls: list[s
         print(f"  JetStream / local: 1 process {runs[0].eps / baseline.eps:.2f}x, "
               f"2 processes {runs[1].eps / baseline.eps:.2f}x; "
               f"2 / 1 processes {runs[1].eps / runs[0].eps:.2f}x\n")  # fmt: skip
-        if per_request > 1:
-            ingest_cpu = {r: c / runs[1].events for r, c in runs[1].cpu.items()}
+        ingest_cpu[scenario] = {r: c / runs[1].events for r, c in runs[1].cpu.items()}
     print(f"delivery of the {accepted:,} events the JetStream runs accepted, into PostgreSQL:")
     one, one_cpu = deliver_run(1, base, nats_buffer, urls, accepted, schema)
     two, _ = deliver_run(2, base, nats_buffer, urls, accepted, schema)
     print(f"  2 / 1 workers {two / one:.2f}x")
-    project(ingest_cpu, one_cpu, replicas)
+    for scenario, label in (("batch", "100-event requests"), ("single", "one-event requests")):
+        project(label, ingest_cpu[scenario], one_cpu, replicas)
     return 0
 
 
