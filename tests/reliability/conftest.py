@@ -107,13 +107,25 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def table(rows: list[Row]) -> list[str]:
     """The suite's table as Markdown lines."""
     head = ["test", "load", "faults injected", "acknowledged", "stored", "lost", "duplicates",
-            "verdict"]  # fmt: skip
+            "verdict", "figures"]  # fmt: skip
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.test, r.load, r.faults, *(_n(v) for v in (r.acknowledged, r.stored, r.lost,
-                 r.duplicates)), r.verdict]  # fmt: skip
+                 r.duplicates)), r.verdict, _figures(r.notes)]  # fmt: skip
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def _figures(notes: dict[str, object]) -> str:
+    """A row's other figures (p99, drain times, statements checked...), ``name value`` each."""
+    shown = []
+    for name, value in notes.items():
+        if isinstance(value, float):
+            value = f"{value:.3g}"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value:,}"
+        shown.append(f"{name.replace('_', ' ')} {value}")
+    return "; ".join(shown).replace("|", "/")
 
 
 def _n(value: int | None) -> str:
