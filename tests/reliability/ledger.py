@@ -299,3 +299,35 @@ __all__ = [
     "wait_for_acks",
     "wait_stored",
 ]
+
+
+def orders_pipeline(
+    schema: str,
+    *,
+    dsn: str = DSN,
+    buffer: str = "",
+    columns: str = "{k: text}",
+    batch: str = "{max_age: 200ms}",
+    sink_keys: str = "",
+    more: str = "",
+) -> str:
+    """The suite's pipeline file: the source ``orders`` into the PostgreSQL sink ``db`` (table
+    ``orders`` in ``schema``, the key column ``k``). ``buffer`` is a ``buffer:`` line (the
+    local buffer if empty), ``sink_keys`` more keys of ``db`` (YAML flow, ``a: 1, b: 2``),
+    ``more`` YAML appended at the top level or, indented, more sinks."""
+    extra = f", {sink_keys}" if sink_keys else ""
+    return (
+        f"{buffer}\n"
+        "sources:\n  orders: {type: http}\n"
+        "sinks:\n"
+        f'  db: {{type: postgres, inputs: [orders], dsn: "{dsn}", schema: "{schema}", '
+        f"table: orders, columns: {columns}, batch: {batch}{extra}}}\n"
+        f"{more}"
+    )
+
+
+def nats_buffer(url: str, stream: str, extra: str = "") -> str:
+    """A ``buffer:`` line for one nats-server at ``url``; ``extra``: more keys (YAML flow)."""
+    return (
+        f"buffer: {{type: nats, servers: [{url}], stream: {stream}{', ' + extra if extra else ''}}}"
+    )

@@ -28,41 +28,18 @@ from reliability.ledger import (
     delivery_process,
     ingest_workers,
     lake_counts,
+    nats_buffer,
+    orders_pipeline,
     pg_counts,
     pg_duplicate_ids,
     tally,
     wait_stored,
 )
 from support.natsserver import nats_server
-from support.pgschema import DSN, throwaway_schema
+from support.pgschema import throwaway_schema
 from support.serverproc import ServerProcess, kill_leftovers
 
-SINKS = """
-sources:
-  orders: {{type: http}}
-sinks:
-  db:
-    type: postgres
-    inputs: [orders]
-    dsn: "{dsn}"
-    schema: "{schema}"
-    table: orders
-    columns: {{k: text}}
-    batch: {{max_age: 200ms, max_events: 1000}}
-"""
-LAKE = """
-  lake:
-    type: lake
-    inputs: [orders]
-    batch: {max_age: 300ms, max_events: 2000}
-"""
-NATS = """
-buffer:
-  type: nats
-  servers: [{url}]
-  stream: HRLEDGER
-  ack_wait: 4s
-"""
+LAKE = "  lake: {type: lake, inputs: [orders], batch: {max_age: 300ms, max_events: 2000}}\n"
 KINDS = ("ingest", "delivery", "server")
 CHILD_DEATHS = 3
 """Most kills of one kind of child in ``RESTART_WINDOW``: the supervisor gives up on a child
@@ -137,8 +114,12 @@ class Chaos:
 
 
 def pipeline(tmp_path: Path, buffer: str, schema: str, nats_url: str) -> Path:
-    text = SINKS.format(dsn=DSN, schema=schema)
-    text = NATS.format(url=nats_url) + text if buffer == "nats" else text + LAKE
+    batch = "{max_age: 200ms, max_events: 1000}"
+    if buffer == "nats":
+        text = orders_pipeline(schema, buffer=nats_buffer(nats_url, "HRLEDGER", "ack_wait: 4s"),
+                               batch=batch)  # fmt: skip
+    else:
+        text = orders_pipeline(schema, batch=batch, more=LAKE)
     path = tmp_path / "pipeline.yaml"
     path.write_text(text)
     return path

@@ -20,25 +20,19 @@ from pathlib import Path
 import pytest
 
 from reliability.conftest import Scale
-from reliability.ledger import Clients, Ledger, pg_counts, tally, wait_for_acks, wait_stored
-from support.pgschema import DSN, throwaway_schema
+from reliability.ledger import (
+    Clients,
+    Ledger,
+    orders_pipeline,
+    pg_counts,
+    tally,
+    wait_for_acks,
+    wait_stored,
+)
+from support.pgschema import throwaway_schema
 from support.serverproc import ServerProcess, kill_leftovers
 from support.volumes import SmallDisk
 
-PIPELINE = """
-buffer: {{type: local, min_free_bytes: {reserve}, segment_bytes: 1MiB}}
-sources:
-  orders: {{type: http}}
-sinks:
-  db:
-    type: postgres
-    inputs: [orders]
-    dsn: "{dsn}"
-    schema: "{schema}"
-    table: orders
-    columns: {{k: text}}
-    batch: {{max_age: 200ms}}
-"""
 DISK_MIB = 32
 REFUSALS = {"503", "507"}
 RESUME_DEADLINE = 5.0
@@ -57,7 +51,9 @@ def test_disk_full(
     hold = scale.pick(3.0, 15.0)
     with throwaway_schema("DiskFull") as schema, SmallDisk(tmp_path / "disk", DISK_MIB) as disk:
         config = tmp_path / "pipeline.yaml"
-        config.write_text(PIPELINE.format(reserve=reserve, dsn=DSN, schema=schema))
+        config.write_text(orders_pipeline(
+            schema, buffer=f"buffer: {{type: local, min_free_bytes: {reserve}, segment_bytes: 1MiB}}"
+        ))  # fmt: skip
         server = ServerProcess(disk.path / "data", config=config, workers=2).start(timeout=60)
         server.wait_ready(timeout=60)
         ledger = Ledger()

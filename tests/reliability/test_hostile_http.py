@@ -33,29 +33,21 @@ import httpx
 import pytest
 
 from reliability.conftest import Scale
-from reliability.ledger import Clients, Ledger, pg_counts, pg_duplicate_ids, tally, wait_stored
+from reliability.ledger import (
+    Clients,
+    Ledger,
+    nats_buffer,
+    orders_pipeline,
+    pg_counts,
+    pg_duplicate_ids,
+    tally,
+    wait_stored,
+)
 from server.rawhttp import Answer, connect, exchange, read_answer, readable, request
 from support.natsserver import nats_server
-from support.pgschema import DSN, throwaway_schema
+from support.pgschema import throwaway_schema
 from support.serverproc import ServerProcess, kill_leftovers
 
-PIPELINE = """
-{buffer}
-limits: {{max_body_bytes: {body}, max_decompressed_bytes: {inflated}, max_depth: {depth}}}
-server: {{max_connections: {connections}}}
-sources:
-  orders: {{type: http}}
-sinks:
-  db:
-    type: postgres
-    inputs: [orders]
-    dsn: "{dsn}"
-    schema: "{schema}"
-    table: orders
-    columns: {{k: text}}
-    batch: {{max_age: 200ms}}
-"""
-NATS = "buffer: {{type: nats, servers: [{url}], stream: HRHOSTILE}}"
 MAX_BODY = 64 * 1024
 MAX_INFLATED = 256 * 1024
 MAX_DEPTH = 16
@@ -108,12 +100,13 @@ def hostile(request: pytest.FixtureRequest, tmp_path: Path, scale: Scale) -> Ite
         schema = stack.enter_context(throwaway_schema("Hostile"))
         nats = ""
         if buffer == "nats":
-            nats = NATS.format(url=stack.enter_context(nats_server(tmp_path / "nats")).url)
+            nats = nats_buffer(stack.enter_context(nats_server(tmp_path / "nats")).url, "HRHOSTILE")
         config = tmp_path / "pipeline.yaml"
-        config.write_text(PIPELINE.format(
-            buffer=nats, body=MAX_BODY, inflated=MAX_INFLATED, depth=MAX_DEPTH, dsn=DSN,
-            schema=schema, connections=scale.pick(100, 1000),
-        ))  # fmt: skip
+        limits = (
+            f"limits: {{max_body_bytes: {MAX_BODY}, max_decompressed_bytes: {MAX_INFLATED}, "
+            f"max_depth: {MAX_DEPTH}}}\nserver: {{max_connections: {scale.pick(100, 1000)}}}\n"
+        )
+        config.write_text(orders_pipeline(schema, buffer=nats, more=limits))
         server = ServerProcess(tmp_path / "data", config=config, workers=2).start(timeout=60)
         server.wait_ready(timeout=60)
         try:

@@ -23,26 +23,11 @@ from psycopg import sql
 
 from headrace.storage import failures
 from reliability.conftest import Scale
-from reliability.ledger import pg_counts, wait_stored
+from reliability.ledger import nats_buffer, orders_pipeline, pg_counts, wait_stored
 from support.natsserver import nats_server
 from support.pgschema import DSN, throwaway_schema
 from support.serverproc import ServerProcess, kill_leftovers
 
-PIPELINE = """
-{buffer}
-sources:
-  orders: {{type: http}}
-sinks:
-  db:
-    type: postgres
-    inputs: [orders]
-    dsn: "{dsn}"
-    schema: "{schema}"
-    table: orders
-    columns: {{k: text, n: bigint}}
-    batch: {{max_age: 200ms}}
-"""
-NATS = "buffer: {{type: nats, servers: [{url}], stream: HRPOISON}}"
 EVENTS, REQUESTS = 500, 10
 POISON = 257
 """The event whose ``n`` the table refuses: inside a request, inside a batch."""
@@ -90,7 +75,7 @@ class Round:
 def run_round(tmp_path: Path, name: str, schema: str, buffer_yaml: str) -> Round:
     make_table(schema)
     config = tmp_path / f"{name}.yaml"
-    config.write_text(PIPELINE.format(buffer=buffer_yaml, dsn=DSN, schema=schema))
+    config.write_text(orders_pipeline(schema, buffer=buffer_yaml, columns="{k: text, n: bigint}"))
     data_dir = tmp_path / name
     server = ServerProcess(data_dir, config=config, workers=2).start(timeout=60)
     server.wait_ready(timeout=60)
@@ -109,7 +94,7 @@ def test_poison_record(
     count = scale.pick(1, 5)  # each round: a fresh table and 500 events, one of them bad
     with contextlib.ExitStack() as stack:
         nats = (
-            NATS.format(url=stack.enter_context(nats_server(tmp_path / "nats")).url)
+            nats_buffer(stack.enter_context(nats_server(tmp_path / "nats")).url, "HRPOISON")
             if buffer == "nats"
             else ""
         )

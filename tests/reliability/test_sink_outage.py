@@ -19,28 +19,21 @@ from pathlib import Path
 import pytest
 
 from reliability.conftest import Scale
-from reliability.ledger import Clients, Ledger, pg_counts, pg_duplicate_ids, tally, wait_stored
+from reliability.ledger import (
+    Clients,
+    Ledger,
+    nats_buffer,
+    orders_pipeline,
+    pg_counts,
+    pg_duplicate_ids,
+    tally,
+    wait_stored,
+)
 from support.natsserver import nats_server
 from support.pgschema import HOST, PORT, dsn_via, throwaway_schema
 from support.serverproc import ServerProcess, kill_leftovers
 from support.tcpproxy import TcpProxy
 
-PIPELINE = """
-{buffer}
-sources:
-  orders: {{type: http}}
-sinks:
-  db:
-    type: postgres
-    inputs: [orders]
-    dsn: "{dsn}"
-    schema: "{schema}"
-    table: orders
-    columns: {{k: text}}
-    connect_timeout: 3s
-    batch: {{max_age: 200ms, max_events: 500}}
-"""
-NATS = "buffer: {{type: nats, servers: [{url}], stream: HROUTAGE}}"
 CLOSE_AFTER_BYTES = 4096
 """Enough for a connection's start-up and a few queries, not for a batch's COPY."""
 DELAY_SECONDS = 0.3
@@ -70,12 +63,15 @@ def test_sink_outage(
         schema = stack.enter_context(throwaway_schema("Outage"))
         proxy = stack.enter_context(TcpProxy((HOST, PORT)))
         nats = (
-            NATS.format(url=stack.enter_context(nats_server(tmp_path / "nats")).url)
+            nats_buffer(stack.enter_context(nats_server(tmp_path / "nats")).url, "HROUTAGE")
             if buffer == "nats"
             else ""
         )
         config = tmp_path / "pipeline.yaml"
-        config.write_text(PIPELINE.format(buffer=nats, dsn=dsn_via(proxy.port), schema=schema))
+        config.write_text(orders_pipeline(
+            schema, dsn=dsn_via(proxy.port), buffer=nats, sink_keys="connect_timeout: 3s",
+            batch="{max_age: 200ms, max_events: 500}",
+        ))  # fmt: skip
         server = ServerProcess(tmp_path / "data", config=config, workers=2).start(timeout=60)
         server.wait_ready(timeout=60)
         ledger = Ledger()
