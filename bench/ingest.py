@@ -23,10 +23,20 @@ wrk, the ingest workers and the delivery process share the machine's cores, so t
 figures depend on ``--workers``, ``--connections`` and ``--threads``; compare ratios within a run.
 On a 2-core machine, ``-t 2 -c 64`` with 2 workers spread connections most evenly in our tries.
 
+With ``--profile`` the server runs with ``HEADRACE_STAGE_CLOCK`` (``bench/stageprofile.py``,
+``headrace.telemetry.stageclock``): each worker clocks the CPU of its stages (receive: headers
+and body; authorize, decode, validate, ids, frame encode, answer; write + fsync on the commit
+thread) and the wall time each request waits for its fsync, and every scenario ends with a
+table of CPU µs per request and per event for each stage, over its durable runs. The HTTP
+server's share is the no-op runs' CPU per request of the workers' main threads; what neither
+covers is a row of its own, so the rows add up to the workers' whole CPU. The clocks cost CPU
+themselves: compare the durable/noop ratio of a run with ``--profile`` and one without.
+
 Run from the repository root (needs ``wrk``: ``apt-get install wrk``)::
 
     .venv/bin/python bench/ingest.py                    # both scenarios, 10 s per run
     .venv/bin/python bench/ingest.py --scenario single --duration 5 --connections 128
+    .venv/bin/python bench/ingest.py --profile --profile-out /tmp/p1.json   # and per-stage CPU
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from stageprofile import Clocks, Profile, clock_cost_ns, read_clocks, summed
 
 HOST = "127.0.0.1"
 DURABLE_PATH = "/v1/streams/bench/events"
@@ -90,6 +102,7 @@ class Run:
     non2xx: int
     socket_errors: int
     counters: dict[str, float] = field(default_factory=dict)
+    clocks: Clocks | None = None  # the workers' stage clocks over the run (``--profile``)
 
     @property
     def rps(self) -> float:
@@ -132,8 +145,12 @@ def start_server(
     prefix = [str(exe)] if exe.exists() else [sys.executable, "-m", "headrace.cli"]
     cmd = [*prefix, "serve", "--data-dir", str(data_dir), "--host", HOST, "--port", str(args.port)]
     cmd += ["--workers", str(args.workers), "--noop-endpoint", "--log-level", "warning"]
+    env = dict(os.environ)
+    env.pop("HEADRACE_STAGE_CLOCK", None)
+    if args.clock_dir is not None:
+        env["HEADRACE_STAGE_CLOCK"] = str(args.clock_dir)
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -222,6 +239,14 @@ def run_wrk(args: argparse.Namespace, lua: Path, path: str, seconds: int) -> dic
     return {k: int(float(v)) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
 
+def worker_clocks(args: argparse.Namespace, procs: dict[str, int]) -> Clocks | None:
+    """The ingest workers' stage clocks as they last wrote them (``None`` without --profile)."""
+    if args.clock_dir is None:
+        return None
+    workers = {pid for label, pid in procs.items() if label.startswith("w")}
+    return summed(read_clocks(args.clock_dir), workers)
+
+
 def measure(args: argparse.Namespace, scenario: str, lua: Path, events: int) -> list[Run]:
     sides = {"noop": NOOP_PATH, "durable": DURABLE_PATH}
     for side, path in sides.items():
@@ -234,6 +259,7 @@ def measure(args: argparse.Namespace, scenario: str, lua: Path, events: int) -> 
             wait_drained(args.port, args.drain_timeout)
             procs = server_processes(args.server_pid)
             before, cpu0 = metrics(args.port), cpu_seconds(procs)
+            clocks0 = worker_clocks(args, procs)
             r = run_wrk(args, lua, path, args.duration)
             cpu1 = cpu_seconds(procs)
             run = Run(
@@ -261,6 +287,11 @@ def measure(args: argparse.Namespace, scenario: str, lua: Path, events: int) -> 
                 accepted, commits = run.counters.values()
                 note = f" accepted={accepted:.0f} commits={commits:.0f}"
                 note += f" events/fsync={accepted / max(commits, 1):.1f}"
+            elif clocks0 is not None:
+                time.sleep(1.5)  # the workers write their clocks every 0.5 s
+            clocks1 = worker_clocks(args, procs)
+            if clocks0 is not None and clocks1 is not None:
+                run.clocks = clocks1.since(clocks0)
             print(
                 f"  round {round_no} {scenario}/{side}: {run.rps:,.0f} req/s {run.eps:,.0f} ev/s"
                 f" p99={run.p99_ms:.2f}ms non2xx={run.non2xx} sock_err={run.socket_errors}"
@@ -321,9 +352,69 @@ def report(args: argparse.Namespace, runs: list[Run], sizes: dict[str, int], wrk
         if any(r.non2xx or r.socket_errors for r in durable):
             verdict = "not valid: the durable runs had errors"
         print(f"{scenario:<8} ratio durable/noop = {ratio:.2f}x  ({verdict})")
+        args.figures[f"{scenario} durable/noop"] = ratio
+        args.figures[f"{scenario} durable events/s"] = mean["durable"]
+        args.figures[f"{scenario} noop events/s"] = mean["noop"]
     if status:
         print("\nFAILED: durable runs returned non-2xx answers or wrk saw socket errors")
     return status
+
+
+MAIN_STAGES = (
+    "receive",
+    "authorize",
+    "decode",
+    "validate",
+    "ids",
+    "map",
+    "frame encode",
+    "answer",
+    "settle",
+)
+"""The stages a worker clocks on its event loop's thread (``ingest/pipeline.py``, the local
+buffer's ``writer.py``), in the order of the request path."""
+
+
+def stage_profile(scenario: str, runs: list[Run]) -> Profile | None:
+    """The per-stage table of a scenario's durable runs (``None`` without clocks)."""
+    durable = [r for r in runs if r.scenario == scenario and r.side == "durable" and r.clocks]
+    noop = [r for r in runs if r.scenario == scenario and r.side == "noop" and r.clocks]
+    if not durable or not noop:
+        return None
+    d = Clocks()
+    for run in durable:
+        assert run.clocks is not None
+        d = d.plus(run.clocks)
+    noop_main = sum(r.clocks.threads.get("MainThread", 0) for r in noop if r.clocks)
+    noop_requests = sum(r.requests - r.non2xx for r in noop)
+    requests = d.calls("answer")  # the 2xx the workers sent within the clocks' window
+    events = requests * durable[0].events_per_request
+    main, committer = d.threads.get("MainThread", 0), d.threads.get("group-commit", 0)
+    rest = main - sum(d.cpu(s) for s in MAIN_STAGES)
+    http = min(rest, round(noop_main / max(noop_requests, 1) * requests))
+    profile = Profile(f"ingest {scenario}, durable", requests, events)
+    profile.add("HTTP parse, routing, send, loop (as on /_noop)", http)
+    for stage in MAIN_STAGES:
+        if d.calls(stage):
+            profile.add(stage, d.cpu(stage), d.calls(stage))
+    profile.add("main thread, rest (metrics, awaiting the commit)", rest - http)
+    profile.add("write + fsync (commit thread)", d.cpu("write + fsync"), d.calls("write + fsync"))
+    profile.add("commit thread, rest (queue, wake-ups)", committer - d.cpu("write + fsync"))
+    profile.add("other threads", d.process_cpu_ns - main - committer)
+    commits, waits = d.calls("write + fsync"), d.calls("fsync wait")
+    profile.waits.append(
+        ("fsync wait per request, mean", d.wall("fsync wait") / max(waits, 1) / 1e3, "µs")
+    )
+    profile.waits.append(
+        ("write + fsync per commit, mean", d.wall("write + fsync") / max(commits, 1) / 1e3, "µs")
+    )
+    profile.waits.append(("requests per commit", waits / max(commits, 1), ""))
+    profile.notes += [
+        f"the no-op runs' main threads: {noop_main / 1e3 / max(noop_requests, 1):.2f} µs CPU "
+        f"per request over {noop_requests:,} requests (the HTTP server's own cost)",
+        "frame encode: the buffered request built (1 call) and its frame encoded (1 call)",
+    ]
+    return profile
 
 
 def main() -> int:
@@ -344,6 +435,16 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64, help="wrk -c")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--workers", type=int, default=2, help="headrace ingest worker processes")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="clock each stage in the workers (HEADRACE_STAGE_CLOCK) and print CPU per stage",
+    )
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        help="write the figures (and with --profile the tables) as JSON, for bench/stageprofile.py",
+    )
     parser.add_argument(
         "--drain-timeout",
         type=float,
@@ -375,6 +476,8 @@ def main() -> int:
             (tmp / f"{name}.json").write_bytes(bodies[name])
             luas[name] = tmp / f"{name}.lua"
             luas[name].write_text(LUA.replace("@BODY@", json.dumps(str(tmp / f"{name}.json"))))
+        args.clock_dir = tmp / "clock" if args.profile else None
+        args.figures = {}
         server = start_server(args, tmp / "data", tmp / "server.log")
         args.server_pid = server.pid
         print(f"server pid {server.pid} on {HOST}:{args.port}, data in {tmp / 'data'}", flush=True)
@@ -386,7 +489,16 @@ def main() -> int:
         finally:
             stop_server(server)
         sizes = {name: len(bodies[name]) for name in scenarios}
-        return report(args, runs, sizes, version)
+        status = report(args, runs, sizes, version)
+    profiles = [p for p in (stage_profile(name, runs) for name in scenarios) if p is not None]
+    for profile in profiles:
+        profile.print()
+    if profiles:
+        print(f"\neach clocked call costs about {clock_cost_ns() / 1e3:.2f} µs CPU (this process)")
+    if args.profile_out is not None:
+        doc = {"profiles": [p.as_dict() for p in profiles], "figures": args.figures}
+        args.profile_out.write_text(json.dumps(doc, indent=1))
+    return status
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ from headrace.ingest.stages import (
 )
 from headrace.ingest.validation import SchemaCheck
 from headrace.telemetry import metrics as m
+from headrace.telemetry import stageclock
+from headrace.telemetry.stageclock import STAGE_CLOCK
 from headrace.web.asgi import JSON_HEADERS, Receive, Scope, Send, encode_json, send_body, send_error
 from headrace.web.request import read_body, request_headers
 
@@ -54,6 +56,16 @@ PREFLIGHT_HEADERS = frozenset(
     {b"origin", b"access-control-request-method", b"access-control-request-headers"}
 )
 INTERNAL_ERROR = RequestRejected(500, "internal_error", "the request failed; nothing was stored")
+CLOCKED_STAGES = {
+    "authorize": "authorize", "limit": "authorize", "decode": "decode", "validate": "validate",
+    "assign_ids": "ids", "map": "map", "commit": "frame encode", "reply": "answer",
+}  # fmt: skip
+"""The attributes ``bench/ingest.py --profile`` clocks (``telemetry/stageclock.py``): the
+stage each belongs to."""
+if STAGE_CLOCK:  # for the same profile: the request's headers and body, and its base id
+    request_headers = stageclock.clocked("receive", request_headers)
+    read_body = stageclock.clocked_async("receive", read_body)
+    new_base_id = stageclock.clocked("ids", new_base_id)
 
 
 class SourcePipeline:
@@ -99,6 +111,8 @@ class SourcePipeline:
         body = source.success_body
         self.success_body = body.encode() if body is not None else None
         self.success_headers = TEXT_HEADERS if body is not None else JSON_HEADERS
+        if STAGE_CLOCK:  # a benchmark's profile: each stage's CPU
+            stageclock.clock_stages(self, CLOCKED_STAGES)
 
     def _header_names(self, source: HttpSource) -> frozenset[bytes] | None:
         """The request headers the stages read (``None``: all, for a python authorizer)."""

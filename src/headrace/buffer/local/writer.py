@@ -21,8 +21,12 @@ from headrace.buffer.local.segments import SegmentWriter, directory_bytes
 from headrace.buffer.orderlog import ORDER_LOG, note_order
 from headrace.buffer.records import BufferedRequest
 from headrace.errors import BufferFull
+from headrace.telemetry import stageclock
+from headrace.telemetry.stageclock import STAGE_CLOCK
 
 log = logging.getLogger("headrace.buffer")
+if STAGE_CLOCK:  # a benchmark's profile (telemetry/stageclock.py): the CPU of encoding frames
+    encode_frame = stageclock.clocked("frame encode", encode_frame)
 
 
 class CapacityGuard:
@@ -68,6 +72,8 @@ class LocalWriter:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        append = writer.append  # the commit thread's write and fsync, clocked for a profile
+        self._append = stageclock.clocked_wall("write + fsync", append) if STAGE_CLOCK else append
 
     def start(self) -> int:
         """Open the writer (recovering its earlier segments) and start the commit thread;
@@ -102,7 +108,7 @@ class LocalWriter:
         with self._wake:
             self._pending.append((frame, future))
             self._wake.notify()
-        await future
+        await (stageclock.waited("fsync wait", future) if STAGE_CLOCK else future)
 
     def _run(self) -> None:
         last_refresh = time.monotonic()
@@ -125,7 +131,7 @@ class LocalWriter:
     def _commit_batch(self, batch: list[tuple[bytes, asyncio.Future[None]]]) -> None:
         error: BaseException | None = None
         try:
-            self.writer.append([frame for frame, _ in batch])
+            self._append([frame for frame, _ in batch])
             if ORDER_LOG:  # a test hook: the fsync has returned, no future is settled yet
                 for frame, _ in batch:
                     note_order("committed", scan_frames(frame).frames[0].request().base_id)
@@ -173,6 +179,10 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
             future.set_result(None)
         else:
             future.set_exception(error)
+
+
+if STAGE_CLOCK:  # a benchmark's profile: waking the requests a commit made durable
+    _settle = stageclock.clocked("settle", _settle)
 
 
 __all__ = ["CapacityGuard", "LocalWriter"]
