@@ -80,7 +80,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(
            checks=CHECKS, cases=calls[-1] if calls else "?",
            exit_code=result.returncode)  # fmt: skip
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
-    assert "Traceback" not in log, log[max(0, log.find("Traceback") - 2000):][:6000]
+    assert "Traceback" not in log, log[max(0, log.find("Traceback") - 2000) :][:6000]
     assert stopped == 0
 
 
