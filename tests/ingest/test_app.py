@@ -154,3 +154,23 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 503  # no delivery process in this test
     assert ready.json()["problems"] == {"delivery": "the delivery process is not running"}
+
+
+async def test_the_decoded_ceiling_runs_the_request_path_and_stores_nothing(
+    data_dir: Path,
+) -> None:
+    async for client in started(WorkerApp(default_pipeline(), data_dir, noop_endpoint=True)):
+        good = await client.post("/_decoded/v1/streams/clicks/events", json=[{"a": 1}, {"a": 2}])
+        bad = await client.post("/_decoded/v1/streams/clicks/events", content=b'{"a":')
+        lost = await client.post("/_decoded/nowhere", json={})
+        metrics = (await client.get("/metrics")).text
+    assert good.status_code == 202 and good.json()["accepted"] == 2
+    assert (bad.status_code, bad.json()["error"]) == (400, "invalid_json")
+    assert lost.json()["error"] == "not_found"
+    assert stored(data_dir) == []
+    assert "headrace_events_accepted_total{" not in metrics
+
+
+async def test_the_decoded_ceiling_needs_the_noop_flag(client: httpx.AsyncClient) -> None:
+    response = await client.post("/_decoded/v1/streams/clicks/events", json={"a": 1})
+    assert response.json()["error"] == "not_found"

@@ -19,10 +19,12 @@ from headrace.buffer.records import BufferedRequest, expand_events
 from headrace.config.load import parse_pipeline
 from headrace.config.models import LocalBuffer
 from headrace.errors import BufferFull
+from headrace.ids import event_ids, new_base_id
 from headrace.ingest.badrows import BadRowKeeper
-from headrace.ingest.pipeline import SourcePipeline, noop
+from headrace.ingest.pipeline import SourcePipeline, generated_ids_reply, noop
 from headrace.storage.badrows import BadRowStore
 from headrace.telemetry import metrics as m
+from headrace.web.asgi import encode_json
 from web.answers import Recorder, body_of, request
 
 pytestmark = pytest.mark.anyio
@@ -242,3 +244,19 @@ async def test_noop_reads_the_body_and_stores_nothing() -> None:
     sent = Recorder()
     await noop(body_of(b"[", b"]"), sent)
     assert (sent.status, sent.json()) == (202, {"accepted": 0, "ids": []})
+
+
+@pytest.mark.parametrize("count", [1, 2, 100, 4097, 10_000])
+def test_the_reply_of_generated_ids_is_what_encode_json_writes(count: int) -> None:
+    for base in (new_base_id(), new_base_id(0), new_base_id(0xFFFFFFFFFFFF)):
+        expected = encode_json({"accepted": count, "ids": event_ids(base, count)})
+        assert generated_ids_reply(base, count) == expected
+
+
+async def test_a_reply_past_the_quick_table_lists_every_id(
+    data_dir: Path, writer: BufferWriter
+) -> None:
+    pipeline = build(data_dir, writer, limits={"max_events": 20_000})
+    sent = await post(pipeline, json.dumps([{"n": n} for n in range(10_001)]).encode())
+    ids = sent.json()["ids"]
+    assert len(ids) == len(set(ids)) == 10_001 and ids == sorted(ids)

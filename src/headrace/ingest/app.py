@@ -10,6 +10,8 @@
     GET     /openapi.json                the pipeline's sources as an OpenAPI document
     GET     /healthz  /readyz  /metrics  liveness, readiness, Prometheus metrics (``health``)
     POST    /_noop                       with ``--noop-endpoint``: the benchmark's ceiling
+    POST    /_decoded/<ingest path>      with ``--noop-endpoint``: a source's whole request path
+                                         but the commit (nothing stored), the second ceiling
 
 ``headrace.server.app`` serves these beside the bulk-load endpoints and the dashboard. The
 lifespan opens this worker's buffer writer (recovering its earlier segments) and publishes its
@@ -25,11 +27,12 @@ import logging
 from pathlib import Path
 
 from headrace.buffer import open_buffer
+from headrace.buffer.base import BufferWriter
 from headrace.config.models import Pipeline
 from headrace.errors import RequestRejected
 from headrace.ingest import health
 from headrace.ingest.badrows import BadRowKeeper
-from headrace.ingest.pipeline import SourcePipeline, noop
+from headrace.ingest.pipeline import DiscardingWriter, SourcePipeline, noop
 from headrace.ingest.reads import EventReads
 from headrace.ingest.routes import Router, path_is_stream_api
 from headrace.storage.badrows import BadRowStore
@@ -40,6 +43,7 @@ from headrace.web.asgi import Receive, Scope, Send, send_error, send_json
 from headrace.web.failures import FailuresApi
 
 log = logging.getLogger("headrace.ingest")
+DECODED_PREFIX = "/_decoded/"
 
 
 def not_found(path: str) -> RequestRejected:
@@ -72,19 +76,13 @@ class IngestApp:
         self.keeper = BadRowKeeper(self.badrows)
         access = access if access is not None else ReadAccess(pipeline)
         self.router = Router(pipeline)
-        self.sources = {
-            sid: SourcePipeline(
-                sid,
-                source,
-                pipeline.limits_for(source),
-                writer=self.writer,
-                metrics=self.metrics,
-                keeper=self.keeper,
-                data_dir=data_dir,
-                workers=workers,
-            )
-            for sid, source in pipeline.http_sources().items()
-        }
+        self.sources = self._source_pipelines(self.writer, self.metrics, workers)
+        # the ceiling without the commit: its own counters, so nothing it sees is reported
+        self.decoded = (
+            self._source_pipelines(DiscardingWriter(), m.Registry(), workers)
+            if noop_endpoint
+            else {}
+        )
         self.access = access
         self.reads = EventReads(pipeline, data_dir, access)
         self.badrows_api = FailuresApi(BAD_ROWS, data_dir, access)
@@ -93,6 +91,23 @@ class IngestApp:
         )
         self._metrics_task: asyncio.Task[None] | None = None
         self._started = False
+
+    def _source_pipelines(
+        self, writer: BufferWriter, metrics: m.Registry, workers: int
+    ) -> dict[str, SourcePipeline]:
+        return {
+            sid: SourcePipeline(
+                sid,
+                source,
+                self.pipeline.limits_for(source),
+                writer=writer,
+                metrics=metrics,
+                keeper=self.keeper,
+                data_dir=self.data_dir,
+                workers=workers,
+            )
+            for sid, source in self.pipeline.http_sources().items()
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -139,6 +154,12 @@ class IngestApp:
             await self.health(scope, send)
         elif path == "/_noop" and self.noop_endpoint and method == "POST":
             await noop(receive, send)
+        elif path.startswith(DECODED_PREFIX) and self.decoded and method == "POST":
+            decoded = self.router.match(path[len(DECODED_PREFIX) - 1 :])
+            if decoded is None:
+                return False
+            route, stream = decoded
+            await self.decoded[route.source_id](scope, receive, send, stream)
         elif path_is_stream_api(path) and path.rstrip("/").endswith("/events"):
             await send_error(
                 send, RequestRejected(404, "unknown_stream", "no source takes this stream")

@@ -45,6 +45,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from headrace.config.server import ServerSettings
+from headrace.server.http_writes import HeadWithBody
 from headrace.telemetry import metrics as m
 from headrace.web.asgi import encode_json
 
@@ -287,6 +288,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._phase = BODY
         self._deadline = self.loop.time() + self._grace if self._rate else math.inf
         super().on_headers_complete()
+        if self.cycle is not None and self.scope["method"] != "HEAD":  # one write (http_writes)
+            self.cycle.transport = HeadWithBody(self.transport)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if self._rate:  # each byte buys 1/rate seconds; no more credit than the grace

@@ -1,7 +1,10 @@
 """The ingest side of the local buffer: a worker's durable appends with group commit.
 
 Requests committed while the previous write and fsync ran are written together and fsync'd once,
-by one thread per worker; each request's future resolves when its frame is on disk. A
+by one thread per worker; each request's future resolves when its frame is on disk. The event
+loop gathers the frames of one pass over its ready callbacks (every request that arrived
+together) and hands them to the commit thread at once: one lock and one wake-up per pass, not
+per request, and a commit takes everything that arrived while the previous fsync ran. A
 ``CapacityGuard`` refuses appends while the buffer is over ``max_bytes`` or the disk is below its
 reserve (``BufferFull``, answered 503 with Retry-After).
 """
@@ -68,6 +71,8 @@ class LocalWriter:
         self.healthy = True
         self.last_error: str | None = None
         self._pending: deque[tuple[bytes, asyncio.Future[None]]] = deque()
+        # this loop pass's frames, touched only by the event loop's thread (no lock)
+        self._gathered: list[tuple[bytes, asyncio.Future[None]]] = []
         self._wake = threading.Condition()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,10 +110,17 @@ class LocalWriter:
             raise BufferFull(self.guard.reason)
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
-        with self._wake:
-            self._pending.append((frame, future))
-            self._wake.notify()
+        self._gathered.append((frame, future))
+        if len(self._gathered) == 1:  # the pass's first: hand over once the pass has run
+            self._loop.call_soon(self._hand_over)
         await (stageclock.waited("fsync wait", future) if STAGE_CLOCK else future)
+
+    def _hand_over(self) -> None:
+        """Give the commit thread the frames this loop pass gathered (runs on the loop)."""
+        gathered, self._gathered = self._gathered, []
+        with self._wake:
+            self._pending.extend(gathered)
+            self._wake.notify()
 
     def _run(self) -> None:
         last_refresh = time.monotonic()
