@@ -15,6 +15,12 @@
    when it is handed the event dicts and gathers the columns with a list comprehension first.
    Every side writes zstd Parquet with pyarrow's default options (dictionary encoding, row
    groups). Ratios are rows/s over the baseline's.
+   Then the path from the bodies as the buffer stores them (requests of 100 events, JSON
+   arrays): the lake's ``write_requests`` (Arrow parses the bodies; the stream's columns settled
+   by an earlier batch) against its baseline: pyarrow.json reading each batch's events as NDJSON
+   and writing zstd Parquet with the lake's columns (ids and receive times handed over ready),
+   a file per batch, no fsync or catalog (JSON parsing is work the from-columns baseline never
+   does, and the lake writes more columns than it).
 2. Enrichment. A lookup service on loopback answers every GET after 20 ms; ``--records`` events
    reference 1,000 distinct ids (uniformly at random) and pass ``enrich_http`` in batches of
    ``--batch``. Wall clock; prints records/s and the cache hit ratio, then the same stream with
@@ -27,6 +33,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import tempfile
@@ -37,7 +44,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from support.buffer import checkpoint
+import msgspec
+
+from headrace.buffer.local.positions import POSITIONS_SCHEMA
+from headrace.buffer.local.reader import PositionAck
+from headrace.storage import state
 
 FIELDS = {"requestid": "string", "contextid": "string", "callerid": "string",
           "component": "string", "action": "string", "type": "string", "n": "int64",
@@ -54,6 +65,11 @@ def click_rows(n: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def checkpoint(sink: str, positions: dict[str, int]) -> state.Checkpoint:
+    """A checkpoint saving ``positions`` as the sink's buffer positions, as delivery's would."""
+    return state.Checkpoint(sink, PositionAck(sink, positions))
+
+
 def best_of(repeat: int, run: Callable[[], object]) -> tuple[float, float]:
     """The shortest wall time and the smallest CPU time of ``repeat`` runs."""
     walls, cpus = [], []
@@ -65,16 +81,23 @@ def best_of(repeat: int, run: Callable[[], object]) -> tuple[float, float]:
     return min(walls), min(cpus)
 
 
+def _ndjson_lines(array_body: bytes) -> list[bytes]:
+    """The events of a JSON array body, one compact line each (the baseline's input)."""
+    return [msgspec.json.encode(e) for e in msgspec.json.decode(array_body)]
+
+
 def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
     import pyarrow as pa
+    import pyarrow.json as pj
     import pyarrow.parquet as pq
 
+    from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
+    from headrace.ids import event_ids, new_base_id
     from headrace.sinks.lake.config import LakeConfig
     from headrace.sinks.lake.sink import LakeSink
     from headrace.sinks.parquet import parquet_bytes, table_from_records
     from headrace.sinks.s3.config import S3Config
     from headrace.sinks.s3.sink import S3_SCHEMA, S3Sink
-    from headrace.storage import state
     from headrace.types import Event
 
     records = click_rows(rows)
@@ -113,7 +136,7 @@ def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
                 "buffer_size": "1GiB", "buffer_interval": 3600,
             })  # fmt: skip
             conn = state.connect(data_dir / "state.db")
-            state.init_schema(conn, [S3_SCHEMA])
+            state.init_schema(conn, [S3_SCHEMA, POSITIONS_SCHEMA])
             sink = S3Sink("s3", config, data_dir)
             sink.open()
             for n, batch in enumerate(batches):
@@ -128,11 +151,59 @@ def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             data_dir = Path(tmp)
             conn = state.connect(data_dir / "state.db")
-            state.init_schema(conn, [LAKE_SCHEMA])
+            state.init_schema(conn, [LAKE_SCHEMA, POSITIONS_SCHEMA])
             sink = LakeSink("lake", LakeConfig(type="lake", inputs=["web"]), data_dir)
             sink.open()
             for n, batch in enumerate(batches):
                 sink.write(batch, checkpoint("lake", {"seg": n}))
+            sink.close()
+            conn.close()
+
+    # the same rows as the buffer stores them: requests of 100 events, JSON array bodies
+    stored = [
+        BufferedRequest(1_763_800_000_000_000 + at, new_base_id().to_bytes(16, "big"), "clicks",
+                        "web", len(chunk), FORMAT_ARRAY, msgspec.json.encode(chunk))
+        for at in range(0, rows, 100)
+        for chunk in [records[at : at + 100]]
+    ]  # fmt: skip
+    stored_batches = [
+        stored[at : at + batch_events // 100] for at in range(0, len(stored), batch_events // 100)
+    ]
+
+    # the baseline's input, made before it is timed: each batch's events as NDJSON, and the
+    # columns the lake adds (ids, receive times) ready as Arrow arrays
+    stamp = pa.timestamp("us", tz="UTC")
+    json_batches = [
+        (
+            b"".join(e + b"\n" for r in batch for e in _ndjson_lines(r.body)),
+            pa.array([i for r in batch for i in event_ids(int.from_bytes(r.base_id, "big"),
+                                                          r.count)]),
+            pa.array([r.received_at_us for r in batch for _ in range(r.count)], stamp),
+        )
+        for batch in stored_batches
+    ]  # fmt: skip
+
+    def json_baseline() -> None:  # pyarrow.json, then Parquet: a file per batch, lake columns
+        for n, (ndjson, ids, received) in enumerate(json_batches):
+            options = pj.ReadOptions(use_threads=False, block_size=len(ndjson) + 1)
+            table = pj.read_json(io.BytesIO(ndjson), read_options=options)
+            table = table.add_column(0, "_id", ids).add_column(1, "_received_at", received)
+            table = table.add_column(2, "_time", received)
+            table = table.append_column("_extra", pa.nulls(len(ids), pa.string()))
+            pq.write_table(table, out.with_suffix(f".{n}"), compression="zstd")
+
+    def lake_stored() -> None:  # the lake from stored requests, columns settled before
+        from headrace.storage.lake_catalog import LAKE_SCHEMA
+
+        with tempfile.TemporaryDirectory() as tmp:
+            data_dir = Path(tmp)
+            conn = state.connect(data_dir / "state.db")
+            state.init_schema(conn, [LAKE_SCHEMA, POSITIONS_SCHEMA])
+            sink = LakeSink("lake", LakeConfig(type="lake", inputs=["web"]), data_dir)
+            sink.open()
+            sink.write(events[:1], checkpoint("lake", {"seg": -1}))  # the stream's first batch
+            for n, batch in enumerate(stored_batches):
+                assert sink.write_requests(batch, checkpoint("lake", {"seg": n})) is not None
             sink.close()
             conn.close()
 
@@ -155,6 +226,14 @@ def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
                  "lake sink": "lake sink"}[name]  # fmt: skip
         print(f"  {name:<9} {label:<29} {rows / took:>12,.0f} rows/s   {base / took:.2f}x baseline "
               f"(CPU {rows / took_cpu:,.0f}: {base_cpu / took_cpu:.2f}x)")  # fmt: skip
+    print("From the bodies as the buffer stores them (requests of 100 events, JSON arrays):")
+    json_base, json_cpu = best_of(repeat, json_baseline)
+    print(f"  baseline  pyarrow.json, same files    {rows / json_base:>12,.0f} rows/s   "
+          f"{base / json_base:.2f}x the baseline from columns (CPU {rows / json_cpu:,.0f})")  # fmt: skip
+    took, took_cpu = best_of(repeat, lake_stored)
+    print(f"  lake      lake sink, stored requests  {rows / took:>12,.0f} rows/s   "
+          f"{json_base / took:.2f}x pyarrow.json, {base / took:.2f}x from columns "
+          f"(CPU {rows / took_cpu:,.0f}: {json_cpu / took_cpu:.2f}x, {base_cpu / took_cpu:.2f}x)")  # fmt: skip
 
 
 class _Slow(BaseHTTPRequestHandler):

@@ -61,8 +61,15 @@ def event_id(base: int, index: int) -> str:
     return str(uuid.UUID(int=base + index))
 
 
+_SUFFIXES = [f"{index:06x}" for index in range(10_000)]
+"""The last 6 hex digits of event ids 0..9,999: joined to a request's prefix in C (``map``) rather
+than formatted one by one, which is most of what deriving a batch's ids costs at delivery."""
+
+
 def event_ids(base: int, count: int) -> list[str]:
     """The ids of events ``0..count-1`` of a request (fast: the index is the last 6 hex digits)."""
     digits = f"{base:032x}"
     prefix = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:26]}"
+    if count <= len(_SUFFIXES):
+        return list(map(prefix.__add__, _SUFFIXES[:count]))
     return [f"{prefix}{index:06x}" for index in range(count)]

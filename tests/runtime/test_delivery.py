@@ -7,7 +7,7 @@ from typing import Any
 
 from headrace.buffer.local.frames import encode_frame
 from headrace.buffer.local.segments import SegmentWriter
-from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest
+from headrace.buffer.records import FORMAT_ARRAY, BufferedRequest, expand_events
 from headrace.config.base import BatchSettings, RetrySettings
 from headrace.errors import TerminalSinkError, TransientSinkError
 from headrace.ids import new_base_id
@@ -46,24 +46,23 @@ class RecordingSink:
         )
 
 
-def fill(buffer_dir: Path, batches: list[list[dict[str, Any]]], source: str = "src") -> None:
+def fill(
+    buffer_dir: Path, batches: list[list[dict[str, Any]] | bytes], source: str = "src"
+) -> None:
+    """Store each batch as one request (``bytes``: a body as it is, said to hold one event)."""
     import msgspec
 
     w = SegmentWriter(buffer_dir, "w0", segment_bytes=1 << 20, segment_age=3600)
     w.open()
     for events in batches:
         base = new_base_id().to_bytes(16, "big")
+        body = events if isinstance(events, bytes) else msgspec.json.encode(events)
+        count = 1 if isinstance(events, bytes) else len(events)
         w.append(
             [
                 encode_frame(
                     BufferedRequest(
-                        time.time_ns() // 1000,
-                        base,
-                        "s",
-                        source,
-                        len(events),
-                        FORMAT_ARRAY,
-                        msgspec.json.encode(events),
+                        time.time_ns() // 1000, base, "s", source, count, FORMAT_ARRAY, body
                     )
                 )
             ]
@@ -188,3 +187,69 @@ def test_an_unexpected_error_ends_the_worker_visibly(data_dir: Path) -> None:
     worker.thread.join(10)
     assert not worker.thread.is_alive()  # the delivery process sees this and exits to restart
     assert metrics.values[key("headrace_sink_healthy", sink="out")] == 0
+
+
+class RequestsSink(RecordingSink):
+    """A sink that takes stored requests as they are (``write_requests``), declining a batch
+    that holds a ``"skip"`` field."""
+
+    def __init__(self, failures: list[Exception] | None = None) -> None:
+        super().__init__(failures)
+        self.taken: list[list[BufferedRequest]] = []
+        self.declined = 0
+
+    def write_requests(
+        self, requests: list[BufferedRequest], checkpoint: state.Checkpoint
+    ) -> WriteResult | None:
+        if self.failures:
+            raise self.failures.pop(0)
+        if any(b'"skip"' in r.body for r in requests):
+            self.declined += 1
+            return None
+        self.taken.append(requests)
+        return WriteResult()
+
+
+def taken(sink: RequestsSink) -> list[int]:
+    return [e.data["n"] for batch in sink.taken for r in batch for e in expand_events(r)]
+
+
+def dead_letters(data_dir: Path) -> list[state.DeadLetter]:
+    return state.list_dead_letters(state.connect(data_dir / "state.db"))
+
+
+def test_a_sink_that_parses_stored_requests_is_handed_them_undecoded(data_dir: Path) -> None:
+    fill(data_dir / "buffer", [[{"n": i * 10 + k} for k in range(10)] for i in range(5)])
+    sink = RequestsSink()
+    _, metrics = run_worker(data_dir, sink, until=lambda: len(taken(sink)) == 50, max_events=20)
+    assert sorted(taken(sink)) == list(range(50)) and sink.batches == []
+    assert max(sum(r.count for r in batch) for batch in sink.taken) <= 20
+    assert metrics.values[key("headrace_events_delivered_total", sink="out")] == 50
+    again = RequestsSink()
+    run_worker(data_dir, again, until=lambda: True)
+    assert taken(again) == []  # the positions were saved with the batches
+
+
+def test_a_declined_batch_is_decoded_for_write_and_a_bad_body_is_a_dead_letter(
+    data_dir: Path,
+) -> None:
+    fill(data_dir / "buffer", [[{"n": 1}], [{"n": 2, "skip": True}], b'[{"n": 3}, oops]'])
+    sink = RequestsSink()
+    run_worker(data_dir, sink, until=lambda: sorted(delivered(sink)) == [1, 2])
+    assert sink.declined == 1 and sink.taken == []
+    (letter,) = dead_letters(data_dir)
+    assert letter.reason == "decode_error"
+
+
+def test_a_terminal_refusal_of_stored_requests_dead_letters_their_events(data_dir: Path) -> None:
+    fill(data_dir / "buffer", [[{"n": 1}, {"n": 2}]])
+    sink = RequestsSink([TerminalSinkError("schema", "table is gone")])
+    run_worker(data_dir, sink, until=lambda: len(dead_letters(data_dir)) == 2)
+    assert {(dl.reason, dl.error) for dl in dead_letters(data_dir)} == {("schema", "table is gone")}
+
+
+def test_stored_requests_are_retried_after_a_transient_failure(data_dir: Path) -> None:
+    fill(data_dir / "buffer", [[{"n": 1}]])
+    sink = RequestsSink([TransientSinkError("down")])
+    _, metrics = run_worker(data_dir, sink, until=lambda: taken(sink) == [1])
+    assert metrics.values[key("headrace_sink_retries_total", sink="out")] == 1

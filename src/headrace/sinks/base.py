@@ -17,6 +17,11 @@
    returned as bytes that are not JSON (``Event.raw``) and writes them as they are (without it,
    such events are refused before it sees them). ``validate`` refuses a ``write_mode`` the
    registered capabilities lack.
+6. Optionally, ``write_requests(requests, checkpoint)`` stores a batch from the buffer's stored
+   requests as they are (``BufferedRequest``: bodies as they arrived), for a sink that can parse
+   them faster than a dict per event (``headrace.sinks.arrow_bodies``). It is used only when the
+   sink has no transforms; it returns a ``WriteResult`` like ``write``, or ``None`` when it
+   stored nothing and the batch should go through ``write`` as decoded events.
 """
 
 from __future__ import annotations

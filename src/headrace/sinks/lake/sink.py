@@ -31,8 +31,10 @@ from typing import Any
 
 import msgspec
 
+from headrace.buffer.records import BufferedRequest
 from headrace.errors import TransientSinkError
 from headrace.ids import event_id, new_base_id
+from headrace.sinks.arrow_bodies import BodyColumns, body_columns
 from headrace.sinks.base import APPEND, RAW, READ
 from headrace.sinks.lake.config import LakeConfig as LakeSinkConfig
 from headrace.sinks.lake.config import StreamSchema
@@ -83,6 +85,17 @@ class _StreamColumns:
 
 
 _EXACT_TYPES: dict[str, type] = {"string": str, "int64": int, "float64": float, "bool": bool}
+
+
+@dataclass
+class _File:
+    """A file to write: one partition's rows of a batch as an Arrow table."""
+
+    stream: str
+    partition: str
+    table: Any
+    min_time_us: int
+    max_time_us: int
 
 
 @dataclass
@@ -277,13 +290,80 @@ class LakeSink:
                 check_ids[event.stream].add(event.id)
         if check_ids:
             self._drop_stored(conn, parts, check_ids)
+        files: list[_File] = []
+        for (stream, partition), rows in parts.items():
+            if rows:
+                cols = self._stream_columns(conn, stream)
+                types = {**cols.types, **new_columns[stream]}
+                times = [r["_time"] for r in rows]
+                table = table_from_rows(rows, self._file_columns(rows, types))
+                files.append(_File(stream, partition, table, min(times), max(times)))
+        self._store(conn, files, new_columns, checkpoint, failed)
+        return WriteResult(failed)
+
+    def write_requests(
+        self, requests: list[BufferedRequest], checkpoint: Checkpoint
+    ) -> WriteResult | None:
+        """Write a batch straight from its stored request bodies (``headrace.sinks.arrow_bodies``:
+        parsed by Arrow, no dict per event), committed with ``checkpoint`` as ``write`` does; or
+        ``None`` (nothing written) when the batch needs ``write``'s event-by-event rules: a stream
+        with a ``time_field``, ids from outside, a field whose column is not settled yet (its
+        first batch decides its type), a value that does not fit its column as it is, a nested
+        value (a ``json`` column). ``write`` of the same events stores the same rows."""
+        conn = self._conn
+        assert conn is not None, "sink is not open"
+        groups: dict[tuple[str, str], list[BufferedRequest]] = defaultdict(list)
+        hours: dict[int, str] = {}
+        bases: set[bytes] = set()
+        for request in requests:
+            if request.base_id in bases:
+                return None  # one request twice in a batch: ``write`` stores its events once
+            bases.add(request.base_id)
+            hour = request.received_at_us // _HOUR_US
+            partition = hours.get(hour)
+            if partition is None:
+                partition = hours[hour] = partition_of(request.received_at_us)
+            groups[(request.stream, partition)].append(request)
+        files: list[_File] = []
+        for (stream, partition), group in groups.items():
+            fields = self._settled_fields(conn, stream)
+            built = None if fields is None else body_columns(group, fields)
+            if built is None:
+                return None
+            if built.ids:
+                times = built.received_at_us
+                table = _with_system_columns(built)
+                files.append(_File(stream, partition, table, min(times), max(times)))
+        self._store(conn, files, {}, checkpoint, [])
+        return WriteResult()
+
+    def _settled_fields(self, conn: sqlite3.Connection, stream: str) -> dict[str, Any] | None:
+        """The Arrow types of the stream's columns that ``write_requests`` can fill as Arrow
+        parses them; ``None`` if the stream needs ``write`` (a time field, a declared type not
+        settled yet)."""
+        schema = self.config.schema_for(stream)
+        if schema.time_field:
+            return None
+        cols = self._stream_columns(conn, stream)
+        if any(cols.types.get(name) != declared for name, declared in schema.fields.items()):
+            return None
+        # timestamp and json columns are left out: an event holding one is "unexpected" there
+        return {name: arrow_type(kind) for name, kind in cols.types.items() if kind in _EXACT_TYPES}
+
+    def _store(
+        self,
+        conn: sqlite3.Connection,
+        files: list[_File],
+        new_columns: dict[str, dict[str, str]],
+        checkpoint: Checkpoint,
+        failed: list[FailedRecord],
+    ) -> None:
+        """Write ``files`` and commit them with the new columns and ``checkpoint``, or leave no
+        trace of them."""
         written: list[_Written] = []
         try:
-            for (stream, partition), rows in parts.items():
-                if rows:
-                    cols = self._stream_columns(conn, stream)
-                    types = {**cols.types, **new_columns[stream]}
-                    written.append(self._write_file(stream, partition, rows, types))
+            for file in files:
+                written.append(self._write_file(file))
             self._commit(conn, written, new_columns, checkpoint, failed)
         except BaseException as exc:
             for item in written:  # never leave files the catalog does not list
@@ -298,7 +378,6 @@ class LakeSink:
             for name, column_type in added.items():
                 cols.add(name, column_type)
         self._error = None
-        return WriteResult(failed)
 
     def _drop_stored(
         self,
@@ -327,26 +406,27 @@ class LakeSink:
                 for key in [k for k in parts if k[0] == stream]:
                     parts[key] = [r for r in parts[key] if r["_id"] not in stored]
 
-    def _write_file(
-        self, stream: str, partition: str, rows: list[dict[str, Any]], types: dict[str, str]
-    ) -> _Written:
+    @staticmethod
+    def _file_columns(rows: list[dict[str, Any]], types: dict[str, str]) -> list[tuple[str, str]]:
+        """A file's columns: the system ones, the user columns some row holds, ``_extra``."""
         present = [name for name in types if any(name in row for row in rows)]
         columns = [("_id", "string"), ("_received_at", "timestamp"), ("_time", "timestamp")]
         columns += [(name, types[name]) for name in present]
         columns.append(("_extra", "string"))
-        table = table_from_rows(rows, columns)
+        return columns
+
+    def _write_file(self, file: _File) -> _Written:
         name = f"{event_id(new_base_id(), 0)}.parquet"
-        rel_dir = f"{stream}/{partition}"
-        size = write_parquet_file(table, self.root / rel_dir / name, "zstd")
-        times = [r["_time"] for r in rows]
+        rel_dir = f"{file.stream}/{file.partition}"
+        size = write_parquet_file(file.table, self.root / rel_dir / name, "zstd")
         return _Written(
-            stream,
-            partition,
+            file.stream,
+            file.partition,
             f"{rel_dir}/{name}",
-            len(rows),
+            file.table.num_rows,
             size,
-            min(times),
-            max(times),
+            file.min_time_us,
+            file.max_time_us,
         )
 
     def _commit(
@@ -510,6 +590,20 @@ class LakeSink:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / rel).unlink()
             conn.execute("DELETE FROM lake_garbage WHERE sink = ? AND path = ?", (self.id, rel))
+
+
+def _with_system_columns(built: BodyColumns) -> Any:
+    """The lake's file table of a batch parsed by Arrow: ``_id``, ``_received_at`` and ``_time``
+    (the receive time: ``write_requests`` takes no stream with a time field), the user columns
+    in their catalog order, and an ``_extra`` that holds nothing (every field has its column)."""
+    import pyarrow as pa
+
+    received = pa.array(built.received_at_us, arrow_type("timestamp"))
+    columns = {"_id": pa.array(built.ids, pa.string()), "_received_at": received, "_time": received}
+    for name in built.table.column_names:
+        columns[name] = built.table.column(name)
+    columns["_extra"] = pa.nulls(len(built.ids), pa.string())
+    return pa.table(columns)
 
 
 def size_tier(size: int) -> int:
