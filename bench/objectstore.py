@@ -33,13 +33,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,8 @@ def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
             sink.close()
             conn.close()
 
-    def lake_sink() -> None:
+    @contextlib.contextmanager
+    def fresh_lake() -> Iterator[LakeSink]:
         from headrace.storage.lake_catalog import LAKE_SCHEMA
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -154,10 +156,14 @@ def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
             state.init_schema(conn, [LAKE_SCHEMA, POSITIONS_SCHEMA])
             sink = LakeSink("lake", LakeConfig(type="lake", inputs=["web"]), data_dir)
             sink.open()
-            for n, batch in enumerate(batches):
-                sink.write(batch, checkpoint("lake", {"seg": n}))
+            yield sink
             sink.close()
             conn.close()
+
+    def lake_sink() -> None:
+        with fresh_lake() as sink:
+            for n, batch in enumerate(batches):
+                sink.write(batch, checkpoint("lake", {"seg": n}))
 
     # the same rows as the buffer stores them: requests of 100 events, JSON array bodies
     stored = [
@@ -193,19 +199,10 @@ def parquet_bench(rows: int, repeat: int, batch_events: int = 10_000) -> None:
             pq.write_table(table, out.with_suffix(f".{n}"), compression="zstd")
 
     def lake_stored() -> None:  # the lake from stored requests, columns settled before
-        from headrace.storage.lake_catalog import LAKE_SCHEMA
-
-        with tempfile.TemporaryDirectory() as tmp:
-            data_dir = Path(tmp)
-            conn = state.connect(data_dir / "state.db")
-            state.init_schema(conn, [LAKE_SCHEMA, POSITIONS_SCHEMA])
-            sink = LakeSink("lake", LakeConfig(type="lake", inputs=["web"]), data_dir)
-            sink.open()
+        with fresh_lake() as sink:
             sink.write(events[:1], checkpoint("lake", {"seg": -1}))  # the stream's first batch
             for n, batch in enumerate(stored_batches):
                 assert sink.write_requests(batch, checkpoint("lake", {"seg": n})) is not None
-            sink.close()
-            conn.close()
 
     print(f"Parquet, {rows:,} rows of {len(FIELDS)} columns, zstd, best of {repeat}; rows/s of "
           f"wall time (and of CPU time: the sinks also wait for fsync); sinks get batches of "
