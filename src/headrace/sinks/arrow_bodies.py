@@ -81,8 +81,9 @@ def body_columns(
                 newlines_in_values=newlines,  # pretty-printed bodies (slower, so only then)
             ),
         )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None  # a value of another type, a field twice in one object, …
+    except pa.ArrowException:
+        return None  # a value of another type, a field twice in one object, …: nothing is lost,
+        # the dict path decides (and makes a dead letter of what it cannot decode either)
     events_array = parsed.column("e").combine_chunks().flatten()
     if len(events_array) != len(ids):
         return None  # the stored count disagrees with the body: let the dict path decide
